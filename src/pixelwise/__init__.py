@@ -1,0 +1,39 @@
+"""pixelwise: semantic segmentation from a folder of images and masks.
+
+Python API (the CLI calls exactly these)::
+
+    import pixelwise
+    result = pixelwise.train(data="DATA", out="runs/mine", epochs=20)
+    metrics = pixelwise.evaluate("runs/mine", "DATA", split="val")
+    seg = pixelwise.load("runs/mine")
+    mask = seg.predict("image.jpg")          # (H, W) int64 class indices
+"""
+
+__version__ = "0.1.0"
+
+from .errors import PixelwiseError  # noqa: E402
+
+
+def __getattr__(name):
+    # Imported lazily so that `import pixelwise` and `pixelwise --help` stay fast.
+    if name in ("train", "TrainConfig", "TrainResult"):
+        from . import trainer as _t
+
+        return getattr(_t, name)
+    if name in ("load", "Segmenter", "predict_files"):
+        from . import predict as _p
+
+        return getattr(_p, name)
+    if name == "evaluate":
+        from .evaluation import evaluate
+
+        return evaluate
+    if name == "run_demo":
+        from .demo import run_demo
+
+        return run_demo
+    raise AttributeError(f"module 'pixelwise' has no attribute {name!r}")
+
+
+__all__ = ["PixelwiseError", "train", "TrainConfig", "TrainResult", "evaluate", "load", "Segmenter",
+           "predict_files", "run_demo", "__version__"]

@@ -1,0 +1,5 @@
+"""`python -m pixelwise ...` (also how torchrun starts it)."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""The ``pixelwise`` command: parse arguments, call the Python API, print results.
+
+A user mistake (:class:`PixelwiseError`) prints one line and exits with status 2; Ctrl-C exits
+with 130; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .errors import PixelwiseError
+
+
+def _scale_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected two numbers like 0.5,2.0") from None
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError("expected 0 < low <= high")
+    return lo, hi
+
+
+def _model_arg(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError("expected KEY=VALUE, e.g. decoder_channels=[128,64,32,16,8]")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot parse the value of {key}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return v
+
+
+def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
+    from .losses import LOSSES
+    from .models import MODELS
+
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", choices=list(MODELS), default=defaults.arch, help="architecture (default %(default)s)")
+    m.add_argument("--encoder", default=defaults.encoder,
+                   help="encoder for segmentation-models-pytorch architectures: resnet18, resnet34, mobilenet_v2, "
+                        "efficientnet-b0, tu-<timm name>, ... (default %(default)s)")
+    m.add_argument("--pretrained", nargs="?", const="imagenet", default=None, metavar="PATH",
+                   help="start from pretrained weights: alone = ImageNet encoder weights (downloads); "
+                        "with PATH = a local .safetensors file (a pixelwise run/bundle or an encoder state dict)")
+    m.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout before the classifier (default 0)")
+    m.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra architecture argument, e.g. decoder_channels=[128,64,32,16,8] (repeatable)")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=_positive_int, default=defaults.epochs, help="default %(default)s")
+    o.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, help="default %(default)s")
+    o.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (default %(default)s)")
+    o.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="default %(default)s")
+    o.add_argument("--schedule", choices=["cosine", "poly", "constant"], default=defaults.schedule,
+                   help="learning-rate decay after warm-up (default %(default)s)")
+    o.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs, help="default %(default)s")
+    o.add_argument("--loss", choices=list(LOSSES), default=defaults.loss, help="default %(default)s")
+    o.add_argument("--class-weights", nargs="?", const="auto", default=None,
+                   choices=["auto", "median", "inverse"],
+                   help="weight the loss by class frequency of the training masks (auto = median frequency)")
+    o.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="max gradient norm, 0 = off (default %(default)s)")
+    o.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
+    o.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="keep NCHW memory layout")
+    o.add_argument("--patience", type=int, default=defaults.patience,
+                   help="stop after this many validations without a better mIoU; 0 = never (default)")
+    a = p.add_argument_group("data and augmentation")
+    a.add_argument("--crop-size", type=int, default=defaults.crop_size, help="square training crop (default %(default)s)")
+    a.add_argument("--scale-range", type=_scale_range, default=defaults.scale_range, metavar="LOW,HIGH",
+                   help="random rescale before cropping (default 0.5,2.0; 1,1 = off)")
+    a.add_argument("--no-hflip", dest="hflip", action="store_false", help="no random horizontal flips")
+    a.add_argument("--vflip", action="store_true", help="random vertical flips too")
+    a.add_argument("--color-jitter", type=float, default=defaults.color_jitter, help="strength, 0 = off (default %(default)s)")
+    a.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+                   help="held-out share when DATA/splits/ is absent (default %(default)s)")
+    a.add_argument("--test-fraction", type=float, default=defaults.test_fraction, help="default %(default)s")
+    a.add_argument("--workers", dest="num_workers", type=int, default=defaults.num_workers,
+                   help="data loader processes; -1 = from the CPU count (default)")
+    a.add_argument("--no-cache", dest="cache", action="store_false", help="decode images every epoch (saves memory)")
+    r = p.add_argument_group("run")
+    r.add_argument("--out", default="", help="run directory (default runs/<date-time>)")
+    r.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
+    r.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
+    r.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1 (default %(default)s)")
+    r.add_argument("--val-every", type=_positive_int, default=defaults.val_every, help="validate every N epochs")
+    r.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap on batches per epoch (quick trials)")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    r.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .trainer import TrainConfig
+
+    parser = argparse.ArgumentParser(
+        prog="pixelwise",
+        description="Semantic segmentation: train, evaluate and apply models that label every pixel.",
+    )
+    parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a model on DATA (images/ + masks/)",
+                       description="Train a model on a data set in the pixelwise folder layout.")
+    p.add_argument("data", nargs="?", default="", help="data folder with images/ and masks/ (not needed with --resume)")
+    _add_train_args(p, TrainConfig())
+
+    p = sub.add_parser("evaluate", help="score a trained run on a split of DATA",
+                       description="Predict every image of a split and print per-class IoU/Dice and the summary.")
+    p.add_argument("run", help="run directory (holds model.safetensors + model.json)")
+    p.add_argument("data", help="data folder with images/ and masks/")
+    p.add_argument("--split", default="val", choices=["train", "val", "test", "all"], help="default %(default)s")
+    p.add_argument("--out", default=None, help="where metrics.json and confusion.png go (default RUN/eval-SPLIT)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("predict", help="write masks and overlays for new images",
+                       description="Label every pixel of images: OUT/masks/<name>.png (class indices) and OUT/overlays/<name>.png.")
+    p.add_argument("run", help="run directory")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("demo", help="generate synthetic data, train, evaluate, predict: the whole flow",
+                       description="Make a synthetic shapes data set, train the default demo model, evaluate it on "
+                                   "held-out images and write predictions, overlays, metrics and curves.")
+    p.add_argument("--out", default="", help="run directory (default runs/demo-<date-time>)")
+    p.add_argument("--images", type=_positive_int, default=None, help="number of synthetic images")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _cmd_train(args) -> int:
+    from .trainer import TrainConfig, train
+
+    fields = TrainConfig.__dataclass_fields__
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values["model_kwargs"] = dict(args.model_arg)
+    if args.resume and not args.out:
+        raise PixelwiseError("--resume needs --out RUN, the run directory to continue")
+    if not args.resume and not args.data:
+        raise PixelwiseError("give DATA, a folder with images/ and masks/ (see pixelwise train --help)")
+    result = train(TrainConfig(**values), resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    from .metrics import format_metrics_table
+
+    if result.best_metrics:
+        print(format_metrics_table(result.best_metrics))
+        print(f"best epoch {result.best_epoch}: val mIoU {100 * result.best_metrics['miou']:.2f}")
+    print(f"run: {result.run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate
+    from .metrics import format_metrics_table
+
+    m = evaluate(args.run, args.data, split=args.split, out=args.out, device=args.device, progress=not args.quiet)
+    print(format_metrics_table(m))
+    print(f"{m['images']} images ({args.split}); metrics.json and confusion.png in {m['out']}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .predict import load, predict_files
+
+    seg = load(args.run, args.device)
+    res = predict_files(seg, args.inputs, args.out, alpha=args.alpha, progress=not args.quiet)
+    print(f"{res['written']} images predicted into {res['out']} (masks/, overlays/)")
+    for path, reason in res["failed"]:
+        print(f"skipped: {reason}", file=sys.stderr)
+    return 1 if res["failed"] else 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out=args.out, num_images=args.images, epochs=args.epochs, seed=args.seed, device=args.device,
+             progress=not args.quiet)
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PixelwiseError as e:
+        print(f"pixelwise: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pixelwise: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,307 @@
+"""A procedural data set of textured shapes, so the whole pipeline can be tried without downloads.
+
+Every image shows a few shapes (discs, squares, triangles, rings) painted over a varied
+background. Each object's colour and texture are drawn from one distribution whatever its class,
+so a pixel's colour says nothing about which shape it belongs to: a model has to look at the
+outline. The mask is the exact painted geometry (later shapes occlude earlier ones); noise and
+blur are applied to the image only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image, ImageDraw, ImageFilter
+
+from pixelwise.errors import PixelwiseError
+
+DEMO_CLASSES: list[str] = ["background", "disc", "square", "triangle", "ring"]
+DEMO_COLORS: list[tuple[int, int, int]] = [
+    (0, 0, 0),
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (255, 225, 25),
+]
+IGNORE_INDEX = 255
+
+_DISC, _SQUARE, _TRIANGLE, _RING = 1, 2, 3, 4
+
+# Geometry is specified for 256 px images and scaled with the image size.
+_REF_SIZE = 256
+_RADIUS_RANGE = (16.0, 64.0)
+_OBJECTS_RANGE = (3, 6)  # inclusive
+# Centres at least this fraction of (r1 + r2) apart: shapes may overlap, but no shape is
+# mostly hidden, which would make its class unknowable even to a person.
+_MIN_SEPARATION = 0.75
+# A centre may sit this fraction of the radius inside the border, so shapes can be clipped
+# but never by more than about half.
+_BORDER_FRACTION = 0.6
+# Smallest RGB distance between an object's base colour and what it is painted over; keeps
+# outlines visible without making colour depend on the class.
+_MIN_CONTRAST = 90.0
+
+
+def generate_sample(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one random image and its mask.
+
+    Args:
+        rng: source of all randomness; the same generator state gives the same sample.
+        size: side length in pixels (>= 32); shape sizes scale with it.
+
+    Returns:
+        image: (size, size, 3) uint8 RGB.
+        mask: (size, size) uint8 class indices into DEMO_CLASSES (0 = background).
+    """
+    if size < 32:
+        raise PixelwiseError(f"demo image size must be at least 32 px, got {size}")
+    scale = size / _REF_SIZE
+    # Pixel coordinates as a row and a column: they broadcast to (size, size) where needed.
+    xx = np.arange(size, dtype=np.float32)[None, :]
+    yy = np.arange(size, dtype=np.float32)[:, None]
+
+    canvas = _background(rng, size, xx, yy)
+    mask = np.zeros((size, size), dtype=np.uint8)
+
+    placed: list[tuple[float, float, float]] = []
+    for _ in range(int(rng.integers(_OBJECTS_RANGE[0], _OBJECTS_RANGE[1] + 1))):
+        cls = int(rng.integers(1, len(DEMO_CLASSES)))
+        r = float(rng.uniform(*_RADIUS_RANGE)) * scale
+        centre = _place(rng, size, r, placed)
+        if centre is None:
+            continue
+        cx, cy = centre
+        placed.append((cx, cy, r))
+        # Work inside the shape's bounding box only: most of the image is untouched.
+        box = (
+            slice(max(0, math.floor(cy - r) - 1), min(size, math.ceil(cy + r) + 2)),
+            slice(max(0, math.floor(cx - r) - 1), min(size, math.ceil(cx + r) + 2)),
+        )
+        region = _shape_mask(rng, cls, box, cx, cy, r)
+        if not region.any():
+            continue
+        patch = canvas[box]
+        patch[region] = _texture(rng, patch, region, xx[:, box[1]], yy[box[0], :], scale)[region]
+        mask[box][region] = cls
+
+    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8), "RGB")
+    image = image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.4, 1.0)) * scale))
+    noisy = np.array(image, dtype=np.float32)
+    noisy += float(rng.uniform(2.0, 7.0)) * rng.standard_normal(noisy.shape, dtype=np.float32)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), mask
+
+
+def make_demo_dataset(
+    root: str | Path,
+    num_images: int = 300,
+    size: int = 256,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    progress: bool = False,
+) -> Path:
+    """Write a demo data set in the pixelwise folder layout and return its root.
+
+    Layout: ``images/<stem>.png`` (RGB), ``masks/<stem>.png`` (mode 'L', values = class index),
+    ``classes.yaml`` (``names``, ``colors``, ``ignore_index``) and ``splits/train.txt`` /
+    ``splits/val.txt`` (one stem per line, stems ``demo_0000``...). The same arguments give
+    byte-identical files. Everything is written into a hidden sibling folder that is renamed to
+    ``root`` only when complete, so an interrupted run never leaves a half-written data set at
+    ``root``.
+
+    Raises:
+        PixelwiseError: bad arguments, or ``root`` exists and is not an empty folder.
+    """
+    root = Path(root)
+    if num_images < 1:
+        raise PixelwiseError(f"num_images must be at least 1, got {num_images}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise PixelwiseError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if val_fraction > 0 and num_images < 2:
+        raise PixelwiseError("a validation split needs num_images >= 2 (or val_fraction=0)")
+    if size < 32:
+        raise PixelwiseError(f"demo image size must be at least 32 px, got {size}")
+    if root.exists() and not (root.is_dir() and not any(root.iterdir())):
+        raise PixelwiseError(
+            f"{root} already exists and is not an empty folder; delete it or choose another path"
+        )
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        (tmp / "images").mkdir(parents=True)
+        (tmp / "masks").mkdir()
+        (tmp / "splits").mkdir()
+
+        stems = [f"demo_{i:04d}" for i in range(num_images)]
+        for i in _progress(range(num_images), progress):
+            # One generator per image: sample i does not depend on how many come before it.
+            image, mask = generate_sample(np.random.default_rng([seed, i]), size)
+            Image.fromarray(image, "RGB").save(tmp / "images" / f"{stems[i]}.png", compress_level=1)
+            Image.fromarray(mask, "L").save(tmp / "masks" / f"{stems[i]}.png", compress_level=1)
+
+        n_val = 0
+        if val_fraction > 0:
+            n_val = min(max(1, round(num_images * val_fraction)), num_images - 1)
+        order = np.random.default_rng([seed, 2**31]).permutation(num_images)
+        val = sorted(stems[j] for j in order[:n_val])
+        train = sorted(stems[j] for j in order[n_val:])
+        (tmp / "splits" / "train.txt").write_text("".join(s + "\n" for s in train))
+        (tmp / "splits" / "val.txt").write_text("".join(s + "\n" for s in val))
+
+        # Written last: a folder with classes.yaml is a finished one.
+        meta = {
+            "names": list(DEMO_CLASSES),
+            "colors": [list(c) for c in DEMO_COLORS],
+            "ignore_index": IGNORE_INDEX,
+        }
+        (tmp / "classes.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+
+        if root.is_dir():
+            root.rmdir()  # empty, checked above; rename cannot replace a folder on every OS
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            # Another process may have finished the same data set first; use theirs.
+            if (root / "classes.yaml").is_file():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return root
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def _progress(it, enabled: bool):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc="demo data", unit="img")
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0.0, 255.0, 3).astype(np.float32)
+
+
+def _near_colour(rng: np.random.Generator, base: np.ndarray, spread: float) -> np.ndarray:
+    return np.clip(base + rng.uniform(-spread, spread, 3), 0.0, 255.0).astype(np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """(size, size) float32 low-frequency noise, roughly unit variance."""
+    coarse = Image.fromarray(rng.standard_normal((cells, cells)).astype(np.float32), "F")
+    return np.asarray(coarse.resize((size, size), Image.BICUBIC), dtype=np.float32)
+
+
+def _stripes(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, period: float) -> np.ndarray:
+    """(H, W) float32 weights in [0, 1]: soft-edged stripes at a random angle."""
+    angle = rng.uniform(0.0, math.pi)
+    u = xx * math.cos(angle) + yy * math.sin(angle)
+    wave = np.sin(2.0 * math.pi * u / period + rng.uniform(0.0, 2.0 * math.pi))
+    return np.clip(0.5 + 1.5 * wave, 0.0, 1.0)
+
+
+def _blend(c1: np.ndarray, c2: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return c1 * (1.0 - w[..., None]) + c2 * w[..., None]
+
+
+def _background(rng: np.random.Generator, size: int, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """(size, size, 3) float32 RGB in [0, 255]."""
+    kind = int(rng.integers(4))
+    c1 = _random_colour(rng)
+    if kind == 0:  # flat colour
+        bg = np.broadcast_to(c1, (size, size, 3)).copy()
+    elif kind == 1:  # linear gradient between two unrelated colours
+        angle = rng.uniform(0.0, 2.0 * math.pi)
+        t = xx * math.cos(angle) + yy * math.sin(angle)
+        t = (t - t.min()) / max(float(np.ptp(t)), 1.0)
+        bg = _blend(c1, _random_colour(rng), t)
+    elif kind == 2:  # stripes of two close colours
+        period = rng.uniform(10.0, 48.0) * size / _REF_SIZE
+        bg = _blend(c1, _near_colour(rng, c1, 60.0), _stripes(rng, xx, yy, period))
+    else:  # blotchy low-frequency colour field
+        cells = int(rng.integers(2, 6))
+        coarse = Image.fromarray(rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8), "RGB")
+        bg = np.asarray(coarse.resize((size, size), Image.BICUBIC), dtype=np.float32)
+    # Mild shading on every background so none is perfectly flat.
+    shade = 1.0 + 0.08 * _smooth_noise(rng, size, int(rng.integers(3, 6)))
+    return np.clip(bg * shade[..., None], 0.0, 255.0).astype(np.float32)
+
+
+def _place(
+    rng: np.random.Generator, size: int, r: float, placed: list[tuple[float, float, float]]
+) -> tuple[float, float] | None:
+    lo, hi = _BORDER_FRACTION * r, size - _BORDER_FRACTION * r
+    for _ in range(30):
+        cx, cy = rng.uniform(lo, hi, 2)
+        if all(math.hypot(cx - px, cy - py) >= _MIN_SEPARATION * (r + pr) for px, py, pr in placed):
+            return float(cx), float(cy)
+    return None
+
+
+def _shape_mask(
+    rng: np.random.Generator, cls: int, box: tuple[slice, slice], cx: float, cy: float, r: float
+) -> np.ndarray:
+    """Bool array of the box's shape: the pixels the shape covers inside `box`."""
+    y0, x0 = box[0].start, box[1].start
+    img = Image.new("L", (box[1].stop - x0, box[0].stop - y0), 0)
+    draw = ImageDraw.Draw(img)
+    cx, cy = cx - x0, cy - y0
+    if cls in (_DISC, _RING):
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1)
+        if cls == _RING:
+            # The hole shows whatever lies beneath, so it keeps that label in the mask.
+            ri = r * rng.uniform(0.45, 0.65)
+            draw.ellipse([cx - ri, cy - ri, cx + ri, cy + ri], fill=0)
+    else:
+        n = 4 if cls == _SQUARE else 3
+        start = rng.uniform(0.0, 2.0 * math.pi)
+        pts = [
+            (cx + r * math.cos(start + 2 * math.pi * k / n), cy + r * math.sin(start + 2 * math.pi * k / n))
+            for k in range(n)
+        ]
+        draw.polygon(pts, fill=1)
+    return np.asarray(img, dtype=bool)
+
+
+def _texture(
+    rng: np.random.Generator,
+    patch: np.ndarray,
+    region: np.ndarray,
+    xx: np.ndarray,
+    yy: np.ndarray,
+    scale: float,
+) -> np.ndarray:
+    """Float32 RGB fill shaped like `patch` (h, w, 3); only pixels under `region` are used.
+
+    Drawn identically for every class, so colour and texture carry no class information.
+    """
+    under = patch[region].mean(axis=0)
+    for _ in range(20):
+        c1 = _random_colour(rng)
+        if np.linalg.norm(c1 - under) >= _MIN_CONTRAST:
+            break
+    kind = int(rng.integers(4))
+    if kind == 0:  # flat
+        return np.broadcast_to(c1, patch.shape)
+    c2 = _near_colour(rng, c1, 50.0)
+    if kind == 1:  # stripes
+        return _blend(c1, c2, _stripes(rng, xx, yy, rng.uniform(4.0, 14.0) * scale))
+    if kind == 2:  # checkerboard
+        period = rng.uniform(4.0, 12.0) * scale
+        angle = rng.uniform(0.0, math.pi / 2)
+        u = (xx * math.cos(angle) + yy * math.sin(angle)) / period
+        v = (-xx * math.sin(angle) + yy * math.cos(angle)) / period
+        w = ((np.floor(u) + np.floor(v)) % 2).astype(np.float32)
+        return _blend(c1, c2, w)
+    # Mottled: brightness varies smoothly across the object.
+    h, w = patch.shape[:2]
+    mottle = 1.0 + 0.15 * _smooth_noise(rng, max(h, w), int(rng.integers(4, 10)))[:h, :w]
+    return np.clip(c1 * mottle[..., None], 0.0, 255.0)

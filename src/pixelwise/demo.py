@@ -1,0 +1,61 @@
+"""`pixelwise demo`: the whole flow on built-in synthetic data, in a few minutes on a CPU.
+
+Generates the procedural shapes data set (classes decided by shape, not colour), trains the
+demo model, evaluates it on the held-out images, writes predicted masks and overlays for them,
+and prints where everything is.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from .data.synthetic import make_demo_dataset
+from .evaluation import evaluate
+from .metrics import format_metrics_table
+from .predict import load, predict_files
+from .trainer import TrainConfig, train
+
+# A small U-Net that trains to a useful model on 2 CPU cores in a few minutes.
+DEMO_IMAGES = 300
+DEMO_TRAIN = dict(
+    arch="unet",
+    encoder="resnet18",
+    model_kwargs={"decoder_channels": [128, 64, 32, 16, 8]},
+    epochs=12,
+    batch_size=8,
+    lr=3e-3,
+    crop_size=256,
+    scale_range=(0.75, 1.25),
+    loss="ce+dice",
+    val_fraction=0.2,
+)
+
+
+def run_demo(out: str = "", num_images: int | None = None, epochs: int | None = None, seed: int = 0,
+             device: str = "auto", progress: bool = True) -> dict:
+    """Run the demo end to end; returns {"run": path, "metrics": held-out metrics dict}."""
+    run = Path(out) if out else Path("runs") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    data = run / "data"
+    print(f"[1/4] generating {num_images or DEMO_IMAGES} synthetic 256x256 images into {data}")
+    make_demo_dataset(data, num_images=num_images or DEMO_IMAGES, seed=seed, progress=progress)
+    cfg = dict(DEMO_TRAIN)
+    if epochs:
+        cfg["epochs"] = epochs
+    print(f"[2/4] training {cfg['arch']}/{cfg['encoder']} for {cfg['epochs']} epochs")
+    result = train(TrainConfig(data=str(data), out=str(run), seed=seed, device=device, **cfg), progress=progress)
+    print("[3/4] evaluating on the held-out (val) images at full resolution")
+    seg = load(run, device)
+    metrics = evaluate(run, data, split="val", segmenter=seg, progress=progress)
+    print(format_metrics_table(metrics))
+    print("[4/4] writing predicted masks and overlays for the held-out images")
+    val_images = [data / "images" / f"{s}.png" for s in (data / "splits" / "val.txt").read_text().split()]
+    predict_files(seg, val_images, run / "predictions", progress=progress)
+    print()
+    print(f"held-out mIoU {100 * metrics['miou']:.2f}  (best epoch {result.best_epoch} of {cfg['epochs']})")
+    print(f"  metrics:     {run / 'eval-val' / 'metrics.json'}  {run / 'eval-val' / 'confusion.png'}")
+    print(f"  curves:      {run / 'curves.png'}  {run / 'metrics.csv'}")
+    print(f"  predictions: {run / 'predictions'}/masks, /overlays")
+    print(f"  model:       {run / 'model.safetensors'} + model.json")
+    print(f"run directory: {run}")
+    return {"run": str(run), "metrics": metrics}

@@ -1,0 +1,252 @@
+"""Pixel-wise segmentation losses.
+
+Every loss takes ``logits`` (N, C, H, W), any float dtype, and ``target`` (N, H, W) int64 class
+indices, and returns a float32 scalar. Pixels whose target equals ``ignore_index`` contribute to
+neither numerator nor denominator. When every pixel is ignored the loss is 0, still attached to
+``logits`` so ``backward()`` works, and never NaN. Half-precision logits are upcast to float32
+because softmax and log over fp16/bf16 lose too much precision near 0 and 1.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pixelwise.errors import PixelwiseError
+
+__all__ = [
+    "CrossEntropyLoss",
+    "DiceLoss",
+    "FocalLoss",
+    "ComboLoss",
+    "LOSSES",
+    "build_loss",
+    "class_weights_from_counts",
+]
+
+
+def _check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
+    if logits.dim() < 2 or target.dim() != logits.dim() - 1:
+        raise ValueError(
+            f"expected logits (N, C, H, W) and target (N, H, W), got {tuple(logits.shape)} and {tuple(target.shape)}"
+        )
+    if logits.shape[0] != target.shape[0] or logits.shape[2:] != target.shape[1:]:
+        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match")
+
+
+def _weight_tensor(weight: torch.Tensor | np.ndarray | None) -> torch.Tensor | None:
+    if weight is None:
+        return None
+    # Own copy: torch.as_tensor would share memory with a caller's float32 array.
+    return torch.as_tensor(weight, dtype=torch.float32).flatten().clone()
+
+
+def _weight_for(weight: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | None:
+    """The class weights on the logits' device, checked against C = logits.shape[1]."""
+    if weight is None:
+        return None
+    if weight.numel() != logits.shape[1]:
+        raise ValueError(f"{weight.numel()} class weights for {logits.shape[1]} classes")
+    return weight.to(device=logits.device, dtype=torch.float32)
+
+
+def _safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den, with den == 0 read as 1: then num is an empty sum (0), so the result is 0.
+
+    Avoids a host sync (no ``if den == 0``) and keeps the graph attached to the logits.
+    """
+    return num / torch.where(den > 0, den, torch.ones_like(den))
+
+
+class CrossEntropyLoss(nn.Module):
+    """Cross-entropy over non-ignored pixels, mean weighted as torch does.
+
+    With class weights ``w``, the loss is sum_i w[y_i] * CE_i / sum_i w[y_i] over non-ignored pixels
+    i (the ``F.cross_entropy`` convention). Returns a float32 scalar; 0 if every pixel is ignored.
+    """
+
+    def __init__(self, ignore_index: int = 255, weight: torch.Tensor | None = None):
+        super().__init__()
+        self.ignore_index = int(ignore_index)
+        # A buffer, so .to(device) moves the weights with the module.
+        self.register_buffer("weight", _weight_tensor(weight))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits (N, C, H, W) float, target (N, H, W) int64 -> scalar float32."""
+        _check_shapes(logits, target)
+        logits = logits.float()
+        target = target.long()
+        weight = _weight_for(self.weight, logits)
+        # Sum then divide ourselves: F.cross_entropy's 'mean' is 0/0 = NaN when all pixels are ignored.
+        total = F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index, reduction="sum")
+        valid = target != self.ignore_index
+        if weight is None:
+            den = valid.sum().to(torch.float32)
+        else:
+            safe_target = torch.where(valid, target, torch.zeros_like(target))
+            den = (weight[safe_target] * valid).sum()
+        return _safe_divide(total, den)
+
+
+class DiceLoss(nn.Module):
+    """Multiclass soft Dice loss on softmax probabilities against the one-hot target.
+
+    Per class c, over all non-ignored pixels of the batch together:
+    ``dice_c = (2 * sum(p_c * g_c) + smooth) / (sum(p_c) + sum(g_c) + smooth)``.
+    The loss is 1 - mean of dice_c over the classes that occur in the batch target. A class absent
+    from the batch target is left out: its ideal prediction is all-zero, and with full weight in the
+    mean it would push its probabilities to zero on every batch that lacks it, swamping the classes
+    that are present. Returns a float32 scalar; 0 if every pixel is ignored.
+    """
+
+    def __init__(self, ignore_index: int = 255, smooth: float = 1.0):
+        super().__init__()
+        self.ignore_index = int(ignore_index)
+        self.smooth = float(smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits (N, C, H, W) float, target (N, H, W) int64 -> scalar float32."""
+        _check_shapes(logits, target)
+        num_classes = logits.shape[1]
+        probs = torch.softmax(logits.float(), dim=1)
+        target = target.long()
+        valid = target != self.ignore_index
+        # Ignored pixels get a placeholder class, then are zeroed out of both probs and one-hot.
+        safe_target = torch.where(valid, target, torch.zeros_like(target))
+        mask = valid.unsqueeze(1).to(probs.dtype)
+        one_hot = F.one_hot(safe_target, num_classes).movedim(-1, 1).to(probs.dtype) * mask
+        probs = probs * mask
+
+        reduce_dims = [0, *range(2, probs.dim())]
+        intersection = (probs * one_hot).sum(reduce_dims)
+        gt_sum = one_hot.sum(reduce_dims)
+        cardinality = probs.sum(reduce_dims) + gt_sum
+        dice = (2.0 * intersection + self.smooth) / (cardinality + self.smooth)
+
+        present = (gt_sum > 0).to(dice.dtype)
+        # Mean of (1 - dice) over present classes equals 1 - mean dice, and is 0 when none is present.
+        return _safe_divide(((1.0 - dice) * present).sum(), present.sum())
+
+
+class FocalLoss(nn.Module):
+    """Multiclass focal loss (Lin et al., 2017): ``-(1 - p_t)^gamma * log p_t`` per pixel.
+
+    ``p_t`` is the softmax probability of the target class. With class weights ``w`` each pixel is
+    multiplied by ``w[y]`` and the mean is weighted like torch's cross-entropy
+    (sum w[y_i] * l_i / sum w[y_i]), so gamma=0 equals :class:`CrossEntropyLoss` with or without
+    weights. Returns a float32 scalar; 0 if every pixel is ignored.
+    """
+
+    def __init__(self, ignore_index: int = 255, gamma: float = 2.0, weight: torch.Tensor | None = None):
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        self.ignore_index = int(ignore_index)
+        self.gamma = float(gamma)
+        self.register_buffer("weight", _weight_tensor(weight))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits (N, C, H, W) float, target (N, H, W) int64 -> scalar float32."""
+        _check_shapes(logits, target)
+        log_probs = torch.log_softmax(logits.float(), dim=1)
+        target = target.long()
+        valid = target != self.ignore_index
+        safe_target = torch.where(valid, target, torch.zeros_like(target))
+        log_pt = log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+        # Clamp keeps d/dp of (1 - p)^gamma finite at p == 1 when 0 < gamma < 1; x^0 stays 1.
+        modulator = (1.0 - log_pt.exp()).clamp_min(torch.finfo(torch.float32).tiny).pow(self.gamma)
+        per_pixel = -modulator * log_pt
+        pixel_weight = valid.to(per_pixel.dtype)
+        weight = _weight_for(self.weight, logits)
+        if weight is not None:
+            pixel_weight = pixel_weight * weight[safe_target]
+        return _safe_divide((per_pixel * pixel_weight).sum(), pixel_weight.sum())
+
+
+class ComboLoss(nn.Module):
+    """Weighted sum of losses: ``sum_k weights[k] * losses[k](logits, target)``."""
+
+    def __init__(self, losses: list[nn.Module], weights: list[float]):
+        super().__init__()
+        if len(losses) != len(weights):
+            raise PixelwiseError(f"ComboLoss got {len(losses)} losses but {len(weights)} weights")
+        if not losses:
+            raise PixelwiseError("ComboLoss needs at least one loss")
+        self.losses = nn.ModuleList(losses)
+        self.weights = [float(w) for w in weights]
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits (N, C, H, W) float, target (N, H, W) int64 -> scalar float32."""
+        total = None
+        for loss, w in zip(self.losses, self.weights):
+            term = w * loss(logits, target)
+            total = term if total is None else total + term
+        return total
+
+
+LossFactory = Callable[[int, "torch.Tensor | None"], nn.Module]
+
+# Dice has no per-class weights: it already gives every present class the same say.
+LOSSES: dict[str, LossFactory] = {
+    "ce": lambda ignore_index, class_weights: CrossEntropyLoss(ignore_index, weight=class_weights),
+    "dice": lambda ignore_index, class_weights: DiceLoss(ignore_index),
+    "focal": lambda ignore_index, class_weights: FocalLoss(ignore_index, weight=class_weights),
+    "ce+dice": lambda ignore_index, class_weights: ComboLoss(
+        [CrossEntropyLoss(ignore_index, weight=class_weights), DiceLoss(ignore_index)], [1.0, 1.0]
+    ),
+    "focal+dice": lambda ignore_index, class_weights: ComboLoss(
+        [FocalLoss(ignore_index, weight=class_weights), DiceLoss(ignore_index)], [1.0, 1.0]
+    ),
+}
+
+
+def build_loss(name: str, ignore_index: int = 255, class_weights: torch.Tensor | None = None) -> nn.Module:
+    """Build the loss registered in :data:`LOSSES` under ``name``.
+
+    ``class_weights`` (C,) is used by the cross-entropy and focal terms; Dice ignores it.
+    Raises PixelwiseError for an unknown name.
+    """
+    try:
+        factory = LOSSES[name]
+    except KeyError:
+        raise PixelwiseError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}") from None
+    return factory(ignore_index, class_weights)
+
+
+def class_weights_from_counts(counts: np.ndarray, method: str = "median") -> np.ndarray:
+    """Per-class loss weights from per-class pixel counts.
+
+    Args:
+        counts: (C,) number of labelled pixels of each class (ignored pixels excluded).
+        method: "median" - median frequency balancing (Eigen & Fergus, 2015):
+            median(freq over present classes) / freq_c;
+            "inverse" - inverse frequency total / (C_present * count_c), about 1 on average over
+            present classes.
+
+    Returns:
+        (C,) float32 weights. A class with 0 pixels gets weight 0: nothing in these masks can teach
+        it, and an infinite or arbitrary weight would only blow up the loss if it ever appeared.
+
+    Raises PixelwiseError for an unknown method, negative counts or no labelled pixel at all.
+    """
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+    if np.any(counts < 0) or not np.all(np.isfinite(counts)):
+        raise PixelwiseError("class pixel counts must be finite and non-negative")
+    present = counts > 0
+    total = counts.sum()
+    if total <= 0:
+        raise PixelwiseError("no labelled pixels: cannot derive class weights from all-zero counts")
+
+    weights = np.zeros_like(counts)
+    if method == "median":
+        freq = counts[present] / total
+        weights[present] = np.median(freq) / freq
+    elif method == "inverse":
+        weights[present] = total / (present.sum() * counts[present])
+    else:
+        raise PixelwiseError(f"unknown class weight method {method!r}; valid methods: inverse, median")
+    return weights.astype(np.float32)

@@ -1,0 +1,549 @@
+"""The training loop: seeded, resumable, checkpointed after every epoch, best model kept.
+
+A run directory holds::
+
+    config.yaml                  the TrainConfig, so the run can be repeated exactly
+    checkpoint.safetensors/.json the last finished epoch: weights, optimizer, history (resume)
+    model.safetensors/.json      the bundle of the best epoch by validation mIoU (what users load)
+    metrics.csv, curves.png      one row per epoch; loss and mIoU curves
+    train.log                    one line per epoch
+
+Every file is written atomically, so Ctrl-C or a crash at any moment leaves a run that
+``--resume`` continues from the last finished epoch. Randomness is drawn from seeds derived
+from (seed, epoch, sample), so a resumed run repeats the uninterrupted one, whatever the number
+of loader workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from .bundle import save_bundle, state_dict_for_saving
+from .data.dataset import SegmentationDataset, pad_collate
+from .data.folder import ClassInfo, open_folder
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from .errors import PixelwiseError
+from .io import atomic_path, write_json, write_text
+from .losses import build_loss, class_weights_from_counts
+from .metrics import ConfusionMatrix
+from .models import ModelConfig, SegmentationModel, build_model, describe
+
+RUN_MARKERS = ("config.yaml", "checkpoint.json", "model.json")
+
+
+@dataclass
+class TrainConfig:
+    """Every choice of a training run. Defaults work; each is a ``pixelwise train`` flag."""
+
+    data: str = ""
+    out: str = ""  # run directory; empty = runs/<date-time>
+    arch: str = "unet"
+    encoder: str = "resnet18"
+    model_kwargs: dict = field(default_factory=dict)  # e.g. {"decoder_channels": [128, 64, 32, 16, 8]}
+    dropout: float = 0.0
+    pretrained: str | None = None  # None, "imagenet" or a path to .safetensors weights
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | poly | constant, after a linear warm-up
+    warmup_epochs: float = 1.0
+    crop_size: int = 256
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    vflip: bool = False
+    color_jitter: float = 0.2
+    loss: str = "ce+dice"
+    class_weights: str | None = None  # None | inverse | median | auto (= median)
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    amp: bool = True  # mixed precision, used on CUDA only
+    channels_last: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    num_workers: int = -1  # -1 = chosen from the CPU count
+    cache: bool = True  # keep decoded training images in memory when they fit in 2 GB
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    val_every: int = 1
+    patience: int = 0  # early stopping after this many validations without improvement; 0 = off
+    max_steps_per_epoch: int = 0  # 0 = the whole training split every epoch
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["scale_range"] = list(self.scale_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise PixelwiseError(f"unknown training options: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "scale_range" in d and d["scale_range"] is not None:
+            d["scale_range"] = tuple(d["scale_range"])
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_metrics: dict | None
+    history: list[dict]
+    stopped_early: bool = False
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise PixelwiseError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PixelwiseError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, stable across runs and platforms."""
+    x = 0x9E3779B97F4A7C15
+    for p in parts:
+        x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+class SeededSampler(Sampler):
+    """Yields ``(index, seed)``: a per-epoch permutation, and a seed per sample for its augmentation.
+
+    Seeding each sample from (run seed, epoch, index) makes augmentation independent of the
+    loader's workers and of process history, which is what makes ``--resume`` exact.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, num_replicas: int = 1, rank: int = 0):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 1))
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self):
+        order = self._order()
+        per = math.ceil(len(order) / self.num_replicas)
+        order = (order + order[: per * self.num_replicas - len(order)])[self.rank :: self.num_replicas]
+        for i in order:
+            yield (i, derive_seed(self.seed, self.epoch, i, 2))
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.num_replicas)
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Runs the wrapped dataset's item under a private RNG seeded by the sampler."""
+
+    def __init__(self, base: SegmentationDataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        i, seed = key
+        state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            try:
+                return self.base[i]
+            finally:
+                random.setstate(state)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (0-based) of ``total``.
+
+    Linear warm-up from 1/warmup to 1 over ``warmup`` steps, then cosine or poly(0.9) decay that
+    reaches 0 exactly at the last step, or constant.
+    """
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total - warmup)
+    t = min(1.0, (step - warmup) / span)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "poly":
+        return (1.0 - t) ** 0.9
+    raise PixelwiseError(f"unknown schedule '{schedule}'; use cosine, poly or constant")
+
+
+def _auto_workers(requested: int) -> int:
+    if requested >= 0:
+        return requested
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # Leave most cores to the model; one loader process overlaps decoding with compute.
+    return min(4, max(1, cpus // 2)) if cpus > 1 else 0
+
+
+def _fits_in_cache(report, limit_bytes: float = 2e9) -> bool:
+    total = sum(h * w * (3 + 8) for h, w in report.sizes.values())
+    return total < limit_bytes
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    cols = ["epoch", "train_loss", "val_loss", "val_miou", "val_mean_dice", "val_pixel_accuracy", "lr", "seconds", "images_per_s"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    write_text(path, buf.getvalue())
+
+
+def prepare_run_dir(out: str, resume: bool, overwrite: bool) -> Path:
+    """Create the run directory; refuse one that holds a run unless resuming or overwriting."""
+    run = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    holds_run = run.is_dir() and any((run / m).exists() for m in RUN_MARKERS)
+    if resume:
+        if not (run / "checkpoint.json").is_file():
+            raise PixelwiseError(f"{run}: nothing to resume (no checkpoint.json); start it without --resume")
+        return run
+    if holds_run:
+        if not overwrite:
+            raise PixelwiseError(
+                f"{run}: already holds a run; pass --resume to continue it, --overwrite to replace it, or choose another --out"
+            )
+        for name in list(RUN_MARKERS) + ["checkpoint.safetensors", "model.safetensors", "metrics.csv", "curves.png", "train.log"]:
+            (run / name).unlink(missing_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(run: Path, model, optimizer, scaler, state: dict) -> None:
+    """Weights and optimizer tensors to safetensors, everything else to JSON; JSON is written last.
+
+    ``checkpoint.json`` names the epoch; it is replaced only after the tensors are in place, so
+    a crash between the two files leaves the previous consistent pair readable: the JSON
+    records the tensors' file digest to detect that case.
+    """
+    tensors = {f"model/{k}": v for k, v in state_dict_for_saving(model).items()}
+    opt = optimizer.state_dict()
+    opt_scalars: dict = {}
+    for pid, pstate in opt["state"].items():
+        for k, v in pstate.items():
+            if torch.is_tensor(v):
+                tensors[f"optim/{pid}/{k}"] = v.detach().to("cpu").contiguous().clone()
+            else:
+                opt_scalars[f"{pid}/{k}"] = v
+    token = f"{state['epoch']}-{time.time_ns()}"
+    with atomic_path(run / "checkpoint.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"token": token})
+    meta = dict(state)
+    meta["token"] = token
+    meta["optimizer"] = {"param_groups": opt["param_groups"], "scalars": opt_scalars}
+    meta["scaler"] = scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
+    write_json(run / "checkpoint.json", meta)
+
+
+def load_checkpoint(run: Path, model, optimizer, scaler) -> dict:
+    from safetensors import safe_open
+
+    try:
+        meta = json.loads((run / "checkpoint.json").read_text())
+        with safe_open(str(run / "checkpoint.safetensors"), framework="pt") as f:
+            token = (f.metadata() or {}).get("token")
+        tensors = load_file(str(run / "checkpoint.safetensors"))
+    except (OSError, json.JSONDecodeError, Exception) as e:
+        raise PixelwiseError(f"{run}: checkpoint cannot be read ({e.__class__.__name__}); it cannot be resumed") from None
+    if token != meta.get("token"):
+        raise PixelwiseError(
+            f"{run}: checkpoint.json and checkpoint.safetensors are from different epochs (interrupted write); "
+            "start again with --overwrite"
+        )
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, strict=True)
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("optim/"):
+            _, pid, name = k.split("/", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for key, v in meta["optimizer"]["scalars"].items():
+        pid, name = key.split("/", 1)
+        state.setdefault(int(pid), {})[name] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    return meta
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _log(run: Path, line: str, echo=True) -> None:
+    if echo:
+        tqdm.write(line)
+    with open(run / "train.log", "a") as f:
+        f.write(line + "\n")
+
+
+@torch.no_grad()
+def run_validation(model, loader, criterion, num_classes, ignore_index, device, amp_dtype, channels_last) -> tuple[float, ConfusionMatrix]:
+    """Mean loss over batches and the dataset-level confusion matrix of ``loader``."""
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    total, batches = 0.0, 0
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+        total += float(criterion(logits.float(), y))
+        batches += 1
+        cm.update(logits.argmax(1), y)
+    return total / max(1, batches), cm
+
+
+def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, **overrides) -> TrainResult:
+    """Train a model on a data set in the pixelwise folder layout; returns where it went and how it did.
+
+    ``pixelwise.train(data="DATA", out="runs/x", epochs=20)`` is the same as
+    ``pixelwise train DATA --out runs/x --epochs 20``. With ``resume=True`` the configuration is
+    read back from the run directory and training continues after the last finished epoch.
+    """
+    config = TrainConfig(**overrides) if config is None else (
+        TrainConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config
+    )
+    run = prepare_run_dir(config.out, resume, overwrite)
+    if resume:
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        keep_runtime = {"device": config.device, "num_workers": config.num_workers}
+        config = TrainConfig.from_dict({**saved, **keep_runtime})
+    config.out = str(run)
+    if not config.data:
+        raise PixelwiseError("no data folder given; pass DATA (a folder with images/ and masks/)")
+    if config.epochs < 1 or config.batch_size < 1 or config.crop_size < 8:
+        raise PixelwiseError("--epochs and --batch-size must be at least 1 and --crop-size at least 8")
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    data = open_folder(config.data, config.val_fraction, config.test_fraction, config.seed)
+    classes: ClassInfo = data.classes
+    train_samples, val_samples = data.splits["train"], data.splits["val"]
+    ignore = classes.ignore_index
+
+    model_cfg = ModelConfig(
+        arch=config.arch, encoder=config.encoder, num_classes=classes.num_classes,
+        dropout=config.dropout, kwargs=dict(config.model_kwargs),
+    )
+    model = build_model(model_cfg, None if resume else config.pretrained).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    weights = None
+    if config.class_weights:
+        method = "median" if config.class_weights == "auto" else config.class_weights
+        weights = torch.as_tensor(class_weights_from_counts(data.report.class_pixels, method), dtype=torch.float32, device=device)
+    criterion = build_loss(config.loss, ignore_index=ignore, class_weights=weights)
+
+    cache = config.cache and _fits_in_cache(data.report)
+    tf = train_transform(config.crop_size, ignore, config.scale_range, config.hflip, config.vflip, config.color_jitter)
+    train_ds = SeededDataset(SegmentationDataset(train_samples, tf, cache=cache))
+    sampler = SeededSampler(len(train_ds), config.seed)
+    workers = _auto_workers(config.num_workers)
+    drop_last = len(train_ds) > config.batch_size  # a batch of one breaks BatchNorm statistics
+    loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda", collate_fn=pad_collate(ignore))
+    if workers > 0:
+        loader_kw.update(persistent_workers=True, prefetch_factor=4)
+    train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, drop_last=drop_last, **loader_kw)
+    val_loader = None
+    if val_samples:
+        val_ds = SegmentationDataset(val_samples, eval_transform(), cache=cache)
+        val_loader = DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, **loader_kw)
+
+    steps_per_epoch = len(train_loader)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total_steps // 2)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    use_amp = config.amp and device.type == "cuda"
+    amp_dtype = None
+    if use_amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start_epoch, history, best, best_epoch, since_best = 0, [], -1.0, 0, 0
+    best_metrics = None
+    if resume:
+        ck = load_checkpoint(run, model, optimizer, scaler)
+        start_epoch, history = ck["epoch"], ck["history"]
+        best, best_epoch, since_best, best_metrics = ck["best_miou"], ck["best_epoch"], ck["since_best"], ck.get("best_metrics")
+        if start_epoch >= config.epochs or ck.get("stopped_early"):
+            tqdm.write(f"{run}: already finished ({start_epoch} epochs); nothing to resume")
+            return TrainResult(run, best_epoch, best_metrics, history, bool(ck.get("stopped_early")))
+    else:
+        write_text(run / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    meta_base = {
+        "classes": classes.to_dict(),
+        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "training": {"config": config.to_dict(), "device": str(device), "amp": str(amp_dtype) if amp_dtype else None},
+        "data": {
+            "root": str(Path(config.data).resolve()), "train_images": len(train_samples),
+            "val_images": len(val_samples), "class_pixels": data.report.class_pixels.tolist(),
+        },
+    }
+    header = (
+        f"run {run} | {describe(model)} | {device}{' ' + str(amp_dtype).replace('torch.', '') if amp_dtype else ''} | "
+        f"train {len(train_samples)} / val {len(val_samples)} images | {classes.num_classes} classes | "
+        f"batch {config.batch_size} | lr {config.lr:g} | {config.epochs} epochs x {steps_per_epoch} steps | workers {workers}"
+    )
+    _log(run, header, echo=progress)
+
+    stopped_early = False
+    run_start = time.perf_counter()
+    steps_done = 0
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            sampler.set_epoch(epoch)
+            # Dropout and other in-model randomness: seeded per epoch, so resume is exact.
+            torch.manual_seed(derive_seed(config.seed, epoch, 3))
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum, seen = 0.0, 0
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                       disable=not progress, leave=False, dynamic_ncols=True, file=sys.stderr)
+            for step, (x, y) in enumerate(train_loader):
+                if step >= steps_per_epoch:
+                    break
+                global_step = epoch * steps_per_epoch + step
+                lr = config.lr * lr_factor(global_step, total_steps, warmup, config.schedule)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                x = x.to(device, non_blocking=True)
+                if config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = y.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    logits = model(x)
+                loss = criterion(logits.float(), y)
+                if not torch.isfinite(loss):
+                    raise PixelwiseError(
+                        f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; lower --lr or check the data"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += float(loss.detach()) * x.shape[0]
+                seen += x.shape[0]
+                steps_done += 1
+                if progress:
+                    el = time.perf_counter() - t0
+                    rate = seen / el if el > 0 else 0.0
+                    left_steps = total_steps - (global_step + 1)
+                    per_step = (time.perf_counter() - run_start) / steps_done
+                    bar.set_postfix_str(f"loss {loss_sum / seen:.4f} | {rate:.1f} img/s | run ETA {_hms(left_steps * per_step)}")
+                    bar.update(1)
+            bar.close()
+            train_seconds = time.perf_counter() - t0
+            row = {
+                "epoch": epoch + 1, "train_loss": round(loss_sum / max(1, seen), 6), "lr": lr,
+                "images_per_s": round(seen / train_seconds, 2) if train_seconds > 0 else None,
+            }
+            improved = False
+            if val_loader is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+                val_loss, cm = run_validation(model, val_loader, criterion, classes.num_classes, ignore, device,
+                                              amp_dtype, config.channels_last)
+                m = cm.compute(classes.names)
+                row.update(val_loss=round(val_loss, 6), val_miou=m["miou"], val_mean_dice=m["mean_dice"],
+                           val_pixel_accuracy=m["pixel_accuracy"])
+                score = m["miou"] if m["miou"] is not None else 0.0
+                if score > best:
+                    best, best_epoch, best_metrics, improved, since_best = score, epoch + 1, m, True, 0
+                else:
+                    since_best += 1
+            elif val_loader is None:
+                best_epoch, improved = epoch + 1, True  # no validation split: keep the latest
+            row["seconds"] = round(time.perf_counter() - t0, 2)
+            history.append(row)
+
+            if improved:
+                meta = dict(meta_base)
+                meta["training"] = {**meta_base["training"], "epoch": epoch + 1, "best_epoch": best_epoch}
+                meta["metrics"] = {"val": best_metrics} if best_metrics else {}
+                save_bundle(run, model, meta)
+            if config.patience and since_best >= config.patience:
+                stopped_early = True
+            save_checkpoint(run, model, optimizer, scaler, {
+                "epoch": epoch + 1, "history": history, "best_miou": best, "best_epoch": best_epoch,
+                "since_best": since_best, "best_metrics": best_metrics, "stopped_early": stopped_early,
+            })
+            _write_csv(run / "metrics.csv", history)
+            from .viz import plot_training_curves
+
+            plot_training_curves(run / "metrics.csv", run / "curves.png")
+            msg = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
+                   + (f"val loss {row['val_loss']:.4f}  val mIoU {100 * (row['val_miou'] or 0):.2f}  " if "val_loss" in row else "")
+                   + f"{row['images_per_s']} img/s  {row['seconds']:.1f}s" + ("  *best*" if improved and val_loader else ""))
+            _log(run, msg, echo=progress)
+            if stopped_early:
+                _log(run, f"early stop: no better val mIoU for {config.patience} validations; best epoch {best_epoch}", echo=progress)
+                break
+    except KeyboardInterrupt:
+        done = history[-1]["epoch"] if history else start_epoch
+        tqdm.write(f"\ninterrupted; {run} holds {done} finished epochs. Continue with: pixelwise train --resume --out {run}")
+        raise
+    return TrainResult(run, best_epoch, best_metrics, history, stopped_early)
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
