@@ -58,7 +58,7 @@ def test_every_class_appears_and_objects_are_not_rare():
 
 def test_mask_follows_geometry_not_noise():
     # The mask is exact geometry, not noisy: pixels with no 4-neighbour of their own class
-    # (possible only at the odd polygon tip) are vanishingly rare.
+    # (a polygon tip, a diagonal gap between two touching shapes) are rare.
     for _, mask in _samples(5, 10):
         padded = np.pad(mask, 1, mode="edge")
         neighbours = [
@@ -66,7 +66,7 @@ def test_mask_follows_geometry_not_noise():
             for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))
         ]
         same = sum((n == mask).astype(int) for n in neighbours)
-        assert (same == 0).sum() <= 3
+        assert (same == 0).sum() <= mask.size * 1e-3
 
 
 def test_objects_stand_out_from_background():
@@ -208,7 +208,7 @@ def test_make_demo_dataset_cleans_up_after_failure(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "kwargs",
     [dict(num_images=0), dict(val_fraction=1.0), dict(val_fraction=-0.1), dict(size=16),
-     dict(num_images=1, val_fraction=0.2)],
+     dict(num_images=1, val_fraction=0.2), dict(seed=-1)],
 )
 def test_make_demo_dataset_rejects_bad_arguments(tmp_path, kwargs):
     with pytest.raises(PixelwiseError):

@@ -1,10 +1,10 @@
 """A procedural data set of textured shapes, so the whole pipeline can be tried without downloads.
 
 Every image shows a few shapes (discs, squares, triangles, rings) painted over a varied
-background. Each object's colour and texture are drawn from one distribution whatever its class,
-so a pixel's colour says nothing about which shape it belongs to: a model has to look at the
-outline. The mask is the exact painted geometry (later shapes occlude earlier ones); noise and
-blur are applied to the image only.
+background. Each object's colours are drawn from one distribution whatever its class, so a
+single pixel's colour says nothing about which shape it belongs to: a model has to look at a
+neighbourhood (the outline and the fill pattern). The mask is the exact painted geometry (later
+shapes occlude earlier ones); noise and blur are applied to the image only.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ _DISC, _SQUARE, _TRIANGLE, _RING = 1, 2, 3, 4
 # Geometry is specified for 256 px images and scaled with the image size.
 _REF_SIZE = 256
 _RADIUS_RANGE = (16.0, 64.0)
-_OBJECTS_RANGE = (3, 6)  # inclusive
+_OBJECTS_RANGE = (2, 5)  # inclusive
 # Centres at least this fraction of (r1 + r2) apart: shapes may overlap, but no shape is
 # mostly hidden, which would make its class unknowable even to a person.
 _MIN_SEPARATION = 0.75
@@ -45,7 +45,7 @@ _MIN_SEPARATION = 0.75
 _BORDER_FRACTION = 0.6
 # Smallest RGB distance between an object's base colour and what it is painted over; keeps
 # outlines visible without making colour depend on the class.
-_MIN_CONTRAST = 90.0
+_MIN_CONTRAST = 100.0
 
 
 def generate_sample(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +87,7 @@ def generate_sample(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarr
         if not region.any():
             continue
         patch = canvas[box]
-        patch[region] = _texture(rng, patch, region, xx[:, box[1]], yy[box[0], :], scale)[region]
+        patch[region] = _texture(rng, cls, patch, region, xx[:, box[1]], yy[box[0], :], scale)[region]
         mask[box][region] = cls
 
     image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8), "RGB")
@@ -126,6 +126,8 @@ def make_demo_dataset(
         raise PixelwiseError("a validation split needs num_images >= 2 (or val_fraction=0)")
     if size < 32:
         raise PixelwiseError(f"demo image size must be at least 32 px, got {size}")
+    if seed < 0:
+        raise PixelwiseError(f"seed must be >= 0, got {seed}")
     if root.exists() and not (root.is_dir() and not any(root.iterdir())):
         raise PixelwiseError(
             f"{root} already exists and is not an empty folder; delete it or choose another path"
@@ -213,26 +215,26 @@ def _blend(c1: np.ndarray, c2: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _background(rng: np.random.Generator, size: int, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    """(size, size, 3) float32 RGB in [0, 255]."""
-    kind = int(rng.integers(4))
+    """(size, size, 3) float32 RGB in [0, 255].
+
+    A random colour drifting towards a nearby one across the image, plus either nothing, soft
+    stripes or low-frequency blotches. Variations stay moderate so that background edges are
+    weaker than object outlines.
+    """
     c1 = _random_colour(rng)
-    if kind == 0:  # flat colour
-        bg = np.broadcast_to(c1, (size, size, 3)).copy()
-    elif kind == 1:  # linear gradient between two unrelated colours
-        angle = rng.uniform(0.0, 2.0 * math.pi)
-        t = xx * math.cos(angle) + yy * math.sin(angle)
-        t = (t - t.min()) / max(float(np.ptp(t)), 1.0)
-        bg = _blend(c1, _random_colour(rng), t)
-    elif kind == 2:  # stripes of two close colours
-        period = rng.uniform(10.0, 48.0) * size / _REF_SIZE
-        bg = _blend(c1, _near_colour(rng, c1, 60.0), _stripes(rng, xx, yy, period))
-    else:  # blotchy low-frequency colour field
-        cells = int(rng.integers(2, 6))
-        coarse = Image.fromarray(rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8), "RGB")
-        bg = np.asarray(coarse.resize((size, size), Image.BICUBIC), dtype=np.float32)
-    # Mild shading on every background so none is perfectly flat.
-    shade = 1.0 + 0.08 * _smooth_noise(rng, size, int(rng.integers(3, 6)))
-    return np.clip(bg * shade[..., None], 0.0, 255.0).astype(np.float32)
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    t = xx * math.cos(angle) + yy * math.sin(angle)
+    t = (t - t.min()) / max(float(np.ptp(t)), 1.0)
+    bg = _blend(c1, _near_colour(rng, c1, 80.0), t)
+    kind = int(rng.integers(3))
+    if kind == 1:  # soft stripes
+        period = rng.uniform(10.0, 40.0) * size / _REF_SIZE
+        bg += (_near_colour(rng, c1, 40.0) - c1) * _stripes(rng, xx, yy, period)[..., None]
+    elif kind == 2:  # low-frequency colour blotches
+        cells = int(rng.integers(3, 7))
+        for ch in range(3):
+            bg[..., ch] += 15.0 * _smooth_noise(rng, size, cells)
+    return np.clip(bg, 0.0, 255.0).astype(np.float32)
 
 
 def _place(
@@ -273,6 +275,7 @@ def _shape_mask(
 
 def _texture(
     rng: np.random.Generator,
+    cls: int,
     patch: np.ndarray,
     region: np.ndarray,
     xx: np.ndarray,
@@ -281,27 +284,37 @@ def _texture(
 ) -> np.ndarray:
     """Float32 RGB fill shaped like `patch` (h, w, 3); only pixels under `region` are used.
 
-    Drawn identically for every class, so colour and texture carry no class information.
+    Colours are drawn from one distribution for every class, so a single pixel's colour carries
+    no class information. The pattern follows the class (discs dotted, squares striped,
+    triangles checkered, rings flat) with random period, angle and phase: telling classes
+    apart takes a neighbourhood of pixels (the pattern) and the outline, not a colour lookup.
     """
     under = patch[region].mean(axis=0)
     for _ in range(20):
         c1 = _random_colour(rng)
         if np.linalg.norm(c1 - under) >= _MIN_CONTRAST:
             break
-    kind = int(rng.integers(4))
-    if kind == 0:  # flat
+    c2 = _far_colour(rng, c1)
+    if cls == _RING:  # flat: the hole in the outline is what sets a ring apart
         return np.broadcast_to(c1, patch.shape)
-    c2 = _near_colour(rng, c1, 50.0)
-    if kind == 1:  # stripes
-        return _blend(c1, c2, _stripes(rng, xx, yy, rng.uniform(4.0, 14.0) * scale))
-    if kind == 2:  # checkerboard
-        period = rng.uniform(4.0, 12.0) * scale
-        angle = rng.uniform(0.0, math.pi / 2)
-        u = (xx * math.cos(angle) + yy * math.sin(angle)) / period
-        v = (-xx * math.sin(angle) + yy * math.cos(angle)) / period
+    if cls == _SQUARE:  # stripes
+        return _blend(c1, c2, _stripes(rng, xx, yy, rng.uniform(12.0, 20.0) * scale))
+    period = rng.uniform(12.0, 20.0) * scale
+    angle = rng.uniform(0.0, math.pi / 2)
+    u = (xx * math.cos(angle) + yy * math.sin(angle)) / period
+    v = (-xx * math.sin(angle) + yy * math.cos(angle)) / period
+    if cls == _TRIANGLE:  # checkerboard
         w = ((np.floor(u) + np.floor(v)) % 2).astype(np.float32)
-        return _blend(c1, c2, w)
-    # Mottled: brightness varies smoothly across the object.
-    h, w = patch.shape[:2]
-    mottle = 1.0 + 0.15 * _smooth_noise(rng, max(h, w), int(rng.integers(4, 10)))[:h, :w]
-    return np.clip(c1 * mottle[..., None], 0.0, 255.0)
+    else:  # disc: polka dots
+        du, dv = u - np.floor(u) - 0.5, v - np.floor(v) - 0.5
+        w = (du * du + dv * dv < 0.09).astype(np.float32)
+    return _blend(c1, c2, w)
+
+
+def _far_colour(rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
+    """A second colour of a pattern, clearly different from `base` so the pattern is visible."""
+    for _ in range(20):
+        c = _random_colour(rng)
+        if np.linalg.norm(c - base) >= 80.0:
+            return c
+    return 255.0 - base
