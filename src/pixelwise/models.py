@@ -60,9 +60,9 @@ def _smp(arch_cls_name: str):
                 **kwargs,
             )
         except (KeyError, ValueError, RuntimeError) as e:
+            if encoder_weights is not None:
+                raise  # build_model reports a failed weight download
             msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-            if "weights" in msg.lower() or encoder_weights is not None and "download" in msg.lower():
-                raise
             raise PixelwiseError(
                 f"cannot build {cfg.arch} with encoder '{cfg.encoder}': {msg[:200]}; "
                 "pick an encoder segmentation-models-pytorch knows (e.g. resnet18, resnet34, mobilenet_v2, efficientnet-b0)"

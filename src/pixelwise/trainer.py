@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
@@ -43,7 +42,7 @@ from .errors import PixelwiseError
 from .io import atomic_path, write_json, write_text
 from .losses import build_loss, class_weights_from_counts
 from .metrics import ConfusionMatrix
-from .models import ModelConfig, SegmentationModel, build_model, describe
+from .models import ModelConfig, build_model, describe
 
 RUN_MARKERS = ("config.yaml", "checkpoint.json", "model.json")
 
@@ -286,7 +285,7 @@ def load_checkpoint(run: Path, model, optimizer, scaler) -> dict:
         with safe_open(str(run / "checkpoint.safetensors"), framework="pt") as f:
             token = (f.metadata() or {}).get("token")
         tensors = load_file(str(run / "checkpoint.safetensors"))
-    except (OSError, json.JSONDecodeError, Exception) as e:
+    except Exception as e:  # any damage: missing file, bad JSON, bad safetensors header
         raise PixelwiseError(f"{run}: checkpoint cannot be read ({e.__class__.__name__}); it cannot be resumed") from None
     if token != meta.get("token"):
         raise PixelwiseError(
