@@ -62,8 +62,11 @@ def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
                    help="extra architecture argument, e.g. decoder_channels=[128,64,32,16,8] (repeatable)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=_positive_int, default=defaults.epochs, help="default %(default)s")
-    o.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, help="default %(default)s")
-    o.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (default %(default)s)")
+    o.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
+                   help="images per optimizer step; under torchrun the global batch, split evenly over the processes "
+                        "(default %(default)s)")
+    o.add_argument("--lr", type=float, default=defaults.lr,
+                   help="AdamW learning rate for the --batch-size batch, whatever the number of processes (default %(default)s)")
     o.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="default %(default)s")
     o.add_argument("--schedule", choices=["cosine", "poly", "constant"], default=defaults.schedule,
                    help="learning-rate decay after warm-up (default %(default)s)")
@@ -95,6 +98,8 @@ def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
     r.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
     r.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
     r.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1 (default %(default)s)")
+    r.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on GPUs: BatchNorm statistics over the global batch, not per process")
     r.add_argument("--val-every", type=_positive_int, default=defaults.val_every, help="validate every N epochs")
     r.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap on batches per epoch (quick trials)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
@@ -159,7 +164,11 @@ def _cmd_train(args) -> int:
     if not args.resume and not args.data:
         raise PixelwiseError("give DATA, a folder with images/ and masks/ (see pixelwise train --help)")
     result = train(TrainConfig(**values), resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    from .distributed import is_main
     from .metrics import format_metrics_table
+
+    if not is_main():  # under torchrun, rank 0 reports for all
+        return 0
 
     if result.best_metrics:
         print(format_metrics_table(result.best_metrics))

@@ -12,6 +12,12 @@ Every file is written atomically, so Ctrl-C or a crash at any moment leaves a ru
 ``--resume`` continues from the last finished epoch. Randomness is drawn from seeds derived
 from (seed, epoch, sample), so a resumed run repeats the uninterrupted one, whatever the number
 of loader workers.
+
+Under ``torchrun`` the same loop runs in every process with DistributedDataParallel (see
+:mod:`pixelwise.distributed`): ``batch_size`` is the global batch, split evenly over the
+processes, and each global batch holds the same samples with the same augmentation as in one
+process, so the result matches a one-process run with the same options. Rank 0 alone writes
+the run directory.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from tqdm.auto import tqdm
 from .bundle import save_bundle, state_dict_for_saving
 from .data.dataset import SegmentationDataset, pad_collate
 from .data.folder import ClassInfo, open_folder
+from . import distributed
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from .errors import PixelwiseError
 from .io import atomic_path, write_json, write_text
@@ -45,6 +52,12 @@ from .metrics import ConfusionMatrix
 from .models import ModelConfig, build_model, describe
 
 RUN_MARKERS = ("config.yaml", "checkpoint.json", "model.json")
+CHECKPOINT_META_KEY = "pixelwise_checkpoint"  # safetensors header entry holding checkpoint.json's content
+CONFIG_HEADER = (
+    "# pixelwise training configuration: `pixelwise train --resume --out RUN` continues it.\n"
+    "# batch_size is the global batch (all processes together under torchrun, split evenly);\n"
+    "# lr is the AdamW learning rate for that global batch, not scaled with the number of processes.\n"
+)
 
 
 @dataclass
@@ -59,7 +72,7 @@ class TrainConfig:
     dropout: float = 0.0
     pretrained: str | None = None  # None, "imagenet" or a path to .safetensors weights
     epochs: int = 30
-    batch_size: int = 8
+    batch_size: int = 8  # the global batch: all processes together under torchrun
     lr: float = 1e-3
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | poly | constant, after a linear warm-up
@@ -84,6 +97,7 @@ class TrainConfig:
     patience: int = 0  # early stopping after this many validations without improvement; 0 = off
     max_steps_per_epoch: int = 0  # 0 = the whole training split every epoch
     device: str = "auto"
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -206,10 +220,12 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     raise PixelwiseError(f"unknown schedule '{schedule}'; use cosine, poly or constant")
 
 
-def _auto_workers(requested: int) -> int:
+def _auto_workers(requested: int, processes_here: int = 1) -> int:
+    """Loader processes per training process; ``processes_here`` training processes share this machine."""
     if requested >= 0:
         return requested
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = max(1, cpus // max(1, processes_here))
     # Leave most cores to the model; one loader process overlaps decoding with compute.
     return min(4, max(1, cpus // 2)) if cpus > 1 else 0
 
@@ -234,7 +250,7 @@ def prepare_run_dir(out: str, resume: bool, overwrite: bool) -> Path:
     run = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     holds_run = run.is_dir() and any((run / m).exists() for m in RUN_MARKERS)
     if resume:
-        if not (run / "checkpoint.json").is_file():
+        if not ((run / "checkpoint.json").is_file() or (run / "checkpoint.safetensors").is_file()):
             raise PixelwiseError(f"{run}: nothing to resume (no checkpoint.json); start it without --resume")
         return run
     if holds_run:
@@ -252,11 +268,12 @@ def prepare_run_dir(out: str, resume: bool, overwrite: bool) -> Path:
 
 
 def save_checkpoint(run: Path, model, optimizer, scaler, state: dict) -> None:
-    """Weights and optimizer tensors to safetensors, everything else to JSON; JSON is written last.
+    """Weights and optimizer tensors to safetensors, everything else to JSON.
 
-    ``checkpoint.json`` names the epoch; it is replaced only after the tensors are in place, so
-    a crash between the two files leaves the previous consistent pair readable: the JSON
-    records the tensors' file digest to detect that case.
+    The JSON metadata is stored twice: inside the safetensors header (what :func:`load_checkpoint`
+    reads) and as ``checkpoint.json`` (for people and tools). The safetensors file is replaced in
+    one atomic rename, so a crash or a kill at any moment (for example torchrun stopping the
+    other processes when one fails) leaves either the previous or the new complete checkpoint.
     """
     tensors = {f"model/{k}": v for k, v in state_dict_for_saving(model).items()}
     opt = optimizer.state_dict()
@@ -268,12 +285,12 @@ def save_checkpoint(run: Path, model, optimizer, scaler, state: dict) -> None:
             else:
                 opt_scalars[f"{pid}/{k}"] = v
     token = f"{state['epoch']}-{time.time_ns()}"
-    with atomic_path(run / "checkpoint.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"token": token})
     meta = dict(state)
     meta["token"] = token
     meta["optimizer"] = {"param_groups": opt["param_groups"], "scalars": opt_scalars}
     meta["scaler"] = scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
+    with atomic_path(run / "checkpoint.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"token": token, CHECKPOINT_META_KEY: json.dumps(meta)})
     write_json(run / "checkpoint.json", meta)
 
 
@@ -281,10 +298,14 @@ def load_checkpoint(run: Path, model, optimizer, scaler) -> dict:
     from safetensors import safe_open
 
     try:
-        meta = json.loads((run / "checkpoint.json").read_text())
         with safe_open(str(run / "checkpoint.safetensors"), framework="pt") as f:
-            token = (f.metadata() or {}).get("token")
+            header = f.metadata() or {}
         tensors = load_file(str(run / "checkpoint.safetensors"))
+        token = header.get("token")
+        # The header's own copy is consistent with the tensors by construction; checkpoint.json
+        # may lag one epoch behind it after a kill between the two writes.
+        embedded = header.get(CHECKPOINT_META_KEY)
+        meta = json.loads(embedded) if embedded else json.loads((run / "checkpoint.json").read_text())
     except Exception as e:  # any damage: missing file, bad JSON, bad safetensors header
         raise PixelwiseError(f"{run}: checkpoint cannot be read ({e.__class__.__name__}); it cannot be resumed") from None
     if token != meta.get("token"):
@@ -318,11 +339,18 @@ def _log(run: Path, line: str, echo=True) -> None:
 
 
 @torch.no_grad()
-def run_validation(model, loader, criterion, num_classes, ignore_index, device, amp_dtype, channels_last) -> tuple[float, ConfusionMatrix]:
-    """Mean loss over batches and the dataset-level confusion matrix of ``loader``."""
+def run_validation(model, loader, criterion, num_classes, ignore_index, device, amp_dtype, channels_last,
+                   ctx: distributed.DistContext | None = None) -> tuple[float, ConfusionMatrix]:
+    """Mean loss per image (each batch's loss weighted by its images) and the dataset-level confusion matrix.
+
+    In a process group each process scores its own shard of the split (``ShardSampler``: no
+    sample twice) and the matrix and the loss sums are added over all processes, so every
+    process returns the figures of the whole split. ``model`` must be the bare module, not the
+    DDP wrapper, whose forward would start collectives that shards of unequal length cannot match.
+    """
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index)
-    total, batches = 0.0, 0
+    total, images = 0.0, 0
     for x, y in loader:
         x = x.to(device, non_blocking=True)
         if channels_last:
@@ -330,10 +358,13 @@ def run_validation(model, loader, criterion, num_classes, ignore_index, device, 
         y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x)
-        total += float(criterion(logits.float(), y))
-        batches += 1
+        total += float(criterion(logits.float(), y)) * x.shape[0]
+        images += x.shape[0]
         cm.update(logits.argmax(1), y)
-    return total / max(1, batches), cm
+    if ctx is not None and ctx.world_size > 1:
+        cm.all_reduce()
+        total, images = ctx.all_reduce_sum([total, images])
+    return total / max(1, images), cm
 
 
 def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite: bool = False,
@@ -343,11 +374,43 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
     ``pixelwise.train(data="DATA", out="runs/x", epochs=20)`` is the same as
     ``pixelwise train DATA --out runs/x --epochs 20``. With ``resume=True`` the configuration is
     read back from the run directory and training continues after the last finished epoch.
+
+    Started by ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK in the environment), every process
+    calls this and trains its shard with DistributedDataParallel; see :mod:`pixelwise.distributed`.
     """
     config = TrainConfig(**overrides) if config is None else (
         TrainConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config
     )
-    run = prepare_run_dir(config.out, resume, overwrite)
+    ctx = distributed.setup(config.device)
+    try:
+        return _train(config, ctx, resume, overwrite, progress)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _prepare_run_dir_on_main(ctx: distributed.DistContext | None, out: str, resume: bool, overwrite: bool) -> Path:
+    """:func:`prepare_run_dir` on rank 0 only; every process gets its path (or its error)."""
+    if ctx is None or ctx.world_size == 1:
+        return prepare_run_dir(out, resume, overwrite)
+    reply = ""
+    if ctx.is_main:
+        try:
+            reply = "ok:" + str(prepare_run_dir(out, resume, overwrite))
+        except PixelwiseError as e:
+            reply = "error:" + str(e)
+    reply = ctx.broadcast_text(reply)
+    kind, _, text = reply.partition(":")
+    if kind == "error":
+        raise PixelwiseError(text)
+    return Path(text)
+
+
+def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: bool, overwrite: bool,
+           progress: bool) -> TrainResult:
+    main = ctx is None or ctx.is_main
+    progress = progress and main
+    run = _prepare_run_dir_on_main(ctx, config.out, resume, overwrite)
     if resume:
         saved = yaml.safe_load((run / "config.yaml").read_text())
         keep_runtime = {"device": config.device, "num_workers": config.num_workers}
@@ -358,7 +421,17 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
     if config.epochs < 1 or config.batch_size < 1 or config.crop_size < 8:
         raise PixelwiseError("--epochs and --batch-size must be at least 1 and --crop-size at least 8")
 
-    device = resolve_device(config.device)
+    ctx = ctx or distributed.DistContext(resolve_device(config.device))
+    device, world, rank = ctx.device, ctx.world_size, ctx.rank
+    if config.batch_size % world:
+        raise PixelwiseError(
+            f"--batch-size {config.batch_size} is the global batch and must split evenly over the {world} processes; "
+            f"use a multiple of {world}, e.g. {world * max(1, config.batch_size // world)}"
+        )
+    sync_bn = config.sync_bn and world > 1
+    if sync_bn and device.type != "cuda":
+        raise PixelwiseError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm does not run on CPU); drop --sync-bn")
+    batch_per_process = config.batch_size // world
     torch.manual_seed(config.seed)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -378,6 +451,14 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
     model = build_model(model_cfg, None if resume else config.pretrained).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # ddp_model runs the training steps (gradients averaged over processes); model is the bare
+    # network for validation and saving (same parameters, keys without the "module." prefix).
+    ddp_model = model
+    if ctx.enabled:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
 
     weights = None
     if config.class_weights:
@@ -388,19 +469,25 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
     cache = config.cache and _fits_in_cache(data.report)
     tf = train_transform(config.crop_size, ignore, config.scale_range, config.hflip, config.vflip, config.color_jitter)
     train_ds = SeededDataset(SegmentationDataset(train_samples, tf, cache=cache))
-    sampler = SeededSampler(len(train_ds), config.seed)
-    workers = _auto_workers(config.num_workers)
+    # Rank r takes positions r, r + world, ... of the epoch's permutation, so global batch k holds
+    # exactly the samples of batch k in one process; each sample's augmentation seed does not
+    # depend on the rank. (DistributedSampler semantics: disjoint shards, set_epoch reshuffles.)
+    sampler = SeededSampler(len(train_ds), config.seed, num_replicas=world, rank=rank)
+    workers = _auto_workers(config.num_workers, ctx.local_world_size)
     drop_last = len(train_ds) > config.batch_size  # a batch of one breaks BatchNorm statistics
     loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda", collate_fn=pad_collate(ignore))
     if workers > 0:
         loader_kw.update(persistent_workers=True, prefetch_factor=4)
-    train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, drop_last=drop_last, **loader_kw)
+    train_loader = DataLoader(train_ds, batch_size=batch_per_process, sampler=sampler, drop_last=drop_last, **loader_kw)
     val_loader = None
     if val_samples:
         val_ds = SegmentationDataset(val_samples, eval_transform(), cache=cache)
-        val_loader = DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, **loader_kw)
+        val_loader = DataLoader(val_ds, batch_size=batch_per_process, sampler=distributed.ShardSampler(len(val_ds), world, rank),
+                                **loader_kw)
 
-    steps_per_epoch = len(train_loader)
+    # The number of global batches of one process; a rank's padded shard may hold one more.
+    global_steps = len(train_ds) // config.batch_size if drop_last else math.ceil(len(train_ds) / config.batch_size)
+    steps_per_epoch = min(len(train_loader), global_steps)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.epochs
@@ -420,15 +507,17 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
         start_epoch, history = ck["epoch"], ck["history"]
         best, best_epoch, since_best, best_metrics = ck["best_miou"], ck["best_epoch"], ck["since_best"], ck.get("best_metrics")
         if start_epoch >= config.epochs or ck.get("stopped_early"):
-            tqdm.write(f"{run}: already finished ({start_epoch} epochs); nothing to resume")
+            if main:
+                tqdm.write(f"{run}: already finished ({start_epoch} epochs); nothing to resume")
             return TrainResult(run, best_epoch, best_metrics, history, bool(ck.get("stopped_early")))
-    else:
-        write_text(run / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    elif main:
+        write_text(run / "config.yaml", CONFIG_HEADER + yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     meta_base = {
         "classes": classes.to_dict(),
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        "training": {"config": config.to_dict(), "device": str(device), "amp": str(amp_dtype) if amp_dtype else None},
+        "training": {"config": config.to_dict(), "device": str(device), "amp": str(amp_dtype) if amp_dtype else None,
+                     "processes": world, "batch_per_process": batch_per_process, "global_batch": config.batch_size},
         "data": {
             "root": str(Path(config.data).resolve()), "train_images": len(train_samples),
             "val_images": len(val_samples), "class_pixels": data.report.class_pixels.tolist(),
@@ -439,7 +528,14 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
         f"train {len(train_samples)} / val {len(val_samples)} images | {classes.num_classes} classes | "
         f"batch {config.batch_size} | lr {config.lr:g} | {config.epochs} epochs x {steps_per_epoch} steps | workers {workers}"
     )
-    _log(run, header, echo=progress)
+    if ctx.enabled:
+        header += (
+            f"\ndistributed: {world} processes ({ctx.backend}), global batch {config.batch_size} = {world} x "
+            f"{batch_per_process} per process, lr {config.lr:g} for the global batch, "
+            f"BatchNorm {'synchronised' if sync_bn else 'per process'}"
+        )
+    if main:
+        _log(run, header, echo=progress)
 
     stopped_early = False
     run_start = time.perf_counter()
@@ -447,8 +543,8 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
     try:
         for epoch in range(start_epoch, config.epochs):
             sampler.set_epoch(epoch)
-            # Dropout and other in-model randomness: seeded per epoch, so resume is exact.
-            torch.manual_seed(derive_seed(config.seed, epoch, 3))
+            # Dropout and other in-model randomness: seeded per epoch (and per rank), so resume is exact.
+            torch.manual_seed(derive_seed(config.seed, epoch, 3, *([rank] if rank else [])))
             model.train()
             t0 = time.perf_counter()
             loss_sum, seen = 0.0, 0
@@ -457,6 +553,7 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
             for step, (x, y) in enumerate(train_loader):
                 if step >= steps_per_epoch:
                     break
+                distributed.fail_point(rank, epoch + 1, step + 1)
                 global_step = epoch * steps_per_epoch + step
                 lr = config.lr * lr_factor(global_step, total_steps, warmup, config.schedule)
                 for g in optimizer.param_groups:
@@ -466,11 +563,13 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = y.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    logits = model(x)
+                    logits = ddp_model(x)
                 loss = criterion(logits.float(), y)
-                if not torch.isfinite(loss):
+                # Summed over processes, so all see the same value and stop together on a NaN.
+                step_loss, step_images = ctx.all_reduce_sum([float(loss.detach()) * x.shape[0], x.shape[0]])
+                if not math.isfinite(step_loss):
                     raise PixelwiseError(
-                        f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; lower --lr or check the data"
+                        f"loss became {step_loss / step_images} at epoch {epoch + 1}, step {step + 1}; lower --lr or check the data"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -479,8 +578,8 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
-                loss_sum += float(loss.detach()) * x.shape[0]
-                seen += x.shape[0]
+                loss_sum += step_loss
+                seen += int(step_images)
                 steps_done += 1
                 if progress:
                     el = time.perf_counter() - t0
@@ -498,7 +597,7 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
             improved = False
             if val_loader is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
                 val_loss, cm = run_validation(model, val_loader, criterion, classes.num_classes, ignore, device,
-                                              amp_dtype, config.channels_last)
+                                              amp_dtype, config.channels_last, ctx=ctx)
                 m = cm.compute(classes.names)
                 row.update(val_loss=round(val_loss, 6), val_miou=m["miou"], val_mean_dice=m["mean_dice"],
                            val_pixel_accuracy=m["pixel_accuracy"])
@@ -512,33 +611,47 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
             row["seconds"] = round(time.perf_counter() - t0, 2)
             history.append(row)
 
-            if improved:
-                meta = dict(meta_base)
-                meta["training"] = {**meta_base["training"], "epoch": epoch + 1, "best_epoch": best_epoch}
-                meta["metrics"] = {"val": best_metrics} if best_metrics else {}
-                save_bundle(run, model, meta)
             if config.patience and since_best >= config.patience:
                 stopped_early = True
-            save_checkpoint(run, model, optimizer, scaler, {
-                "epoch": epoch + 1, "history": history, "best_miou": best, "best_epoch": best_epoch,
-                "since_best": since_best, "best_metrics": best_metrics, "stopped_early": stopped_early,
-            })
-            _write_csv(run / "metrics.csv", history)
-            from .viz import plot_training_curves
-
-            plot_training_curves(run / "metrics.csv", run / "curves.png")
-            msg = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
-                   + (f"val loss {row['val_loss']:.4f}  val mIoU {100 * (row['val_miou'] or 0):.2f}  " if "val_loss" in row else "")
-                   + f"{row['images_per_s']} img/s  {row['seconds']:.1f}s" + ("  *best*" if improved and val_loader else ""))
-            _log(run, msg, echo=progress)
+            if main:
+                msg = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
+                       + (f"val loss {row['val_loss']:.4f}  val mIoU {100 * (row['val_miou'] or 0):.2f}  " if "val_loss" in row else "")
+                       + f"{row['images_per_s']} img/s  {row['seconds']:.1f}s" + ("  *best*" if improved and val_loader else ""))
+                with distributed.finish_writes_first():
+                    _save_epoch(run, model, optimizer, scaler, meta_base, history, epoch, best, best_epoch, since_best,
+                                best_metrics, stopped_early, improved)
+                    _log(run, msg, echo=progress)
+                    if stopped_early:
+                        _log(run, f"early stop: no better val mIoU for {config.patience} validations; best epoch {best_epoch}",
+                             echo=progress)
             if stopped_early:
-                _log(run, f"early stop: no better val mIoU for {config.patience} validations; best epoch {best_epoch}", echo=progress)
                 break
+        # No process returns before rank 0 has written the last epoch's files.
+        ctx.barrier()
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else start_epoch
-        tqdm.write(f"\ninterrupted; {run} holds {done} finished epochs. Continue with: pixelwise train --resume --out {run}")
+        if main:
+            tqdm.write(f"\ninterrupted; {run} holds {done} finished epochs. Continue with: pixelwise train --resume --out {run}")
         raise
     return TrainResult(run, best_epoch, best_metrics, history, stopped_early)
+
+
+def _save_epoch(run: Path, model, optimizer, scaler, meta_base: dict, history: list[dict], epoch: int, best: float,
+                best_epoch: int, since_best: int, best_metrics: dict | None, stopped_early: bool, improved: bool) -> None:
+    """Write what one finished epoch leaves in the run directory (rank 0 only)."""
+    if improved:
+        meta = dict(meta_base)
+        meta["training"] = {**meta_base["training"], "epoch": epoch + 1, "best_epoch": best_epoch}
+        meta["metrics"] = {"val": best_metrics} if best_metrics else {}
+        save_bundle(run, model, meta)
+    save_checkpoint(run, model, optimizer, scaler, {
+        "epoch": epoch + 1, "history": history, "best_miou": best, "best_epoch": best_epoch,
+        "since_best": since_best, "best_metrics": best_metrics, "stopped_early": stopped_early,
+    })
+    _write_csv(run / "metrics.csv", history)
+    from .viz import plot_training_curves
+
+    plot_training_curves(run / "metrics.csv", run / "curves.png")
 
 
 def _hms(seconds: float) -> str:
