@@ -16,8 +16,13 @@ removed on the way out, and :func:`finish_writes_first` holds it back while rank
 epoch's files, so that epoch is kept whole.
 
 Test hook: ``PIXELWISE_TEST_FAIL_AT=RANK:EPOCH:STEP`` (1-based epoch and step) makes that rank
-raise ``RuntimeError`` just before that training step. The test suite uses it to check that a
-rank failing mid-run leaves the last finished epoch's checkpoint loadable and resumable.
+raise ``RuntimeError`` just before that training step, in the first attempt only (not after a
+torchrun restart). The test suite uses it to check that a rank failing mid-run leaves the last
+finished epoch's checkpoint loadable and resumable.
+
+After a restart of the worker group (``torchrun --max-restarts N``) the same command runs again;
+the trainer then continues the run in ``--out`` when it was started by this same command
+(same ``config.yaml``), so restarts resume instead of refusing the existing run directory.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from torch.utils.data import Sampler
 
 from .errors import PixelwiseError
 
-__all__ = ["DistContext", "ShardSampler", "launched_by_torchrun", "select_backend", "setup", "is_main"]
+__all__ = ["DistContext", "ShardSampler", "finish_writes_first", "is_main", "launched_by_torchrun", "restart_count",
+           "select_backend", "setup"]
 
 FAIL_HOOK_ENV = "PIXELWISE_TEST_FAIL_AT"
 
@@ -164,7 +170,7 @@ def setup(device: str = "auto") -> DistContext | None:
         dev = _device_for("cuda" if backend == "nccl" else "cpu", local_rank)
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        return DistContext(dev, rank, world, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), backend, False)
+        return DistContext(dev, rank, world, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), backend, False)
     if not launched_by_torchrun():
         return None
     if not dist.is_available():
@@ -237,10 +243,21 @@ class ShardSampler(Sampler):
         return len(range(self.rank, self.n, self.num_replicas))
 
 
+def restart_count() -> int:
+    """How many times torchrun has restarted the worker group (``--max-restarts``); 0 at first."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        return 0
+
+
 def fail_point(rank: int, epoch: int, step: int) -> None:
-    """Test hook: raise if ``PIXELWISE_TEST_FAIL_AT`` names this rank, 1-based epoch and step."""
+    """Test hook: raise if ``PIXELWISE_TEST_FAIL_AT`` names this rank, 1-based epoch and step.
+
+    Only in the first attempt: after a torchrun restart the run goes on past that step.
+    """
     spec = os.environ.get(FAIL_HOOK_ENV)
-    if not spec:
+    if not spec or restart_count() > 0:
         return
     try:
         r, e, s = (int(v) for v in spec.split(":"))

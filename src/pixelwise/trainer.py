@@ -40,10 +40,10 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
+from . import distributed
 from .bundle import save_bundle, state_dict_for_saving
 from .data.dataset import SegmentationDataset, pad_collate
 from .data.folder import ClassInfo, open_folder
-from . import distributed
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from .errors import PixelwiseError
 from .io import atomic_path, write_json, write_text
@@ -389,28 +389,57 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
             ctx.close()
 
 
-def _prepare_run_dir_on_main(ctx: distributed.DistContext | None, out: str, resume: bool, overwrite: bool) -> Path:
-    """:func:`prepare_run_dir` on rank 0 only; every process gets its path (or its error)."""
+RUNTIME_OPTIONS = ("out", "device", "num_workers")  # may differ between a run and its resumption
+
+
+def _restart_resumes(config: TrainConfig, resume: bool, overwrite: bool) -> tuple[bool, bool]:
+    """(resume, overwrite) for this start; after a torchrun restart, continue this same run.
+
+    When torchrun restarts the worker group (``--max-restarts``), every process runs the same
+    command again. If ``--out`` holds a run with the same options (``config.yaml``, runtime
+    options aside), it is this command's own run: it resumes from its checkpoint, or, when the
+    failure came before the first checkpoint, starts again. Otherwise nothing changes.
+    """
+    if resume or not config.out or distributed.restart_count() == 0:
+        return resume, overwrite
+    run = Path(config.out)
+    try:
+        saved = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text())).to_dict()
+    except (OSError, yaml.YAMLError, PixelwiseError, TypeError, AttributeError):
+        return resume, overwrite
+    mine = config.to_dict()
+    if any(saved.get(k) != mine.get(k) for k in set(saved) | set(mine) if k not in RUNTIME_OPTIONS):
+        return resume, overwrite
+    if (run / "checkpoint.json").is_file() or (run / "checkpoint.safetensors").is_file():
+        return True, overwrite
+    return False, True
+
+
+def _prepare_run_dir_on_main(ctx: distributed.DistContext | None, config: TrainConfig, resume: bool,
+                             overwrite: bool) -> tuple[Path, bool]:
+    """:func:`prepare_run_dir` on rank 0 only; every process gets the path and whether it resumes (or the error)."""
+    resume, overwrite = _restart_resumes(config, resume, overwrite) if ctx is None or ctx.is_main else (resume, overwrite)
     if ctx is None or ctx.world_size == 1:
-        return prepare_run_dir(out, resume, overwrite)
+        return prepare_run_dir(config.out, resume, overwrite), resume
     reply = ""
     if ctx.is_main:
         try:
-            reply = "ok:" + str(prepare_run_dir(out, resume, overwrite))
+            reply = ("resume:" if resume else "new:") + str(prepare_run_dir(config.out, resume, overwrite))
         except PixelwiseError as e:
             reply = "error:" + str(e)
     reply = ctx.broadcast_text(reply)
     kind, _, text = reply.partition(":")
     if kind == "error":
         raise PixelwiseError(text)
-    return Path(text)
+    return Path(text), kind == "resume"
 
 
 def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: bool, overwrite: bool,
            progress: bool) -> TrainResult:
     main = ctx is None or ctx.is_main
     progress = progress and main
-    run = _prepare_run_dir_on_main(ctx, config.out, resume, overwrite)
+    asked_resume = resume
+    run, resume = _prepare_run_dir_on_main(ctx, config, resume, overwrite)
     if resume:
         saved = yaml.safe_load((run / "config.yaml").read_text())
         keep_runtime = {"device": config.device, "num_workers": config.num_workers}
@@ -534,6 +563,8 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
             f"{batch_per_process} per process, lr {config.lr:g} for the global batch, "
             f"BatchNorm {'synchronised' if sync_bn else 'per process'}"
         )
+    if resume and not asked_resume:
+        header += f"\ntorchrun restart {distributed.restart_count()}: resuming after epoch {start_epoch}"
     if main:
         _log(run, header, echo=progress)
 
