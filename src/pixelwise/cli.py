@@ -76,8 +76,10 @@ def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
                    choices=["auto", "median", "inverse"],
                    help="weight the loss by class frequency of the training masks (auto = median frequency)")
     o.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="max gradient norm, 0 = off (default %(default)s)")
-    o.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
-    o.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="keep NCHW memory layout")
+    o.add_argument("--no-amp", dest="amp", action="store_false",
+                   help="train in float32 (default: mixed precision on CUDA, and bf16 on CPUs with native bf16)")
+    o.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout (default: on CUDA only)")
     o.add_argument("--patience", type=int, default=defaults.patience,
                    help="stop after this many validations without a better mIoU; 0 = never (default)")
     a = p.add_argument_group("data and augmentation")

@@ -46,6 +46,13 @@ _BORDER_FRACTION = 0.6
 # Smallest RGB distance between an object's base colour and what it is painted over; keeps
 # outlines visible without making colour depend on the class.
 _MIN_CONTRAST = 100.0
+# Period of the fill patterns (dots, stripes, checks) at 256 px: fine enough that a few
+# convolution layers see several repeats, coarse enough to survive the blur.
+_PATTERN_PERIOD = (6.0, 10.0)
+# Background stripes are soft and much wider than any fill pattern.
+_BACKGROUND_PERIOD = (30.0, 60.0)
+# Side of the speckle cells at 256 px.
+_SPECKLE_CELL = (2.0, 3.5)
 
 
 def generate_sample(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +235,7 @@ def _background(rng: np.random.Generator, size: int, xx: np.ndarray, yy: np.ndar
     bg = _blend(c1, _near_colour(rng, c1, 80.0), t)
     kind = int(rng.integers(3))
     if kind == 1:  # soft stripes
-        period = rng.uniform(10.0, 40.0) * size / _REF_SIZE
+        period = rng.uniform(*_BACKGROUND_PERIOD) * size / _REF_SIZE
         bg += (_near_colour(rng, c1, 40.0) - c1) * _stripes(rng, xx, yy, period)[..., None]
     elif kind == 2:  # low-frequency colour blotches
         cells = int(rng.integers(3, 7))
@@ -286,7 +293,7 @@ def _texture(
 
     Colours are drawn from one distribution for every class, so a single pixel's colour carries
     no class information. The pattern follows the class (discs dotted, squares striped,
-    triangles checkered, rings flat) with random period, angle and phase: telling classes
+    triangles speckled, rings flat) with random period, angle and phase: telling classes
     apart takes a neighbourhood of pixels (the pattern) and the outline, not a colour lookup.
     """
     under = patch[region].mean(axis=0)
@@ -298,16 +305,21 @@ def _texture(
     if cls == _RING:  # flat: the hole in the outline is what sets a ring apart
         return np.broadcast_to(c1, patch.shape)
     if cls == _SQUARE:  # stripes
-        return _blend(c1, c2, _stripes(rng, xx, yy, rng.uniform(12.0, 20.0) * scale))
-    period = rng.uniform(12.0, 20.0) * scale
+        return _blend(c1, c2, _stripes(rng, xx, yy, rng.uniform(*_PATTERN_PERIOD) * scale))
+    if cls == _TRIANGLE:  # speckle: a random grid of small cells, no period, no orientation
+        cell = max(1.0, rng.uniform(*_SPECKLE_CELL) * scale)
+        h, w_ = patch.shape[:2]
+        grid = rng.random((math.ceil(h / cell) + 1, math.ceil(w_ / cell) + 1)) < 0.5
+        rows = (np.arange(h) / cell).astype(int)
+        cols = (np.arange(w_) / cell).astype(int)
+        return _blend(c1, c2, grid[rows][:, cols].astype(np.float32))
+    # disc: polka dots on a lattice at a random angle
+    period = rng.uniform(*_PATTERN_PERIOD) * scale
     angle = rng.uniform(0.0, math.pi / 2)
     u = (xx * math.cos(angle) + yy * math.sin(angle)) / period
     v = (-xx * math.sin(angle) + yy * math.cos(angle)) / period
-    if cls == _TRIANGLE:  # checkerboard
-        w = ((np.floor(u) + np.floor(v)) % 2).astype(np.float32)
-    else:  # disc: polka dots
-        du, dv = u - np.floor(u) - 0.5, v - np.floor(v) - 0.5
-        w = (du * du + dv * dv < 0.09).astype(np.float32)
+    du, dv = u - np.floor(u) - 0.5, v - np.floor(v) - 0.5
+    w = (du * du + dv * dv < 0.09).astype(np.float32)
     return _blend(c1, c2, w)
 
 
