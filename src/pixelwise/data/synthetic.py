@@ -1,10 +1,12 @@
 """A procedural data set of textured shapes, so the whole pipeline can be tried without downloads.
 
 Every image shows a few shapes (discs, squares, triangles, rings) painted over a varied
-background. Each object's colours are drawn from one distribution whatever its class, so a
-single pixel's colour says nothing about which shape it belongs to: a model has to look at a
-neighbourhood (the outline and the fill pattern). The mask is the exact painted geometry (later
-shapes occlude earlier ones); noise and blur are applied to the image only.
+background. Each shape class paints with its own hue family and fill pattern (discs dotted,
+squares striped, triangles speckled, rings flat), but backgrounds take any colour, those hues
+included: a single pixel's colour cannot say whether it belongs to a shape or to the
+background, so a model has to look at a neighbourhood (the outline and the fill pattern). The
+mask is the exact painted geometry (later shapes occlude earlier ones); noise and blur are
+applied to the image only.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ _MIN_CONTRAST = 100.0
 _PATTERN_PERIOD = (6.0, 10.0)
 # Background stripes are soft and much wider than any fill pattern.
 _BACKGROUND_PERIOD = (30.0, 60.0)
+# Each shape class paints with its own hue family (degrees, +- _HUE_SPREAD); backgrounds take
+# any colour, these hues included, so colour tells shapes apart from each other but not from
+# the background: finding the shape takes its outline and pattern.
+_CLASS_HUES = {1: 0.0, 2: 120.0, 3: 230.0, 4: 55.0}
+_HUE_SPREAD = 20.0
 # Side of the speckle cells at 256 px.
 _SPECKLE_CELL = (2.0, 3.5)
 
@@ -291,17 +298,15 @@ def _texture(
 ) -> np.ndarray:
     """Float32 RGB fill shaped like `patch` (h, w, 3); only pixels under `region` are used.
 
-    Colours are drawn from one distribution for every class, so a single pixel's colour carries
-    no class information. The pattern follows the class (discs dotted, squares striped,
-    triangles speckled, rings flat) with random period, angle and phase: telling classes
-    apart takes a neighbourhood of pixels (the pattern) and the outline, not a colour lookup.
+    Colours come from the class's hue family; the pattern follows the class (discs dotted,
+    squares striped, triangles speckled, rings flat) with random period, angle and phase.
     """
     under = patch[region].mean(axis=0)
     for _ in range(20):
-        c1 = _random_colour(rng)
+        c1 = _class_colour(rng, cls)
         if np.linalg.norm(c1 - under) >= _MIN_CONTRAST:
             break
-    c2 = _far_colour(rng, c1)
+    c2 = _pattern_partner(rng, cls, c1)
     if cls == _RING:  # flat: the hole in the outline is what sets a ring apart
         return np.broadcast_to(c1, patch.shape)
     if cls == _SQUARE:  # stripes
@@ -323,10 +328,24 @@ def _texture(
     return _blend(c1, c2, w)
 
 
-def _far_colour(rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
-    """A second colour of a pattern, clearly different from `base` so the pattern is visible."""
+def _hsv_to_rgb(h: float, sat: float, val: float) -> np.ndarray:
+    """One colour from hue (degrees), saturation and value in [0, 1] to float32 RGB in [0, 255]."""
+    k = (np.array([5.0, 3.0, 1.0]) + (h % 360.0) / 60.0) % 6.0
+    rgb = val - val * sat * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return (255.0 * rgb).astype(np.float32)
+
+
+def _class_colour(rng: np.random.Generator, cls: int) -> np.ndarray:
+    """A saturated colour from the class's hue family (backgrounds may take any colour)."""
+    hue = _CLASS_HUES[cls] + rng.uniform(-_HUE_SPREAD, _HUE_SPREAD)
+    return _hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.5, 1.0))
+
+
+def _pattern_partner(rng: np.random.Generator, cls: int, base: np.ndarray) -> np.ndarray:
+    """The pattern's second colour: same hue family, clearly different from `base`."""
+    c = base
     for _ in range(20):
-        c = _random_colour(rng)
+        c = _class_colour(rng, cls) * rng.uniform(0.35, 1.0)
         if np.linalg.norm(c - base) >= 80.0:
-            return c
-    return 255.0 - base
+            return c.astype(np.float32)
+    return (base * 0.4).astype(np.float32)
