@@ -35,6 +35,22 @@ def _model_arg(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"cannot parse the value of {key}") from None
 
 
+def _budget(text: str) -> float:
+    from .planner import parse_budget
+
+    try:
+        return parse_budget(text)
+    except PixelwiseError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _explicit_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Destinations of the options written on the command line (so a plan keeps them)."""
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    return sorted({a.dest for a in sub._actions if any(o in given for o in a.option_strings)})
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -103,6 +119,9 @@ def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
     r.add_argument("--sync-bn", action="store_true",
                    help="under torchrun on GPUs: BatchNorm statistics over the global batch, not per process")
     r.add_argument("--val-every", type=_positive_int, default=defaults.val_every, help="validate every N epochs")
+    r.add_argument("--budget", type=_budget, default=0.0, metavar="TIME",
+                   help="plan the recipe (model, crop, batch, epochs, schedule) so the whole run ends within TIME: "
+                        "90s, 20m, 2h, 1d; options you give explicitly are kept; the plan goes to RUN/plan.json")
     r.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap on batches per epoch (quick trials)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
     r.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -161,6 +180,10 @@ def _cmd_train(args) -> int:
     fields = TrainConfig.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["model_kwargs"] = dict(args.model_arg)
+    if args.budget:
+        keep = set(_explicit_options(build_parser(), sys.argv[1:] if args.argv is None else args.argv))
+        values["keep"] = sorted((keep - {"budget", "out", "device", "num_workers", "seed", "quiet", "resume", "overwrite"})
+                                | ({"model_kwargs"} if "model_arg" in keep else set()))
     if args.resume and not args.out:
         raise PixelwiseError("--resume needs --out RUN, the run directory to continue")
     if not args.resume and not args.data:
@@ -213,6 +236,7 @@ COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_pred
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return COMMANDS[args.command](args)
     except PixelwiseError as e:

@@ -98,6 +98,9 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0 = the whole training split every epoch
     device: str = "auto"
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
+    budget: float = 0.0  # seconds for the whole run; > 0 = plan the recipe for it (pixelwise.planner)
+    keep: list = field(default_factory=list)  # with budget: options the planner leaves as given
+    time_limit: float = 0.0  # seconds of training steps; > 0 = lr follows the clock and training stops on it
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -398,6 +401,13 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
     Started by ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK in the environment), every process
     calls this and trains its shard with DistributedDataParallel; see :mod:`pixelwise.distributed`.
     """
+    if config is None and overrides.get("budget") and "keep" not in overrides:
+        # train(data=..., budget="20m", crop_size=256): what is passed besides the budget is kept.
+        overrides["keep"] = sorted(set(overrides) - {"data", "out", "budget", "device", "num_workers", "seed"})
+    if isinstance(overrides.get("budget"), str):
+        from .planner import parse_budget
+
+        overrides["budget"] = parse_budget(overrides["budget"])
     config = TrainConfig(**overrides) if config is None else (
         TrainConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config
     )
@@ -456,6 +466,7 @@ def _prepare_run_dir_on_main(ctx: distributed.DistContext | None, config: TrainC
 
 def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: bool, overwrite: bool,
            progress: bool) -> TrainResult:
+    run_clock = time.perf_counter()  # a --budget covers everything from here
     main = ctx is None or ctx.is_main
     progress = progress and main
     asked_resume = resume
@@ -492,6 +503,11 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     classes: ClassInfo = data.classes
     train_samples, val_samples = data.splits["train"], data.splits["val"]
     ignore = classes.ignore_index
+    plan = None
+    if config.budget > 0 and not resume:
+        if ctx.enabled:
+            raise PixelwiseError("--budget plans for one process; under torchrun give the options explicitly")
+        plan, config = _plan_for_budget(config, data, device, run_clock)
 
     model_cfg = ModelConfig(
         arch=config.arch, encoder=config.encoder, num_classes=classes.num_classes,
@@ -560,6 +576,8 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
             return TrainResult(run, best_epoch, best_metrics, history, bool(ck.get("stopped_early")))
     elif main:
         write_text(run / "config.yaml", CONFIG_HEADER + yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if plan is not None:
+            write_json(run / "plan.json", plan.to_dict())
 
     meta_base = {
         "classes": classes.to_dict(),
@@ -584,12 +602,17 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
         )
     if resume and not asked_resume:
         header += f"\ntorchrun restart {distributed.restart_count()}: resuming after epoch {start_epoch}"
+    if config.time_limit > 0:
+        header += f"\ntraining stops after {config.time_limit:.0f} s of steps; the learning rate follows that clock"
     if main:
+        if plan is not None:
+            _log(run, plan.summary(), echo=progress)
         _log(run, header, echo=progress)
 
-    stopped_early = False
+    stopped_early = out_of_time = False
     run_start = time.perf_counter()
     steps_done = 0
+    trained_before = sum(r.get("train_seconds", 0.0) for r in history)
     try:
         for epoch in range(start_epoch, config.epochs):
             sampler.set_epoch(epoch)
@@ -605,7 +628,15 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                     break
                 distributed.fail_point(rank, epoch + 1, step + 1)
                 global_step = epoch * steps_per_epoch + step
-                lr = config.lr * lr_factor(global_step, total_steps, warmup, config.schedule)
+                if config.time_limit > 0:
+                    # On the clock: warm-up and decay follow the share of the training time used.
+                    share = (trained_before + time.perf_counter() - t0) / config.time_limit
+                    if share >= 1.0:
+                        out_of_time = True
+                        break
+                    lr = config.lr * lr_factor(int(share * 10000), 10000, int(TIME_WARMUP_SHARE * 10000), config.schedule)
+                else:
+                    lr = config.lr * lr_factor(global_step, total_steps, warmup, config.schedule)
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 x = x.to(device, non_blocking=True)
@@ -640,12 +671,17 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                     bar.update(1)
             bar.close()
             train_seconds = time.perf_counter() - t0
+            trained_before += train_seconds
+            if config.time_limit > 0 and trained_before >= config.time_limit:
+                out_of_time = True
             row = {
                 "epoch": epoch + 1, "train_loss": round(loss_sum / max(1, seen), 6), "lr": lr,
                 "images_per_s": round(seen / train_seconds, 2) if train_seconds > 0 else None,
+                "train_seconds": round(train_seconds, 3),
             }
             improved = False
-            if val_loader is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+            if val_loader is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+                                           or out_of_time):
                 val_loss, cm = run_validation(model, val_loader, criterion, classes.num_classes, ignore, device,
                                               amp_dtype, channels_last, ctx=ctx)
                 m = cm.compute(classes.names)
@@ -663,6 +699,8 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
 
             if config.patience and since_best >= config.patience:
                 stopped_early = True
+            if out_of_time:
+                stopped_early = True  # finished: the time is used up (a resume has nothing left to do)
             if main:
                 msg = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
                        + (f"val loss {row['val_loss']:.4f}  val mIoU {100 * (row['val_miou'] or 0):.2f}  " if "val_loss" in row else "")
@@ -671,7 +709,10 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                     _save_epoch(run, model, optimizer, scaler, meta_base, history, epoch, best, best_epoch, since_best,
                                 best_metrics, stopped_early, improved)
                     _log(run, msg, echo=progress)
-                    if stopped_early:
+                    if out_of_time:
+                        _log(run, f"time limit reached after {trained_before:.0f} s of training; "
+                                  f"{time.perf_counter() - run_clock:.0f} s since the start", echo=progress)
+                    elif stopped_early:
                         _log(run, f"early stop: no better val mIoU for {config.patience} validations; best epoch {best_epoch}",
                              echo=progress)
             if stopped_early:
@@ -684,6 +725,36 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
             tqdm.write(f"\ninterrupted; {run} holds {done} finished epochs. Continue with: pixelwise train --resume --out {run}")
         raise
     return TrainResult(run, best_epoch, best_metrics, history, stopped_early)
+
+
+TIME_WARMUP_SHARE = 0.03  # on the clock: linear warm-up over this share of the training time
+
+
+def _plan_for_budget(config: TrainConfig, data, device, run_clock: float):
+    """Measure this machine, choose the recipe for ``config.budget`` and return (plan, new config)."""
+    from . import planner
+
+    fp = planner.Fingerprint.from_data(data)
+    candidates = planner.CANDIDATES
+    crops = planner.usable_crops(fp)
+    if "crop_size" in config.keep:
+        crops = [config.crop_size]
+    if config.budget < 300:  # short budgets: no time to measure big models
+        candidates = candidates[:1]
+        crops = crops[-2:] if "crop_size" not in config.keep else crops
+    if any(k in config.keep for k in ("arch", "encoder", "model_kwargs")):
+        candidates = [planner.Candidate("given", config.arch, config.encoder, dict(config.model_kwargs), config.batch_size)]
+    per_config = min(2.0, max(0.3, 0.03 * config.budget / max(1, len(candidates) * len(crops))))
+    measurements, evals = planner.measure(data, device, amp_dtype_for(device, config.amp), crops, per_config, candidates)
+    overrides = {k: getattr(config, k) for k in config.keep if hasattr(config, k)}
+    plan = planner.make_plan(fp, config.budget, time.perf_counter() - run_clock, measurements, evals, overrides,
+                             candidates)
+    changes = {k: v for k, v in plan.choices.items() if k in TrainConfig.__dataclass_fields__}
+    if "scale_range" in changes:
+        changes["scale_range"] = tuple(changes["scale_range"])
+    # The clock, not the epoch count, ends a planned run: leave room for a faster machine than measured.
+    changes["epochs"] = max(1, int(changes["epochs"] * 3))
+    return plan, TrainConfig.from_dict({**config.to_dict(), **changes})
 
 
 def _save_epoch(run: Path, model, optimizer, scaler, meta_base: dict, history: list[dict], epoch: int, best: float,

@@ -1,0 +1,320 @@
+"""``pixelwise train DATA --budget 20m``: choose the training recipe that fits the time a user has.
+
+The planner works in three steps:
+
+1. **Fingerprint** the data (from the validation pass that runs anyway): number of images per
+   split, image sizes, classes and their pixel shares, the imbalance ratio.
+2. **Measure** on this machine, for a few seconds, the training throughput (images/s) of each
+   candidate model at each candidate crop size, and the time to predict one validation image
+   at full resolution.
+3. **Choose** the largest model and crop that still get enough optimizer steps in the budget,
+   the number of epochs that fills it, how often to validate, class weights and augmentation
+   strength. Each choice carries its reason; an explicit flag always wins and is listed as
+   overridden.
+
+The run then trains against the clock: the learning rate follows the elapsed share of the
+training time (warm-up, then cosine decay reaching zero at the end), so the decay always
+completes, whatever the throughput turns out to be. The plan is saved as ``plan.json`` in the
+run directory.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .errors import PixelwiseError
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_budget(text: str | float | int) -> float:
+    """Seconds from '90s', '20m', '2h', '1d', '1h30m' or a plain number of seconds."""
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        s = str(text).strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+(\.\d+)?", s):
+            seconds = float(s)
+        else:
+            parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", s)
+            if not parts or "".join(n + u for n, u in parts) != s:
+                raise PixelwiseError(f"cannot read the budget '{text}'; use e.g. 90s, 20m, 2h, 1d or 1h30m")
+            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds < 30:
+        raise PixelwiseError(f"a budget of {seconds:g} s is too short to train anything; give at least 30s")
+    return seconds
+
+
+@dataclass
+class Fingerprint:
+    """What the planner knows about the data."""
+
+    train_images: int
+    val_images: int
+    num_classes: int
+    median_hw: tuple[int, int]
+    max_hw: tuple[int, int]
+    class_share: list[float]  # training pixels per class / all labelled training pixels
+    imbalance: float  # largest share / smallest non-zero share
+
+    @classmethod
+    def from_data(cls, data) -> "Fingerprint":
+        """From a :class:`pixelwise.data.folder.FolderDataset` (its validation report)."""
+        train = data.splits["train"]
+        sizes = [data.report.sizes[s.stem] for s in train] or [(0, 0)]
+        counts = data.report.subset([s.stem for s in train], data.classes.num_classes,
+                                    data.classes.ignore_index).class_pixels
+        return cls.from_counts(len(train), len(data.splits["val"]), sizes, counts)
+
+    @classmethod
+    def from_counts(cls, train_images: int, val_images: int, sizes: list[tuple[int, int]],
+                    class_pixels) -> "Fingerprint":
+        hs = np.array([h for h, _ in sizes])
+        ws = np.array([w for _, w in sizes])
+        counts = np.asarray(class_pixels, dtype=np.float64)
+        share = counts / max(counts.sum(), 1.0)
+        nonzero = share[share > 0]
+        imbalance = float(nonzero.max() / nonzero.min()) if len(nonzero) else 1.0
+        return cls(train_images, val_images, len(counts), (int(np.median(hs)), int(np.median(ws))),
+                   (int(hs.max()), int(ws.max())), [round(float(x), 6) for x in share], round(imbalance, 2))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model the planner may choose, from the lightest to the most capable."""
+
+    name: str
+    arch: str
+    encoder: str
+    model_kwargs: dict = field(default_factory=dict)
+    batch_size: int = 8
+
+
+CANDIDATES: list[Candidate] = [
+    Candidate("unet-resnet18-light", "unet", "resnet18", {"decoder_channels": [128, 64, 32, 16, 8]}),
+    Candidate("unet-resnet18", "unet", "resnet18"),
+    Candidate("unet-resnet34", "unet", "resnet34"),
+]
+CROP_SIZES = (128, 192, 256, 320, 384, 512)
+
+# A model from scratch needs a few thousand optimizer steps before it is worth trading steps
+# for capacity; below that the planner prefers speed.
+MIN_STEPS = 1500
+# At least this many passes over the training images, so every image is seen in many crops.
+MIN_EPOCHS = 20
+# Share of the budget that validation during training may use (the final one included).
+VALIDATION_SHARE = 0.08
+MAX_VALIDATIONS = 12
+# Seconds kept for writing the last checkpoint, the bundle and the curves.
+FINISH_RESERVE = 3.0
+WARMUP_SHARE = 0.03
+
+
+@dataclass
+class Measurement:
+    candidate: str
+    crop_size: int
+    images_per_s: float  # training, forward + backward + optimizer step
+
+
+@dataclass
+class Plan:
+    """The recipe for one budget, with a reason for every choice."""
+
+    budget_s: float
+    choices: dict
+    reasons: dict
+    overridden: list[str]
+    estimates: dict
+    fingerprint: dict
+    measurements: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [f"plan for a budget of {self.budget_s:.0f} s:"]
+        for k, v in self.choices.items():
+            tag = " (your flag)" if k in self.overridden else ""
+            lines.append(f"  {k:<14} {v!s:<34}{tag}  {self.reasons.get(k, '')}")
+        e = self.estimates
+        lines.append(f"  estimate: {e['epochs']} epochs, {e['steps']} steps in {e['train_seconds']:.0f} s of training, "
+                     f"{e['validations']} validations of ~{e['validation_seconds']:.1f} s")
+        return "\n".join(lines)
+
+
+def usable_crops(fp: Fingerprint) -> list[int]:
+    """Crop sizes up to the median image's shorter side (at least the smallest one)."""
+    short = min(fp.median_hw)
+    crops = [c for c in CROP_SIZES if c <= short]
+    return crops or [CROP_SIZES[0]]
+
+
+def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: list[Measurement],
+              eval_s_per_image: dict[str, float], overrides: dict | None = None,
+              candidates: list[Candidate] | None = None) -> Plan:
+    """Choose the recipe. Pure: all machine facts come in as arguments, so it is unit-testable.
+
+    Args:
+        fp: the data fingerprint.
+        budget_s: the whole run's budget in seconds.
+        elapsed_s: seconds already spent (validation, measuring) when training starts.
+        measurements: training throughput per (candidate, crop).
+        eval_s_per_image: seconds to predict one full-size image, per candidate name.
+        overrides: options the user gave explicitly (TrainConfig field -> value); they win.
+        candidates: the models that were measured, lightest first (default CANDIDATES).
+    """
+    candidates = candidates or CANDIDATES
+    overrides = dict(overrides or {})
+    remaining = budget_s - elapsed_s - FINISH_RESERVE
+    if remaining <= 5:
+        raise PixelwiseError(
+            f"the budget of {budget_s:.0f} s is used up before training starts ({elapsed_s:.0f} s went on reading "
+            "and measuring); give a larger --budget")
+    by_name = {c.name: c for c in candidates}
+    ips = {(m.candidate, m.crop_size): m.images_per_s for m in measurements if m.images_per_s > 0}
+    if not ips:
+        raise PixelwiseError("no candidate configuration could be measured on this machine")
+    n_train = max(1, fp.train_images)
+
+    def budget_for(name: str) -> tuple[float, float, int]:
+        per_val = fp.val_images * eval_s_per_image.get(name, 0.0)
+        n_val = 0
+        if fp.val_images:
+            n_val = int(min(MAX_VALIDATIONS, max(1, VALIDATION_SHARE * budget_s // max(per_val, 1e-6))))
+        return remaining - n_val * per_val, per_val, n_val
+
+    options = []
+    for (name, crop), rate in ips.items():
+        train_s, per_val, n_val = budget_for(name)
+        if train_s <= 0:
+            continue
+        cand = by_name[name]
+        batch = int(overrides.get("batch_size", cand.batch_size))
+        steps = int(train_s * rate / batch)
+        epochs = train_s * rate / n_train
+        options.append(dict(name=name, crop=crop, rate=rate, train_s=train_s, per_val=per_val, n_val=n_val,
+                            steps=steps, epochs=epochs, rank=[c.name for c in candidates].index(name)))
+    if not options:
+        raise PixelwiseError(f"validation alone would take longer than the budget of {budget_s:.0f} s; "
+                             "give a larger --budget or fewer validation images")
+    if "crop_size" in overrides:
+        options = [o for o in options if o["crop"] == overrides["crop_size"]] or options
+    enough = [o for o in options if o["steps"] >= MIN_STEPS and o["epochs"] >= MIN_EPOCHS]
+    if enough:
+        best = max(enough, key=lambda o: (o["rank"], o["crop"]))
+        why_model = (f"the most capable candidate that still gets >= {MIN_STEPS} steps and >= {MIN_EPOCHS} epochs "
+                     f"({best['steps']} steps, {best['epochs']:.0f} epochs at {best['rate']:.1f} img/s)")
+    else:
+        best = max(options, key=lambda o: (o["steps"], o["crop"]))
+        why_model = (f"no candidate reaches {MIN_STEPS} steps and {MIN_EPOCHS} epochs in this budget, so the one "
+                     f"with the most steps ({best['steps']} at {best['rate']:.1f} img/s)")
+    cand = by_name[best["name"]]
+    batch = int(overrides.get("batch_size", cand.batch_size))
+    steps_per_epoch = max(1, n_train // batch)
+    epochs = max(1, int(best["steps"] // steps_per_epoch))
+    val_every = max(1, math.ceil(epochs / best["n_val"])) if best["n_val"] else 1
+
+    choices = {
+        "arch": cand.arch, "encoder": cand.encoder, "model_kwargs": dict(cand.model_kwargs),
+        "crop_size": best["crop"], "batch_size": batch, "epochs": epochs,
+        "time_limit": round(best["train_s"], 1), "schedule": "cosine", "val_every": val_every,
+    }
+    reasons = {
+        "arch": why_model, "encoder": "with the architecture", "model_kwargs": "with the architecture",
+        "crop_size": f"largest measured crop up to the median image side {min(fp.median_hw)} px that fits the rule above",
+        "batch_size": "the candidate's batch", "epochs": "as many as the measured throughput fits; training stops on "
+        "the clock in any case", "time_limit": "the budget minus reading, measuring, validations and saving",
+        "schedule": "cosine decay over the training time, reaching zero at the end",
+        "val_every": f"{best['n_val']} validations of ~{best['per_val']:.1f} s keep validation under "
+        f"{100 * VALIDATION_SHARE:.0f}% of the budget",
+    }
+    if fp.imbalance > 10:
+        choices["class_weights"] = "median"
+        reasons["class_weights"] = f"classes are imbalanced (largest/smallest pixel share {fp.imbalance:g} > 10)"
+    else:
+        choices["class_weights"] = None
+        reasons["class_weights"] = f"classes are balanced enough (ratio {fp.imbalance:g} <= 10)"
+    strong = best["epochs"] >= 60
+    choices["scale_range"] = (0.5, 2.0) if strong else (0.75, 1.5)
+    reasons["scale_range"] = ("many passes over the data: strong scale augmentation" if strong
+                              else "few passes over the data: milder scale augmentation")
+
+    overridden = []
+    for k, v in overrides.items():
+        if k in choices or k in ("lr", "loss"):
+            overridden.append(k)
+            choices[k] = v
+            reasons[k] = "given on the command line"
+    estimates = {
+        "steps": best["steps"], "epochs": epochs, "train_seconds": round(best["train_s"], 1),
+        "validations": best["n_val"], "validation_seconds": round(best["per_val"], 2),
+        "images_per_s": round(best["rate"], 2), "elapsed_before_training": round(elapsed_s, 1),
+    }
+    return Plan(budget_s, choices, reasons, sorted(overridden), estimates, asdict(fp),
+                [asdict(m) for m in measurements])
+
+
+def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float = 2.0,
+            candidates: list[Candidate] | None = None) -> tuple[list[Measurement], dict[str, float]]:
+    """Time a few training steps of each candidate at each crop, and one full-size prediction.
+
+    Steps run on random tensors of the right shape (speed does not depend on the pixel values)
+    with the real loss and optimizer; the first steps warm up the kernels and are not counted.
+    """
+    import torch
+
+    from .losses import build_loss
+    from .models import ModelConfig, build_model
+
+    candidates = candidates or CANDIDATES
+    num_classes = data.classes.num_classes
+    fp = Fingerprint.from_data(data)
+    h, w = fp.median_hw
+    out: list[Measurement] = []
+    evals: dict[str, float] = {}
+    criterion = build_loss("ce+dice", ignore_index=data.classes.ignore_index)
+    gen = torch.Generator().manual_seed(0)
+    for cand in candidates:
+        model = build_model(ModelConfig(cand.arch, cand.encoder, num_classes, kwargs=dict(cand.model_kwargs))).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        for crop in crops:
+            x = torch.randn(cand.batch_size, 3, crop, crop, generator=gen).to(device)
+            y = torch.randint(0, num_classes, (cand.batch_size, crop, crop), generator=gen).to(device)
+            model.train()
+            timed, images, start = 0.0, 0, None
+            for i in range(50):
+                t = time.perf_counter()
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(x)
+                loss = criterion(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if i >= 2:
+                    timed += time.perf_counter() - t
+                    images += cand.batch_size
+                    start = start or t
+                    if timed >= seconds_per_config and i >= 4:
+                        break
+            out.append(Measurement(cand.name, crop, images / timed if timed > 0 else 0.0))
+        model.eval()
+        with torch.no_grad():
+            x = torch.randn(1, 3, h, w, generator=gen).to(device)
+            ts = []
+            for _ in range(3):
+                t = time.perf_counter()
+                model(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                ts.append(time.perf_counter() - t)
+            evals[cand.name] = min(ts[1:])
+        del model, opt
+    return out, evals

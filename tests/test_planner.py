@@ -1,0 +1,135 @@
+"""The --budget planner: choices fit the budget, explicit options win, odd data gives sane plans."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pixelwise.errors import PixelwiseError
+from pixelwise.planner import (
+    CANDIDATES, MIN_EPOCHS, MIN_STEPS, Fingerprint, Measurement, make_plan, parse_budget, usable_crops,
+)
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("20m", 1200), ("2h", 7200), ("1d", 86400),
+                                          ("1h30m", 5400), ("300", 300), (" 2H ", 7200)])
+def test_parse_budget(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "20x", "10s", "m20", "1h-5m"])
+def test_parse_budget_rejects(text):
+    with pytest.raises(PixelwiseError):
+        parse_budget(text)
+
+
+def fingerprint(n=300, hw=(360, 480), shares=(0.5, 0.3, 0.2), val=60):
+    counts = [int(1e6 * s) for s in shares]
+    return Fingerprint.from_counts(n, val, [hw] * n, counts)
+
+
+def measurements(base=40.0):
+    """Made-up throughputs: bigger models and crops are slower (images/s scale with 1/pixels)."""
+    out = []
+    for i, c in enumerate(CANDIDATES):
+        for crop in (128, 192, 256, 320):
+            out.append(Measurement(c.name, crop, base / (1.6 ** i) * (128 / crop) ** 2))
+    return out
+
+
+EVALS = {c.name: 0.1 * (1.5 ** i) for i, c in enumerate(CANDIDATES)}
+
+
+def _train_seconds_used(plan):
+    e = plan.estimates
+    return e["train_seconds"] + e["validations"] * e["validation_seconds"] + e["elapsed_before_training"]
+
+
+@pytest.mark.parametrize("budget", [90, 600, 1200, 3600, 86400])
+def test_plan_fits_the_budget(budget):
+    plan = make_plan(fingerprint(), budget, elapsed_s=10, measurements=measurements(), eval_s_per_image=EVALS)
+    used = _train_seconds_used(plan)
+    assert used <= budget and used >= 0.9 * budget, (used, budget)
+    e = plan.estimates
+    # The planned epochs are what the measured throughput fits into the training time.
+    per_epoch = (300 // plan.choices["batch_size"]) * plan.choices["batch_size"]  # last partial batch dropped
+    assert plan.choices["epochs"] * per_epoch <= e["train_seconds"] * e["images_per_s"] * 1.001
+    assert (plan.choices["epochs"] + 1) * per_epoch > e["train_seconds"] * e["images_per_s"] * 0.999
+    assert plan.choices["time_limit"] == pytest.approx(e["train_seconds"], abs=0.1)
+    json.dumps(plan.to_dict())  # plan.json must be writable
+    assert set(plan.reasons) >= set(plan.choices)
+
+
+def test_more_time_buys_a_bigger_model_or_crop():
+    small = make_plan(fingerprint(), 120, 5, measurements(), EVALS)
+    large = make_plan(fingerprint(), 86400, 5, measurements(), EVALS)
+    names = [c.name for c in CANDIDATES]
+
+    def size(p):
+        cand = next(c for c in CANDIDATES if c.encoder == p.choices["encoder"]
+                    and c.model_kwargs == p.choices["model_kwargs"])
+        return names.index(cand.name), p.choices["crop_size"]
+
+    assert size(large) > size(small)
+    assert large.estimates["steps"] >= MIN_STEPS and large.estimates["epochs"] >= MIN_EPOCHS
+    assert "no candidate reaches" in small.reasons["arch"]
+
+
+def test_overrides_win_and_are_listed():
+    plan = make_plan(fingerprint(), 1200, 5, measurements(), EVALS, overrides={"crop_size": 192, "batch_size": 4, "lr": 3e-4})
+    assert plan.choices["crop_size"] == 192 and plan.choices["batch_size"] == 4 and plan.choices["lr"] == 3e-4
+    assert plan.overridden == ["batch_size", "crop_size", "lr"]
+    assert plan.reasons["crop_size"] == "given on the command line"
+
+
+def test_imbalance_turns_on_class_weights():
+    balanced = make_plan(fingerprint(shares=(0.4, 0.3, 0.3)), 600, 5, measurements(), EVALS)
+    skewed = make_plan(fingerprint(shares=(0.97, 0.025, 0.005)), 600, 5, measurements(), EVALS)
+    assert balanced.choices["class_weights"] is None
+    assert skewed.choices["class_weights"] == "median"
+
+
+def test_tiny_data_and_huge_images_give_sane_plans():
+    tiny = make_plan(fingerprint(n=3, hw=(64, 64), val=1), 600, 2, measurements(), EVALS)
+    assert tiny.choices["crop_size"] == 128 and tiny.choices["epochs"] >= 1  # crop larger than the image: padded
+    assert usable_crops(fingerprint(hw=(64, 64))) == [128]
+    huge = fingerprint(n=20, hw=(8000, 8000), val=5)
+    evals = {k: v * 4000 for k, v in EVALS.items()}  # one huge image takes minutes to predict
+    plan = make_plan(huge, 3600, 5, measurements(), evals)
+    assert plan.choices["crop_size"] <= 512
+    assert plan.estimates["validations"] >= 1 and _train_seconds_used(plan) <= 3600
+
+
+def test_budget_too_small_is_a_clear_error():
+    with pytest.raises(PixelwiseError, match="larger --budget"):
+        make_plan(fingerprint(), 40, elapsed_s=39, measurements=measurements(), eval_s_per_image=EVALS)
+
+
+def test_budget_run_end_to_end(tmp_path):
+    import time
+
+    from conftest import make_simple_dataset
+
+    from pixelwise import train
+    from pixelwise.predict import load
+
+    data = make_simple_dataset(tmp_path / "data", n=12, size=(48, 48))
+    start = time.perf_counter()
+    result = train(data=str(data), out=str(tmp_path / "run"), budget="30s", lr=3e-3, num_workers=0,
+                   device="cpu", progress=False)
+    took = time.perf_counter() - start
+    run = result.run_dir
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["budget_s"] == 30 and plan["overridden"] == ["lr"] and plan["choices"]["lr"] == 3e-3
+    assert (run / "model.safetensors").is_file() and load(run, "cpu").predict(
+        __import__("numpy").zeros((48, 48, 3), "uint8")).shape == (48, 48)
+    history = result.history
+    assert sum(r["train_seconds"] for r in history) >= 0.95 * plan["choices"]["time_limit"]
+    # The learning rate decayed on the clock: the last step ran at a small fraction of the peak.
+    assert history[-1]["lr"] < 0.2 * 3e-3
+    assert "time limit reached" in (run / "train.log").read_text()
+    assert took < 30 * 1.5  # generous: the machine running the tests may be busy
+    # Resuming a finished budget run has nothing left to do.
+    again = train(resume=True, out=str(run), progress=False)
+    assert len(again.history) == len(history)
