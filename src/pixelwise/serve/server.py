@@ -69,6 +69,8 @@ def serve(model: Segmenter | str | Path, config: ServeConfig | None = None,
               "port can use the model", file=sys.stderr, flush=True)
     try:
         _uvicorn_server(app, config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a server is meant to stop; uvicorn has shut down cleanly by now
     finally:
         sock.close()
 
