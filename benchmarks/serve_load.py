@@ -127,7 +127,8 @@ def main() -> int:
     check_loopback(host)
     try:
         if args.image:
-            data, name = open(args.image, "rb").read(), os.path.basename(args.image)
+            with open(args.image, "rb") as f:
+                data, name = f.read(), os.path.basename(args.image)
         else:
             data, name = synthetic_image(args.size), "synthetic.png"
         body, ctype = multipart(data, name)

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
@@ -194,6 +194,8 @@ def class_areas(mask: np.ndarray, segmenter: Segmenter) -> list[dict]:
              "pixels": int(counts[i]), "share": float(counts[i]) / total} for i in range(classes.num_classes)]
 
 
+# Module-level: FastAPI resolves the (postponed) annotations below in this module's namespace.
+_bearer = HTTPBearer(auto_error=False, description="the server's --token")
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 415, 503)}
 
 
@@ -226,9 +228,7 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
     app.state.config = config
     app.state.service = service
 
-    bearer = HTTPBearer(auto_error=False, description="the server's --token")
-
-    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
         # The guard middleware has refused a bad token already, before the body was read; this
         # repeats the check for direct users of the app and declares the scheme in the schema.
         header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
@@ -262,9 +262,9 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
         responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}, **_ERRORS},
     )
     async def predict(
-        file: UploadFile = File(..., description="the image: PNG, JPEG, BMP, TIFF, WebP or GIF"),
-        format: OutputFormat = Query(OutputFormat.json, description="json, mask or overlay"),
-        alpha: float = Query(0.5, ge=0.0, le=1.0, description="overlay opacity of the class colours"),
+        file: Annotated[UploadFile, File(description="the image: PNG, JPEG, BMP, TIFF, WebP or GIF")],
+        format: Annotated[OutputFormat, Query(description="json, mask or overlay")] = OutputFormat.json,
+        alpha: Annotated[float, Query(ge=0.0, le=1.0, description="overlay opacity of the class colours")] = 0.5,
     ):
         t0 = time.perf_counter()
         ctype = (file.content_type or "").split(";")[0].strip().lower()

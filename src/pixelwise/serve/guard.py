@@ -84,7 +84,10 @@ class RequestGuard:
                     await _error(send_with_headers, 413, _too_large(rules.max_body_bytes))
                     return
 
-        await self.app(scope, _counting(receive, rules.max_body_bytes), send_with_headers)
+        empty_error = None
+        if scope.get("method") == "POST" and path in rules.upload_paths:
+            empty_error = f"empty request body; send the image as {rules.upload_type} with the field 'file'"
+        await self.app(scope, _counting(receive, rules.max_body_bytes, empty_error), send_with_headers)
 
 
 def _too_large(limit: int) -> str:
@@ -92,8 +95,11 @@ def _too_large(limit: int) -> str:
             "(or start the server with a larger --max-upload-mb)")
 
 
-def _counting(receive, limit: int):
-    """Wrap ``receive`` so that a body longer than ``limit`` stops at the first chunk past it."""
+def _counting(receive, limit: int, empty_error: str | None = None):
+    """Wrap ``receive`` so that a body longer than ``limit`` stops at the first chunk past it.
+
+    With ``empty_error``, a body that ends without a single byte (chunked, no length) is a 400.
+    """
     seen = 0
 
     async def wrapped():
@@ -101,9 +107,11 @@ def _counting(receive, limit: int):
         message = await receive()
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
+            # Raised inside the app, so FastAPI's exception handling answers in JSON.
             if seen > limit:
-                # Raised inside the app, so FastAPI's exception handling answers 413 in JSON.
                 raise HTTPException(413, _too_large(limit))
+            if empty_error and seen == 0 and not message.get("more_body", False):
+                raise HTTPException(400, empty_error)
         return message
 
     return wrapped
