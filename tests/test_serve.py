@@ -283,7 +283,7 @@ def _slow(service, seconds: float):
 def test_real_server_concurrent_requests_and_free_event_loop(segmenter):
     app = create_app(segmenter, ServeConfig(workers=2, max_pending=2))
     service = app.state.service
-    images = [rgb(30 + i, 40, seed=10 + i) for i in range(8)]
+    images = [rgb(32, 40, seed=10 + i) for i in range(8)]
     expected = [segmenter.predict(im) for im in images]
     with serve_in_background(app) as url:
         assert url.startswith("http://127.0.0.1:")
@@ -324,6 +324,18 @@ def test_real_server_concurrent_requests_and_free_event_loop(segmenter):
         slow.join()
         assert results[0].status_code == 200
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(results[0].content))), expected[0])
+
+
+def test_real_server_bounds_open_connections(segmenter):
+    app = create_app(segmenter, ServeConfig(max_connections=2))
+    with serve_in_background(app) as url:
+        with httpx.Client(base_url=url, timeout=30) as first, httpx.Client(base_url=url, timeout=30) as second:
+            assert first.get("/health").status_code == 200  # both connections stay open (keep-alive)
+            assert second.get("/health").status_code == 200
+            with httpx.Client(base_url=url, timeout=30) as third:
+                assert third.get("/health").status_code == 503
+        with httpx.Client(base_url=url, timeout=30) as h:
+            assert h.post("/predict", files=upload(encode(rgb()))).status_code == 200
 
 
 def _http_exchange(url: str, head: bytes, chunks=(), chunk_pause: float = 0.05) -> tuple[bytes, int]:

@@ -168,6 +168,8 @@ def _add_serve_parser(sub) -> None:
                    help="largest width x height accepted, checked before decoding (default %(default)s)")
     p.add_argument("--max-pending", type=_positive_int, default=64,
                    help="predictions in flight before new requests get 503 (default %(default)s)")
+    p.add_argument("--max-connections", type=_positive_int, default=256,
+                   help="open connections before new requests get 503 (default %(default)s)")
     p.add_argument("--device", default="auto")
     p.add_argument("--access-log", action="store_true", help="print one line per request")
 
@@ -184,7 +186,8 @@ def _cmd_serve(args) -> int:
         raise PixelwiseError("--token must not be empty")
     config = ServeConfig(host=args.host, port=args.port, workers=args.workers, token=token,
                          max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_pixels=args.max_pixels,
-                         max_pending=args.max_pending, device=args.device, access_log=args.access_log)
+                         max_pending=args.max_pending, max_connections=args.max_connections,
+                         device=args.device, access_log=args.access_log)
     serve(args.run, config)
     return 0
 

@@ -64,6 +64,8 @@ class ServeConfig:
             refused from its Content-Length, or cut off while it streams in.
         max_pixels: largest accepted width x height, read from the image header before decoding.
         max_pending: predictions in flight (running or waiting) before new ones get 503.
+        max_connections: open connections (idle keep-alive ones included) before new requests get
+            503 from uvicorn; bounds the uploads being received at once.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` (used when a run directory is given).
         access_log: print one line per request.
     """
@@ -75,11 +77,12 @@ class ServeConfig:
     max_upload_bytes: int = 20_000_000
     max_pixels: int = 4096 * 4096
     max_pending: int = 64
+    max_connections: int = 256
     device: str = "auto"
     access_log: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("workers", "max_upload_bytes", "max_pixels", "max_pending"):
+        for name in ("workers", "max_upload_bytes", "max_pixels", "max_pending", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServeConfig.{name} must be at least 1, got {getattr(self, name)}")
         if self.token is not None and not self.token.strip():

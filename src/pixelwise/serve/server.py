@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import PixelwiseError
@@ -44,6 +45,7 @@ def _uvicorn_server(app, config: ServeConfig):
 
     return uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, lifespan="on", server_header=False,
+        limit_concurrency=config.max_connections + 1,  # uvicorn counts the new one too
         log_level="info" if config.access_log else "warning", access_log=config.access_log,
     ))
 
@@ -79,11 +81,14 @@ def serve(model: Segmenter | str | Path, config: ServeConfig | None = None,
 def serve_in_background(app, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> Iterator[str]:
     """Serve ``app`` under uvicorn in a daemon thread; yields its base URL; stops it on exit.
 
+    The uvicorn settings (connection limit, access log) come from the app's ServeConfig.
+
     >>> with serve_in_background(create_app("runs/demo")) as url:
     ...     httpx.get(url + "/health")
     """
     sock = bind_socket(host, port)
-    server = _uvicorn_server(app, ServeConfig(host=host, port=sock.getsockname()[1]))
+    config = getattr(getattr(app, "state", None), "config", None) or ServeConfig()
+    server = _uvicorn_server(app, replace(config, host=host, port=sock.getsockname()[1]))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="pixelwise-serve")
     thread.start()
     try:
