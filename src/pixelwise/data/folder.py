@@ -260,6 +260,20 @@ def split_samples(
     }
 
 
+def image_to_rgb(im: Image.Image) -> np.ndarray:
+    """An opened PIL image -> (H, W, 3) uint8 RGB, EXIF orientation applied (decodes the pixels).
+
+    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted.
+    """
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16L", "I;16B", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.array(im.convert("RGB"))
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode any common image file into (H, W, 3) uint8 RGB, EXIF orientation applied.
 
@@ -267,13 +281,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16L", "I;16B", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if arr.max() > 255 else 255.0
-                gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            return np.array(im.convert("RGB"))
+            return image_to_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise PixelwiseError(f"{path}: cannot read this image ({_short(e)}); replace or remove the file") from None
 

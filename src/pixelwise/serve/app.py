@@ -1,0 +1,327 @@
+"""The HTTP app: a FastAPI application around one loaded :class:`~pixelwise.predict.Segmenter`.
+
+>>> from pixelwise.serve import ServeConfig, create_app
+>>> app = create_app("runs/demo", ServeConfig(workers=2, token="s3cret"))
+
+Endpoints: ``GET /health`` (always public), ``GET /model``, ``POST /predict`` (an image as the
+multipart field ``file``; ``?format=json|mask|overlay``), the web page at ``/`` and FastAPI's own
+``/openapi.json`` and ``/docs``.
+
+The event loop never runs model code: uploads are decoded and PNGs encoded in the thread pool of
+the ASGI framework, and the model runs in a pool of ``workers`` threads of its own. At most
+``max_pending`` predictions are in flight; past that a request gets 503 at once instead of
+queueing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from .. import __version__
+from ..predict import Segmenter
+from ..viz import overlay
+from .guard import GuardRules, RequestGuard, token_matches
+from .uploads import UploadError, decode_upload, encode_png, mask_to_png
+
+STATIC_DIR = Path(__file__).parent / "static"
+# Room for the multipart framing around the file: boundaries, part headers, a short filename.
+MULTIPART_OVERHEAD = 64 * 1024
+# The page and its files: a browser needs them without a token; they hold no data of the model.
+PAGE_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@dataclass
+class ServeConfig:
+    """How the server runs. Every limit applies to each request.
+
+    Attributes:
+        host: interface to listen on; 127.0.0.1 (this machine only) unless you mean otherwise.
+        port: TCP port; 0 picks a free one.
+        workers: threads that run the model at the same time (the model is loaded once and shared).
+        token: when set, every endpoint but ``/health`` and the web page needs
+            ``Authorization: Bearer <token>``.
+        max_upload_bytes: largest accepted image file, in bytes (default 20 MB); a larger upload is
+            refused from its Content-Length, or cut off while it streams in.
+        max_pixels: largest accepted width x height, read from the image header before decoding.
+        max_pending: predictions in flight (running or waiting) before new ones get 503.
+        max_connections: open connections (idle keep-alive ones included) before new requests get
+            503 from uvicorn; bounds the uploads being received at once.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` (used when a run directory is given).
+        access_log: print one line per request.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    token: str | None = None
+    max_upload_bytes: int = 20_000_000
+    max_pixels: int = 4096 * 4096
+    max_pending: int = 64
+    max_connections: int = 256
+    device: str = "auto"
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "max_upload_bytes", "max_pixels", "max_pending", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServeConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.token is not None and not self.token.strip():
+            raise ValueError("ServeConfig.token must not be empty")
+
+
+class OutputFormat(str, Enum):
+    json = "json"
+    mask = "mask"
+    overlay = "overlay"
+
+
+class Health(BaseModel):
+    status: str = Field(description="'ok' while the server is up")
+    version: str = Field(description="pixelwise version")
+
+
+class ClassEntry(BaseModel):
+    index: int = Field(description="value of this class in the index mask")
+    name: str
+    color: list[int] = Field(description="[r, g, b], 0-255, as drawn in overlays")
+
+
+class ModelInfo(BaseModel):
+    architecture: dict[str, Any] = Field(description="architecture, encoder and their arguments")
+    num_classes: int
+    classes: list[ClassEntry]
+    ignore_index: int
+    metrics: dict[str, Any] = Field(description="validation metrics of the saved epoch (fractions in [0, 1])")
+    training: dict[str, Any] = Field(description="epoch and best epoch of the saved weights")
+    normalization: dict[str, Any]
+    versions: dict[str, Any] = Field(description="library versions the model was saved with")
+    limits: dict[str, int] = Field(description="max_upload_bytes and max_pixels of this server")
+
+
+class ClassArea(ClassEntry):
+    pixels: int = Field(description="pixels predicted as this class")
+    share: float = Field(description="pixels / all pixels of the image, in [0, 1]")
+
+
+class Timing(BaseModel):
+    decode_ms: float
+    inference_ms: float
+    total_ms: float = Field(description="from the upload being received to the answer, waiting included")
+
+
+class Prediction(BaseModel):
+    width: int
+    height: int
+    classes: list[ClassArea]
+    timing: Timing
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="what was wrong and what to do")
+
+
+class InferenceService:
+    """The loaded model, its thread pool and the count of predictions in flight."""
+
+    def __init__(self, segmenter: Segmenter, workers: int, max_pending: int):
+        self.segmenter = segmenter
+        self.max_pending = max_pending
+        self.pending = 0  # changed only on the event loop thread, so no lock is needed
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pixelwise-model")
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        """The one place the server calls the model: ``(H, W, 3)`` uint8 -> ``(H, W)`` int64 classes."""
+        return self.segmenter.predict(image)
+
+    def timed_segment(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        mask = self.segment(image)
+        return mask, (time.perf_counter() - t0) * 1000.0
+
+
+def _finite(value):
+    """JSON has no NaN/Infinity: replace them by null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def model_info(segmenter: Segmenter, config: ServeConfig) -> dict:
+    """What ``GET /model`` answers, built from the bundle's metadata."""
+    meta = segmenter.meta
+    classes = segmenter.classes
+    training = meta.get("training", {})
+    return _finite({
+        "architecture": dict(meta.get("model", {})),
+        "num_classes": classes.num_classes,
+        "classes": [{"index": i, "name": n, "color": list(c)} for i, (n, c) in enumerate(zip(classes.names, classes.colors))],
+        "ignore_index": classes.ignore_index,
+        "metrics": dict(meta.get("metrics", {})),
+        "training": {k: training[k] for k in ("epoch", "best_epoch") if k in training},
+        "normalization": dict(meta.get("normalization", {})),
+        "versions": dict(meta.get("versions", {})),
+        "limits": {"max_upload_bytes": config.max_upload_bytes, "max_pixels": config.max_pixels},
+    })
+
+
+def class_areas(mask: np.ndarray, segmenter: Segmenter) -> list[dict]:
+    """Per-class pixel counts and area shares of a predicted ``(H, W)`` mask."""
+    classes = segmenter.classes
+    counts = np.bincount(mask.ravel(), minlength=classes.num_classes)
+    total = max(int(mask.size), 1)
+    return [{"index": i, "name": classes.names[i], "color": list(classes.colors[i]),
+             "pixels": int(counts[i]), "share": float(counts[i]) / total} for i in range(classes.num_classes)]
+
+
+# Module-level: FastAPI resolves the (postponed) annotations below in this module's namespace.
+_bearer = HTTPBearer(auto_error=False, description="the server's --token")
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 415, 503)}
+
+
+def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None) -> FastAPI:
+    """Build the FastAPI app around a loaded Segmenter, or load one from a run directory (once).
+
+    Raises :class:`~pixelwise.PixelwiseError` when the run cannot be loaded.
+    """
+    config = config or ServeConfig()
+    if isinstance(model, Segmenter):
+        segmenter = model
+    else:
+        from ..predict import load
+
+        segmenter = load(model, config.device)
+    service = InferenceService(segmenter, config.workers, config.max_pending)
+    info = model_info(segmenter, config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="pixelwise",
+        version=__version__,
+        description="Semantic segmentation: upload an image, get each pixel's class.",
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.service = service
+
+    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+        # The guard middleware has refused a bad token already, before the body was read; this
+        # repeats the check for direct users of the app and declares the scheme in the schema.
+        header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+        if not token_matches(header, config.token or ""):
+            raise HTTPException(401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    protected = [Depends(require_token)] if config.token else []
+
+    @app.exception_handler(UploadError)
+    async def _upload_error(request: Request, exc: UploadError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.get("/health", response_model=Health, tags=["service"], summary="Liveness check (no token needed)")
+    async def health() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/model", response_model=ModelInfo, tags=["service"], dependencies=protected,
+             summary="The served model: architecture, classes and colours, validation metrics",
+             responses={401: {"model": ErrorBody}})
+    async def get_model() -> dict:
+        return info
+
+    @app.post(
+        "/predict", tags=["predict"], dependencies=protected, response_model=Prediction,
+        summary="Label every pixel of an uploaded image",
+        description="Send the image as the multipart field `file`. `format=json` (default) answers per-class "
+                    "pixel counts and area shares; `format=mask` a PNG of class indices (8-bit, 16-bit past "
+                    "256 classes), the image's own size; `format=overlay` a PNG of the image with the class "
+                    "colours blended in at `alpha`. PNG answers carry the timings in `Server-Timing`.",
+        responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}, **_ERRORS},
+    )
+    async def predict(
+        file: Annotated[UploadFile, File(description="the image: PNG, JPEG, BMP, TIFF, WebP or GIF")],
+        format: Annotated[OutputFormat, Query(description="json, mask or overlay")] = OutputFormat.json,
+        alpha: Annotated[float, Query(ge=0.0, le=1.0, description="overlay opacity of the class colours")] = 0.5,
+    ):
+        t0 = time.perf_counter()
+        ctype = (file.content_type or "").split(";")[0].strip().lower()
+        if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+            raise HTTPException(415, f"the file was sent as {ctype!r}; send an image (image/png, image/jpeg, ...)")
+        if service.pending >= service.max_pending:
+            raise HTTPException(503, f"busy: {service.pending} predictions in flight; retry shortly",
+                                headers={"Retry-After": "1"})
+        service.pending += 1
+        try:
+            data = await file.read(config.max_upload_bytes + 1)
+            if len(data) > config.max_upload_bytes:
+                raise UploadError(413, f"upload too large: the limit is {config.max_upload_bytes} bytes")
+            t_dec = time.perf_counter()
+            image = await run_in_threadpool(decode_upload, data, config.max_pixels)
+            decode_ms = (time.perf_counter() - t_dec) * 1000.0
+            loop = asyncio.get_running_loop()
+            mask, inference_ms = await loop.run_in_executor(service.pool, service.timed_segment, image)
+            if format is OutputFormat.json:
+                total_ms = (time.perf_counter() - t0) * 1000.0
+                return {"width": int(mask.shape[1]), "height": int(mask.shape[0]),
+                        "classes": class_areas(mask, segmenter),
+                        "timing": {"decode_ms": decode_ms, "inference_ms": inference_ms, "total_ms": total_ms}}
+            if format is OutputFormat.mask:
+                png = await run_in_threadpool(mask_to_png, mask)
+            else:
+                colors = segmenter.classes.colors
+                png = await run_in_threadpool(lambda: encode_png(overlay(image, mask, colors, alpha)))
+            total_ms = (time.perf_counter() - t0) * 1000.0
+            timing = f"decode;dur={decode_ms:.1f}, inference;dur={inference_ms:.1f}, total;dur={total_ms:.1f}"
+            return Response(png, media_type="image/png",
+                            headers={"Server-Timing": timing, "X-Image-Size": f"{mask.shape[1]}x{mask.shape[0]}"})
+        finally:
+            service.pending -= 1
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=PAGE_SECURITY_HEADERS)
+
+    static = StaticFiles(directory=STATIC_DIR)
+
+    async def static_with_headers(scope, receive, send):
+        async def send_wrapped(message):
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                extra = [(k.lower().encode(), v.encode()) for k, v in PAGE_SECURITY_HEADERS.items()]
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        await static(scope, receive, send_wrapped)
+
+    app.mount("/static", static_with_headers, name="static")
+
+    rules = GuardRules(max_body_bytes=config.max_upload_bytes + MULTIPART_OVERHEAD, token=config.token)
+    app.add_middleware(RequestGuard, rules=rules)
+    return app
+

@@ -1,0 +1,104 @@
+"""Run the app under uvicorn: in the foreground (``pixelwise serve``) or in a background thread."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import PixelwiseError
+from ..predict import Segmenter
+from .app import ServeConfig, create_app
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0 = a free one); a PixelwiseError if it is taken."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise PixelwiseError(f"cannot listen on {host!r}: unknown host ({e.strerror}); give an address such as 127.0.0.1") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise PixelwiseError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port or --host") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _uvicorn_server(app, config: ServeConfig):
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, lifespan="on", server_header=False,
+        limit_concurrency=config.max_connections + 1,  # uvicorn counts the new one too
+        log_level="info" if config.access_log else "warning", access_log=config.access_log,
+    ))
+
+
+def serve(model: Segmenter | str | Path, config: ServeConfig | None = None,
+          announce: Callable[[str], None] | None = None) -> None:
+    """Load the model once, listen on ``config.host:config.port`` and serve until Ctrl-C.
+
+    ``announce`` receives one line with the address once the socket is listening (default: print
+    it to stdout), so ``port=0`` can be used and the chosen port read back.
+    """
+    config = config or ServeConfig()
+    app = create_app(model, config)
+    sock = bind_socket(config.host, config.port)
+    line = f"serving {model if not isinstance(model, Segmenter) else 'model'} at {url_of(sock)}/ " \
+           f"(page at /, API schema at /openapi.json; Ctrl-C to stop)"
+    if announce is None:
+        print(line, flush=True)
+    else:
+        announce(line)
+    if not config.token and config.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"pixelwise: warning: listening on {config.host} without --token: anyone who can reach this "
+              "port can use the model", file=sys.stderr, flush=True)
+    try:
+        _uvicorn_server(app, config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a server is meant to stop; uvicorn has shut down cleanly by now
+    finally:
+        sock.close()
+
+
+@contextmanager
+def serve_in_background(app, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` under uvicorn in a daemon thread; yields its base URL; stops it on exit.
+
+    The uvicorn settings (connection limit, access log) come from the app's ServeConfig.
+
+    >>> with serve_in_background(create_app("runs/demo")) as url:
+    ...     httpx.get(url + "/health")
+    """
+    sock = bind_socket(host, port)
+    config = getattr(getattr(app, "state", None), "config", None) or ServeConfig()
+    server = _uvicorn_server(app, replace(config, host=host, port=sock.getsockname()[1]))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="pixelwise-serve")
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        sock.close()
