@@ -91,9 +91,10 @@ def test_imbalance_turns_on_class_weights():
 
 
 def test_tiny_data_and_huge_images_give_sane_plans():
+    assert usable_crops(fingerprint(hw=(48, 60))) == [64]  # small images: one crop, padded to a multiple of 32
+    assert usable_crops(fingerprint(hw=(360, 480))) == [128, 192, 256, 320]
     tiny = make_plan(fingerprint(n=3, hw=(64, 64), val=1), 600, 2, measurements(), EVALS)
-    assert tiny.choices["crop_size"] == 128 and tiny.choices["epochs"] >= 1  # crop larger than the image: padded
-    assert usable_crops(fingerprint(hw=(64, 64))) == [128]
+    assert tiny.choices["epochs"] >= 1 and tiny.estimates["validations"] >= 1
     huge = fingerprint(n=20, hw=(8000, 8000), val=5)
     evals = {k: v * 4000 for k, v in EVALS.items()}  # one huge image takes minutes to predict
     plan = make_plan(huge, 3600, 5, measurements(), evals)
@@ -116,12 +117,12 @@ def test_budget_run_end_to_end(tmp_path):
 
     data = make_simple_dataset(tmp_path / "data", n=12, size=(48, 48))
     start = time.perf_counter()
-    result = train(data=str(data), out=str(tmp_path / "run"), budget="30s", lr=3e-3, num_workers=0,
+    result = train(data=str(data), out=str(tmp_path / "run"), budget="40s", lr=3e-3, num_workers=0,
                    device="cpu", progress=False)
     took = time.perf_counter() - start
     run = result.run_dir
     plan = json.loads((run / "plan.json").read_text())
-    assert plan["budget_s"] == 30 and plan["overridden"] == ["lr"] and plan["choices"]["lr"] == 3e-3
+    assert plan["budget_s"] == 40 and plan["overridden"] == ["lr"] and plan["choices"]["lr"] == 3e-3
     assert (run / "model.safetensors").is_file() and load(run, "cpu").predict(
         __import__("numpy").zeros((48, 48, 3), "uint8")).shape == (48, 48)
     history = result.history
@@ -129,7 +130,7 @@ def test_budget_run_end_to_end(tmp_path):
     # The learning rate decayed on the clock: the last step ran at a small fraction of the peak.
     assert history[-1]["lr"] < 0.2 * 3e-3
     assert "time limit reached" in (run / "train.log").read_text()
-    assert took < 30 * 1.5  # generous: the machine running the tests may be busy
+    assert took < 40 * 1.5  # generous: the machine running the tests may be busy
     # Resuming a finished budget run has nothing left to do.
     again = train(resume=True, out=str(run), progress=False)
     assert len(again.history) == len(history)

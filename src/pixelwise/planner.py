@@ -149,10 +149,10 @@ class Plan:
 
 
 def usable_crops(fp: Fingerprint) -> list[int]:
-    """Crop sizes up to the median image's shorter side (at least the smallest one)."""
+    """Crop sizes up to the median image's shorter side; for small images that side rounded up to 32."""
     short = min(fp.median_hw)
     crops = [c for c in CROP_SIZES if c <= short]
-    return crops or [CROP_SIZES[0]]
+    return crops or [max(32, math.ceil(short / 32) * 32)]
 
 
 def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: list[Measurement],
@@ -302,7 +302,7 @@ def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float
                     timed += time.perf_counter() - t
                     images += cand.batch_size
                     start = start or t
-                    if timed >= seconds_per_config and i >= 4:
+                    if timed >= seconds_per_config and i >= 3:
                         break
             out.append(Measurement(cand.name, crop, images / timed if timed > 0 else 0.0))
         model.eval()
