@@ -36,7 +36,9 @@ from tqdm.auto import tqdm
 
 from .bundle import save_bundle, state_dict_for_saving
 from .data.dataset import SegmentationDataset, pad_collate
-from .data.folder import ClassInfo, open_folder
+from .data.encodings import DEFAULT_MAX_PIXELS
+from .data.folder import ClassInfo
+from .data.formats import open_dataset
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from .errors import PixelwiseError
 from .io import atomic_path, write_json, write_text
@@ -84,6 +86,12 @@ class TrainConfig:
     patience: int = 0  # early stopping after this many validations without improvement; 0 = off
     max_steps_per_epoch: int = 0  # 0 = the whole training split every epoch
     device: str = "auto"
+    format: str = "auto"  # data set format (pixelwise.data.formats.FORMATS), detected when "auto"
+    encoding: str = "auto"  # mask encoding (index, binary, rgb, jpeg-snap, 16bit), detected when "auto"
+    classes_file: str | None = None  # a classes YAML to use instead of the data set's own
+    resize_masks: str | None = None  # None: a mask/image size mismatch is an error; "nearest": resize masks
+    skip_bad: bool = False  # leave out samples with problems (listed) instead of stopping
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images or masks above this many pixels are refused
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -366,7 +374,9 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    data = open_folder(config.data, config.val_fraction, config.test_fraction, config.seed)
+    data = open_dataset(config.data, config.format, config.encoding, val_fraction=config.val_fraction,
+                        test_fraction=config.test_fraction, seed=config.seed, classes_file=config.classes_file,
+                        resize_masks=config.resize_masks, skip_bad=config.skip_bad, max_pixels=config.max_pixels)
     classes: ClassInfo = data.classes
     train_samples, val_samples = data.splits["train"], data.splits["val"]
     ignore = classes.ignore_index
@@ -432,6 +442,7 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
         "data": {
             "root": str(Path(config.data).resolve()), "train_images": len(train_samples),
             "val_images": len(val_samples), "class_pixels": data.report.class_pixels.tolist(),
+            "format": data.format, "encoding": data.spec.describe(), "skipped": list(data.skipped),
         },
     }
     header = (
@@ -439,6 +450,14 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
         f"train {len(train_samples)} / val {len(val_samples)} images | {classes.num_classes} classes | "
         f"batch {config.batch_size} | lr {config.lr:g} | {config.epochs} epochs x {steps_per_epoch} steps | workers {workers}"
     )
+    for line in data.notes:
+        _log(run, f"data: {line}", echo=progress)
+    for w in data.warnings:
+        _log(run, f"data warning: {w.message()}", echo=progress)
+    if data.skipped:
+        _log(run, f"data: --skip-bad left out {len(data.skipped)} files:", echo=progress)
+        for item in data.skipped:
+            _log(run, f"  skipped: {item}", echo=progress)
     _log(run, header, echo=progress)
 
     stopped_early = False
