@@ -180,6 +180,9 @@ def plot_class_frequencies(report: dict, out_png: str | Path) -> None:
     positive = [s for s in shares if s > 0]
     if positive and max(positive) / min(positive) > 50:
         ax.set_xscale("log")
+        ax.set_xlim(min(positive) / 2, max(positive) * 8)  # room for the labels right of the bars
+    elif positive:
+        ax.set_xlim(0, max(positive) * 1.3)
     ax.set_xlabel("share of labelled pixels (%)")
     total = report["images"]["usable"]
     if n <= 60:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +53,11 @@ def evaluate(run: str | Path, data: str | Path, split: str = "val", out: str | P
         )
     if progress:
         for line in ds.notes:
-            tqdm.write(f"data: {line}")
+            tqdm.write(f"data: {line}", file=sys.stderr)
+        for w in ds.warnings:
+            tqdm.write(f"data warning: {w.message()}", file=sys.stderr)
         for item in ds.skipped:
-            tqdm.write(f"skipped: {item}")
+            tqdm.write(f"skipped: {item}", file=sys.stderr)
     cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
     for s in tqdm(samples, desc=f"evaluate {split}", unit="img", disable=not progress):
         image = read_image(s.image, s.spec.max_pixels)

@@ -18,6 +18,7 @@ not training ids (Cityscapes labelIds, ADE20K's 0 = "other").
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -92,8 +93,8 @@ class RawMask:
 class FileError(PixelwiseError):
     """A file that cannot be used: which file, what is wrong with it, what to do."""
 
-    def __init__(self, path: str | Path, reason: str, todo: str):
-        self.path, self.reason, self.todo = str(path), reason, todo
+    def __init__(self, path: str | Path, reason: str, todo: str, kind: str = "unreadable"):
+        self.path, self.reason, self.todo, self.kind = str(path), reason, todo, kind
         super().__init__(f"{path}: {reason}; {todo}")
 
     @property
@@ -107,10 +108,14 @@ def _short(e: BaseException) -> str:
     return text or e.__class__.__name__
 
 
-def too_large(path: str | Path, width: int | None, height: int | None, max_pixels: int) -> FileError:
-    size = f"{width} x {height} = {width * height:,} pixels" if width and height else "more pixels"
+def too_large(path: str | Path, width: int | None, height: int | None, max_pixels: int,
+              pixels: int | None = None) -> FileError:
+    if width and height:
+        size = f"{width} x {height} = {width * height:,} pixels"
+    else:
+        size = f"{pixels:,} pixels" if pixels else "its size"
     return FileError(path, f"refused: {size} is above the limit of {max_pixels:,} pixels (decompression bomb?)",
-                     "pass --max-pixels N to allow it if the file is genuine")
+                     "pass --max-pixels N to allow it if the file is genuine", kind="too_large")
 
 
 def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image") -> Image.Image:
@@ -131,8 +136,9 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, what: str
         raise FileError(path, f"cannot read this {what}: {_short(e)}", todo) from None
     try:
         im = Image.open(path)
-    except Image.DecompressionBombError:
-        raise too_large(path, None, None, max_pixels) from None
+    except Image.DecompressionBombError as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow: "Image size (N pixels) exceeds limit ..."
+        raise too_large(path, None, None, max_pixels, int(found.group(1)) if found else None) from None
     except Exception as e:  # any failure to identify a damaged or foreign file is the file's fault
         raise FileError(path, f"cannot read this {what}: not an image format Pillow can decode ({_short(e)})", todo) from None
     w, h = im.size

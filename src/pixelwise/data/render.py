@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,13 @@ class VectorMask:
 
 
 def _coco_region(shape: Shape, h: int, w: int, source: str) -> np.ndarray:
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x calls np.array(copy=False) internally; NumPy 2 warns about it.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _coco_region_inner(shape, h, w, source)
+
+
+def _coco_region_inner(shape: Shape, h: int, w: int, source: str) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
     if shape.kind == "coco-polygon":

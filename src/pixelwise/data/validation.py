@@ -216,10 +216,17 @@ def check_samples(samples: list[Sample], classes: ClassInfo | None, spec: Decode
     bad: dict[str, str] = {}
 
     img_bad = [c for c in checks if c.image_error]
-    if img_bad:
+    big = [c for c in checks if (c.image_error or c.mask_error) and (c.image_error or c.mask_error).kind == "too_large"]
+    unreadable = [c for c in img_bad if c not in big]
+    if unreadable:
         problems.append(Problem("images cannot be read", "replace or remove them",
-                                [c.image_error.item for c in img_bad], [c.sample.stem for c in img_bad]))
-    mask_bad = [c for c in checks if c.mask_error and not c.image_error]
+                                [c.image_error.item for c in unreadable], [c.sample.stem for c in unreadable]))
+    if big:
+        problems.append(Problem(
+            "files are above the pixel limit and were not decoded",
+            f"pass --max-pixels N (now {spec.max_pixels:,}) if they are genuine, or remove them",
+            [(c.image_error or c.mask_error).item for c in big], [c.sample.stem for c in big]))
+    mask_bad = [c for c in checks if c.mask_error and not c.image_error and c not in big]
     if mask_bad:
         problems.append(Problem("masks cannot be used", "fix them", [c.mask_error.item for c in mask_bad],
                                 [c.sample.stem for c in mask_bad], solo=str(mask_bad[0].mask_error)))
