@@ -246,3 +246,25 @@ def test_train_and_evaluate_a_detected_format_from_the_cli(tmp_path, capsys):
     val_stem = "frankfurt_000000_000019"
     assert sum(map(sum, cm)) == int((expected[val_stem] != 255).sum())
     assert TINY_MODEL["arch"] == meta["model"]["arch"]
+
+
+def test_labelme_mask_shape(tmp_path):
+    import base64
+    import io
+
+    root = tmp_path / "lm"
+    root.mkdir()
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(root / "m.png")
+    bits = np.zeros((5, 6), np.uint8)
+    bits[1:4, 2:5] = 255
+    buf = io.BytesIO()
+    Image.fromarray(bits, "L").save(buf, format="PNG")
+    shape = {"label": "blob", "points": [[10, 7], [15, 11]], "shape_type": "mask",
+             "mask": base64.b64encode(buf.getvalue()).decode("ascii")}
+    (root / "m.json").write_text(json.dumps({"shapes": [shape], "imagePath": "m.png", "imageHeight": H,
+                                             "imageWidth": W}))
+    ds = open_dataset(root, "labelme", val_fraction=0)
+    m = _masks(ds)["m"]
+    want = np.zeros((H, W), np.int64)
+    want[8:11, 12:15] = 1  # the bitmap's set pixels, placed at its top-left corner (10, 7)
+    assert np.array_equal(m, want)

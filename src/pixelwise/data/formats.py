@@ -353,6 +353,10 @@ def read_ade20k(root: Path) -> DataSource:
 
 def _is_coco(path: Path) -> bool:
     try:
+        with open(path, "rb") as f:
+            head = f.read(65536).decode("utf-8", errors="ignore")
+        if '"shapes"' in head or '"images"' not in head:  # LabelMe, or not an instance file
+            return False
         if path.stat().st_size > 64_000_000:  # too big to parse just to look: trust the name
             return path.name.startswith("instances_")
         data = json.loads(path.read_text())
@@ -503,6 +507,7 @@ def read_labelme(root: Path) -> DataSource:
     index = {n: i for i, n in enumerate(src.classes.names)}
     ignore = src.classes.ignore_index
     unknown: list[str] = []
+    unknown_stems: list[str] = []
     no_area = 0
     samples = []
     for jp, d in docs:
@@ -511,6 +516,7 @@ def read_labelme(root: Path) -> DataSource:
             image_path = str(d["imagePath"]).replace("\\", "/")
         except (KeyError, TypeError, ValueError):
             unknown.append(f"{jp} (no imageHeight, imageWidth or imagePath)")
+            unknown_stems.append(jp.stem)
             continue
         image = jp.parent / image_path
         if not image.is_file():
@@ -527,6 +533,7 @@ def read_labelme(root: Path) -> DataSource:
                 cls = index[label]
             else:
                 unknown.append(f"{jp} (label '{label}')")
+                unknown_stems.append(jp.stem)
                 continue
             try:
                 if kind == "polygon":
@@ -541,11 +548,12 @@ def read_labelme(root: Path) -> DataSource:
                     no_area += 1
             except (TypeError, ValueError):
                 unknown.append(f"{jp} (malformed points of a {kind} shape)")
+                unknown_stems.append(jp.stem)
         samples.append(Sample(jp.stem, image, jp, vector=VectorMask(h, w, tuple(shapes), str(jp))))
     if unknown:
         problems.append(Problem("LabelMe shapes cannot be used",
                                 f"labels must be one of the classes ({src.classes_from}); fix the files",
-                                unknown, stems=[Path(u.split(" (")[0]).stem for u in unknown]))
+                                unknown, stems=sorted(set(unknown_stems))))
     if no_area:
         notes.append(f"LabelMe: {no_area} line/point shapes carry no area and were left out")
     notes.append("LabelMe: shapes painted in file order, a later shape covers an earlier one")
