@@ -3,18 +3,20 @@
 Layout::
 
     DATA/images/<stem>.<png|jpg|jpeg|tif|tiff|bmp>
-    DATA/masks/<stem>.png            single-channel (L, I;16) or palette (P) PNG of class indices
-    DATA/classes.yaml                optional: names, colors, ignore_index (default 255)
+    DATA/masks/<stem>.png            class indices (L, P, I;16), 0/255 binary, RGB class colours or
+                                     JPEG: see pixelwise.data.encodings
+    DATA/classes.yaml                optional: names, colors, ignore_index (default 255), ignore_color
     DATA/splits/{train,val,test}.txt optional: one stem per line
 
-Everything here runs before the first training step, so a broken data set fails in seconds with
-the names of the files to fix, never half-way through an epoch.
+Also here: the types every format reader produces (:class:`Sample`, :class:`ClassInfo`,
+:class:`DataReport`, :class:`FolderDataset`) and the functions that decode a sample
+(:func:`read_image`, :func:`read_mask`, :func:`read_sample`). Everything runs before the first
+training step, so a broken data set fails in seconds with the names of the files to fix, never
+half-way through an epoch.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
