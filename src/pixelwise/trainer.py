@@ -355,6 +355,9 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
     config = TrainConfig(**overrides) if config is None else (
         TrainConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config
     )
+    if not resume and config.data and not Path(config.data).is_dir():
+        # Before the run directory is made, so a typo leaves no empty run behind.
+        raise PixelwiseError(f"{config.data}: data folder not found; give the folder that holds the data set")
     run = prepare_run_dir(config.out, resume, overwrite)
     if resume:
         saved = yaml.safe_load((run / "config.yaml").read_text())
