@@ -101,11 +101,16 @@ def test_ignore_index_values_are_allowed(simple_data):
     assert ds.report.ignored_pixels == 24 * 32 - 5 * 32
 
 
-def test_jpeg_mask_is_refused(simple_data):
+def test_jpeg_mask_needs_the_classes_to_be_snapped(simple_data):
+    # A JPEG mask is paired (find_samples) but its noisy values can only be snapped to known classes.
     Image.fromarray(np.zeros((24, 32), np.uint8)).save(simple_data / "masks" / "s01.jpg")
     (simple_data / "masks" / "s01.png").unlink()
-    with pytest.raises(PixelwiseError, match="JPEG"):
-        find_samples(simple_data)
+    assert [s.mask.name for s in find_samples(simple_data)][1] == "s01.jpg"
+    with pytest.raises(PixelwiseError, match=r"lossy \(JPEG\).*classes\.yaml"):
+        open_folder(simple_data)
+    (simple_data / "classes.yaml").write_text(yaml.safe_dump({"names": ["a", "b", "c"]}))
+    ds = open_folder(simple_data, val_fraction=0)
+    assert ds.spec.snap and ds.spec.encoding == "index"
 
 
 def test_size_mismatch(simple_data):
@@ -121,7 +126,10 @@ def test_image_that_is_not_an_image(simple_data):
 
 
 def test_rgb_mask_is_explained(simple_data):
-    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(simple_data / "masks" / "s03.png")
+    # A colour mask among index masks (an all-grey RGB mask would be read as its grey values).
+    colour = np.zeros((24, 32, 3), np.uint8)
+    colour[..., 0] = 200
+    Image.fromarray(colour).save(simple_data / "masks" / "s03.png")
     with pytest.raises(PixelwiseError, match=r"s03\.png: mask is RGB"):
         open_folder(simple_data)
 

@@ -28,6 +28,10 @@ def __getattr__(name):
         from .evaluation import evaluate
 
         return evaluate
+    if name == "inspect_data":
+        from .datacheck import inspect_data
+
+        return inspect_data
     if name == "run_demo":
         from .demo import run_demo
 
@@ -36,4 +40,4 @@ def __getattr__(name):
 
 
 __all__ = ["PixelwiseError", "train", "TrainConfig", "TrainResult", "evaluate", "load", "Segmenter",
-           "predict_files", "run_demo", "__version__"]
+           "predict_files", "run_demo", "inspect_data", "__version__"]

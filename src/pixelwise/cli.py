@@ -61,6 +61,31 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _add_data_args(g, defaults=None) -> None:
+    """--format, --encoding, --classes, --resize-masks, --skip-bad, --max-pixels (train/evaluate/inspect).
+
+    ``defaults`` None (evaluate): every option defaults to what the model was trained with.
+    """
+    from .data.encodings import DEFAULT_MAX_PIXELS, ENCODINGS
+    from .data.formats import FORMATS
+
+    def d(name, fallback):
+        return getattr(defaults, name) if defaults is not None else fallback
+
+    g.add_argument("--format", choices=["auto", *FORMATS], default=d("format", None),
+                   help="data set layout; auto = detected and printed (default auto)")
+    g.add_argument("--encoding", choices=list(ENCODINGS), default=d("encoding", None),
+                   help="how mask pixels are stored; auto = detected and printed (default auto)")
+    g.add_argument("--classes", dest="classes_file", default=d("classes_file", None), metavar="FILE",
+                   help="classes YAML (names, colors, ignore_index, ignore_color) to use instead of the data set's")
+    g.add_argument("--resize-masks", choices=["nearest"], default=d("resize_masks", None),
+                   help="resize a mask whose size differs from its image (default: that is an error)")
+    g.add_argument("--skip-bad", action="store_true", default=d("skip_bad", None),
+                   help="leave out samples with problems (listed) instead of stopping")
+    g.add_argument("--max-pixels", type=_positive_int, default=d("max_pixels", None),
+                   help=f"refuse images/masks with more pixels (default {DEFAULT_MAX_PIXELS:,})")
+
+
 def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
     from .losses import LOSSES
     from .models import MODELS
@@ -111,6 +136,7 @@ def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
     a.add_argument("--workers", dest="num_workers", type=int, default=defaults.num_workers,
                    help="data loader processes; -1 = from the CPU count (default)")
     a.add_argument("--no-cache", dest="cache", action="store_false", help="decode images every epoch (saves memory)")
+    _add_data_args(p.add_argument_group("data format"), defaults)
     r = p.add_argument_group("run")
     r.add_argument("--out", default="", help="run directory (default runs/<date-time>)")
     r.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
@@ -152,6 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where metrics.json and confusion.png go (default RUN/eval-SPLIT)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+    _add_data_args(p.add_argument_group("data format (default: as the model was trained)"))
+
+    p = sub.add_parser("inspect", help="report what pixelwise understands of a data set, before training",
+                       description="Read every image and mask once and report: format and mask encoding detected, "
+                                   "images per split, image sizes, per-class pixel share and image count, imbalance, "
+                                   "suggested class weights, and every problem with its files and what to do. "
+                                   "Writes a class frequency chart. Exit status 1 when there are errors.")
+    p.add_argument("data", help="data set folder (any supported format)")
+    p.add_argument("--out", default=None, help="folder for class_frequencies.png and report.json "
+                                               "(default inspect-<data folder name>)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="as for train, when the data set has no splits")
+    p.add_argument("--test-fraction", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="reader threads (default from the CPU count)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_data_args(p.add_argument_group("data format"), TrainConfig())
 
     p = sub.add_parser("predict", help="write masks and overlays for new images",
                        description="Label every pixel of images: OUT/masks/<name>.png (class indices) and OUT/overlays/<name>.png.")
@@ -250,10 +293,28 @@ def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate
     from .metrics import format_metrics_table
 
-    m = evaluate(args.run, args.data, split=args.split, out=args.out, device=args.device, progress=not args.quiet)
+    m = evaluate(args.run, args.data, split=args.split, out=args.out, device=args.device, progress=not args.quiet,
+                 format=args.format, encoding=args.encoding, classes_file=args.classes_file,
+                 resize_masks=args.resize_masks, skip_bad=args.skip_bad, max_pixels=args.max_pixels)
     print(format_metrics_table(m))
     print(f"{m['images']} images ({args.split}); metrics.json and confusion.png in {m['out']}")
     return 0
+
+
+def _cmd_inspect(args) -> int:
+    import json
+
+    from .datacheck import format_report, inspect_data
+
+    report = inspect_data(
+        args.data, format=args.format, encoding=args.encoding, classes_file=args.classes_file,
+        resize_masks=args.resize_masks, max_pixels=args.max_pixels, val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction, seed=args.seed, out=args.out, workers=args.workers,
+        progress=not args.quiet and not args.json,
+    )
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    blocking = [p for p in report["problems"] if p["severity"] == "error" and not (args.skip_bad and p["skippable"])]
+    return 1 if blocking else 0
 
 
 def _cmd_predict(args) -> int:
@@ -275,8 +336,8 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "demo": _cmd_demo,
-            "serve": _cmd_serve}
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "inspect": _cmd_inspect, "predict": _cmd_predict,
+            "demo": _cmd_demo, "serve": _cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data.folder import (
-    SPLIT_NAMES, ClassInfo, find_samples, load_classes, read_image, read_mask, split_samples, validate_samples,
-)
+from .data.encodings import DEFAULT_MAX_PIXELS
+from .data.folder import SPLIT_NAMES, ClassInfo, read_image, read_sample_mask
+from .data.formats import open_dataset
 from .errors import PixelwiseError
 from .io import write_json
 from .metrics import ConfusionMatrix
@@ -17,41 +18,54 @@ from .predict import Segmenter, load
 
 
 def evaluate(run: str | Path, data: str | Path, split: str = "val", out: str | Path | None = None,
-             device: str = "auto", progress: bool = True, segmenter: Segmenter | None = None) -> dict:
+             device: str = "auto", progress: bool = True, segmenter: Segmenter | None = None,
+             format: str | None = None, encoding: str | None = None, classes_file: str | None = None,
+             resize_masks: str | None = None, skip_bad: bool | None = None, max_pixels: int | None = None) -> dict:
     """Predict every image of ``split`` at full resolution and score it against its mask.
 
-    ``split`` is train, val, test or all. Without DATA/splits/*.txt the split is the same seeded
-    split the model was trained with (seed and fractions are read from the bundle). Writes
-    ``metrics.json`` and ``confusion.png`` into ``out`` (default ``RUN/eval-<split>``) and
-    returns the metrics dict (see :func:`pixelwise.metrics.compute_metrics`).
+    ``split`` is train, val, test or all. Without split files the split is the same seeded split
+    the model was trained with (seed and fractions are read from the bundle). The data options
+    (``format``, ``encoding``, ``classes_file``, ``resize_masks``, ``skip_bad``, ``max_pixels``)
+    default to those the model was trained with. Writes ``metrics.json`` and ``confusion.png``
+    into ``out`` (default ``RUN/eval-<split>``) and returns the metrics dict (see
+    :func:`pixelwise.metrics.compute_metrics`), with ``notes`` saying how the data was read.
     """
     seg = segmenter or load(run, device)
     classes: ClassInfo = seg.classes
     cfg = seg.meta.get("training", {}).get("config", {})
     if split not in SPLIT_NAMES + ("all",):
         raise PixelwiseError(f"unknown split '{split}'; use train, val, test or all")
-    file_classes = load_classes(data)
-    if file_classes is not None and file_classes.names != classes.names:
-        raise PixelwiseError(
-            f"{data}/classes.yaml lists {file_classes.names}, the model was trained on {classes.names}; "
-            "evaluate on data with the model's classes"
-        )
-    samples = find_samples(data)
-    if split != "all":
-        splits = split_samples(data, samples, cfg.get("val_fraction", 0.2), cfg.get("test_fraction", 0.0),
-                               cfg.get("seed", 0))
-        samples = splits[split]
+
+    def pick(value, key, default):
+        return value if value is not None else cfg.get(key, default)
+
+    ds = open_dataset(
+        data, pick(format, "format", "auto"), pick(encoding, "encoding", "auto"),
+        val_fraction=cfg.get("val_fraction", 0.2), test_fraction=cfg.get("test_fraction", 0.0), seed=cfg.get("seed", 0),
+        classes=classes, classes_file=classes_file, validate_splits=SPLIT_NAMES if split == "all" else (split,),
+        resize_masks=pick(resize_masks, "resize_masks", None), skip_bad=bool(pick(skip_bad, "skip_bad", False)),
+        max_pixels=int(pick(max_pixels, "max_pixels", DEFAULT_MAX_PIXELS)),
+    )
+    samples = [s for n in SPLIT_NAMES for s in ds.splits[n]] if split == "all" else ds.splits[split]
     if not samples:
         raise PixelwiseError(
             f"{data}: the {split} split is empty; choose another --split or list stems in {data}/splits/{split}.txt"
         )
-    validate_samples(samples, classes, what=f"{data} ({split})")
+    if progress:
+        for line in ds.notes:
+            tqdm.write(f"data: {line}", file=sys.stderr)
+        for w in ds.warnings:
+            tqdm.write(f"data warning: {w.message()}", file=sys.stderr)
+        for item in ds.skipped:
+            tqdm.write(f"skipped: {item}", file=sys.stderr)
     cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
     for s in tqdm(samples, desc=f"evaluate {split}", unit="img", disable=not progress):
-        pred = seg.predict(read_image(s.image))
-        cm.update(pred, read_mask(s.mask))
+        image = read_image(s.image, s.spec.max_pixels)
+        pred = seg.predict(image)
+        cm.update(pred, read_sample_mask(s, image.shape[:2]))
     metrics = cm.compute(classes.names)
-    metrics.update(split=split, images=len(samples), data=str(Path(data).resolve()), run=str(run))
+    metrics.update(split=split, images=len(samples), data=str(Path(data).resolve()), run=str(run),
+                   format=ds.format, encoding=ds.spec.describe(), notes=list(ds.notes), skipped=list(ds.skipped))
     out = Path(out) if out else Path(run) / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)

@@ -43,7 +43,9 @@ from tqdm.auto import tqdm
 from . import distributed
 from .bundle import save_bundle, state_dict_for_saving
 from .data.dataset import SegmentationDataset, pad_collate
-from .data.folder import ClassInfo, open_folder
+from .data.encodings import DEFAULT_MAX_PIXELS
+from .data.folder import ClassInfo
+from .data.formats import open_dataset
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from .errors import PixelwiseError
 from .io import atomic_path, write_json, write_text
@@ -101,6 +103,12 @@ class TrainConfig:
     budget: float = 0.0  # seconds for the whole run; > 0 = plan the recipe for it (pixelwise.planner)
     keep: list = field(default_factory=list)  # with budget: options the planner leaves as given
     time_limit: float = 0.0  # seconds of training steps; > 0 = lr follows the clock and training stops on it
+    format: str = "auto"  # data set format (pixelwise.data.formats.FORMATS), detected when "auto"
+    encoding: str = "auto"  # mask encoding (index, binary, rgb, jpeg-snap, 16bit), detected when "auto"
+    classes_file: str | None = None  # a classes YAML to use instead of the data set's own
+    resize_masks: str | None = None  # None: a mask/image size mismatch is an error; "nearest": resize masks
+    skip_bad: bool = False  # leave out samples with problems (listed) instead of stopping
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images or masks above this many pixels are refused
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -470,6 +478,9 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     main = ctx is None or ctx.is_main
     progress = progress and main
     asked_resume = resume
+    if not resume and config.data and not Path(config.data).is_dir():
+        # Before the run directory is made, so a typo leaves no empty run behind.
+        raise PixelwiseError(f"{config.data}: data folder not found; give the folder that holds the data set")
     run, resume = _prepare_run_dir_on_main(ctx, config, resume, overwrite)
     if resume:
         saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -499,7 +510,9 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    data = open_folder(config.data, config.val_fraction, config.test_fraction, config.seed)
+    data = open_dataset(config.data, config.format, config.encoding, val_fraction=config.val_fraction,
+                        test_fraction=config.test_fraction, seed=config.seed, classes_file=config.classes_file,
+                        resize_masks=config.resize_masks, skip_bad=config.skip_bad, max_pixels=config.max_pixels)
     classes: ClassInfo = data.classes
     train_samples, val_samples = data.splits["train"], data.splits["val"]
     ignore = classes.ignore_index
@@ -587,6 +600,7 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
         "data": {
             "root": str(Path(config.data).resolve()), "train_images": len(train_samples),
             "val_images": len(val_samples), "class_pixels": data.report.class_pixels.tolist(),
+            "format": data.format, "encoding": data.spec.describe(), "skipped": list(data.skipped),
         },
     }
     header = (
@@ -605,6 +619,14 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     if config.time_limit > 0:
         header += f"\ntraining stops after {config.time_limit:.0f} s of steps; the learning rate follows that clock"
     if main:
+        for line in data.notes:
+            _log(run, f"data: {line}", echo=progress)
+        for w in data.warnings:
+            _log(run, f"data warning: {w.message()}", echo=progress)
+        if data.skipped:
+            _log(run, f"data: --skip-bad left out {len(data.skipped)} files:", echo=progress)
+            for item in data.skipped:
+                _log(run, f"  skipped: {item}", echo=progress)
         if plan is not None:
             _log(run, plan.summary(), echo=progress)
         _log(run, header, echo=progress)

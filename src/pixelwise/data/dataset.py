@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from .folder import Sample, read_image, read_mask
+from .folder import Sample, read_sample
 
 
 class SegmentationDataset(Dataset):
@@ -28,11 +28,15 @@ class SegmentationDataset(Dataset):
         return len(self.samples)
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Decoded ``(H, W, 3) uint8`` image and ``(H, W) int64`` mask of sample ``i``."""
+        """Decoded ``(H, W, 3) uint8`` image and ``(H, W) int64`` mask of sample ``i``.
+
+        The mask is decoded as the sample's spec says (encoding, lookup table, resizing), the
+        same way validation read it.
+        """
         if i in self._cache:
             return self._cache[i]
         s = self.samples[i]
-        pair = (read_image(s.image), read_mask(s.mask))
+        pair = read_sample(s)
         if self.cache:
             self._cache[i] = pair
         return pair

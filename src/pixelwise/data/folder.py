@@ -3,18 +3,20 @@
 Layout::
 
     DATA/images/<stem>.<png|jpg|jpeg|tif|tiff|bmp>
-    DATA/masks/<stem>.png            single-channel (L, I;16) or palette (P) PNG of class indices
-    DATA/classes.yaml                optional: names, colors, ignore_index (default 255)
+    DATA/masks/<stem>.png            class indices (L, P, I;16), 0/255 binary, RGB class colours or
+                                     JPEG: see pixelwise.data.encodings
+    DATA/classes.yaml                optional: names, colors, ignore_index (default 255), ignore_color
     DATA/splits/{train,val,test}.txt optional: one stem per line
 
-Everything here runs before the first training step, so a broken data set fails in seconds with
-the names of the files to fix, never half-way through an epoch.
+Also here: the types every format reader produces (:class:`Sample`, :class:`ClassInfo`,
+:class:`DataReport`, :class:`FolderDataset`) and the functions that decode a sample
+(:func:`read_image`, :func:`read_mask`, :func:`read_sample`). Everything runs before the first
+training step, so a broken data set fails in seconds with the names of the files to fix, never
+half-way through an epoch.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +25,12 @@ import yaml
 from PIL import Image, ImageOps
 
 from ..errors import PixelwiseError
+from .encodings import DEFAULT_MAX_PIXELS, INVALID, DecodeSpec, FileError, decode, describe_key, open_image, read_raw_mask
+from .problems import Problem, listing, raise_first
+from .render import VectorMask, render
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 LOSSY_MASK_EXTENSIONS = (".jpg", ".jpeg")
 SPLIT_NAMES = ("train", "val", "test")
 # Index masks must be read as indices, never through a colour conversion.
@@ -61,11 +67,18 @@ class ClassInfo:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image and its mask, paired by file stem."""
+    """One image and its mask, paired by file stem.
+
+    ``spec`` says how the mask is decoded (set once the data set has been scanned; None = index
+    values as stored). ``vector`` holds the shapes of a mask drawn from annotations (COCO,
+    LabelMe); then ``mask`` is the annotation file, named in messages.
+    """
 
     stem: str
     image: Path
     mask: Path
+    spec: DecodeSpec | None = field(default=None, compare=False)
+    vector: VectorMask | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -90,11 +103,8 @@ class DataReport:
         return DataReport(counts, ignored, {s: self.sizes[s] for s in stems}, {s: self.values[s] for s in stems})
 
 
-def _listing(items: list[str], limit: int = 3) -> str:
-    """'a, b, c and 12 more' so an error stays one readable line."""
-    shown = ", ".join(items[:limit])
-    rest = len(items) - limit
-    return shown + (f" and {rest} more" if rest > 0 else "")
+
+_listing = listing  # kept for callers of the earlier private name
 
 
 def _palette(num_classes: int) -> list[tuple[int, int, int]]:
@@ -103,15 +113,37 @@ def _palette(num_classes: int) -> list[tuple[int, int, int]]:
     return default_palette(num_classes)
 
 
-def load_classes(root: str | Path) -> ClassInfo | None:
-    """Read DATA/classes.yaml, or return None when the data set has none.
+@dataclass
+class ClassesFile:
+    """A parsed classes file: the classes, and whether it gave colours that masks may be coded in."""
+
+    info: ClassInfo
+    colors_given: bool
+    ignore_colors: list[tuple[int, int, int]]
+    path: Path
+
+
+def _color_list(value, path: Path, key: str, count: int | None) -> list[tuple[int, int, int]]:
+    ok = isinstance(value, list) and (count is None or len(value) == count) and all(
+        isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+        for c in value
+    )
+    if not ok:
+        what = f"one [r, g, b] (0..255) per class ({count} classes)" if count is not None else "[r, g, b] values (0..255)"
+        raise PixelwiseError(f"{path}: '{key}' must list {what}")
+    return [tuple(c) for c in value]
+
+
+def read_classes_file(path: str | Path) -> ClassesFile:
+    """Parse a classes YAML file.
 
     Accepted keys: ``names`` (list, required), ``colors`` (list of [r, g, b], optional),
-    ``ignore_index`` (int in 0..255, optional, default 255).
+    ``ignore_index`` (int, optional, default 255), ``ignore_color`` ([r, g, b] or a list of them,
+    optional: the colour(s) of ignored pixels in colour-coded masks).
     """
-    path = Path(root) / "classes.yaml"
-    if not path.exists():
-        return None
+    path = Path(path)
+    if not path.is_file():
+        raise PixelwiseError(f"{path}: classes file not found")
     try:
         raw = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -124,7 +156,7 @@ def load_classes(root: str | Path) -> ClassInfo | None:
     if len(set(names)) != len(names):
         raise PixelwiseError(f"{path}: class names must be unique")
     ignore = raw.get("ignore_index", 255)
-    if not isinstance(ignore, int) or not 0 <= ignore <= 65535:
+    if not isinstance(ignore, int) or isinstance(ignore, bool) or not 0 <= ignore <= 65535:
         raise PixelwiseError(f"{path}: ignore_index must be an integer (usually 255)")
     if ignore < len(names):
         raise PixelwiseError(
@@ -132,23 +164,29 @@ def load_classes(root: str | Path) -> ClassInfo | None:
             "use a value outside the classes, such as 255"
         )
     colors = raw.get("colors")
-    if colors is None:
-        colors = _palette(len(names))
-    else:
-        ok = isinstance(colors, list) and len(colors) == len(names) and all(
-            isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
-            for c in colors
-        )
-        if not ok:
-            raise PixelwiseError(
-                f"{path}: 'colors' must list one [r, g, b] (0..255) per class ({len(names)} classes)"
-            )
-        colors = [tuple(c) for c in colors]
-    return ClassInfo(names=names, colors=colors, ignore_index=ignore)
+    given = colors is not None
+    colors = _color_list(colors, path, "colors", len(names)) if given else _palette(len(names))
+    ignore_colors = raw.get("ignore_color") or []
+    if ignore_colors and isinstance(ignore_colors[0], int):
+        ignore_colors = [ignore_colors]
+    ignore_colors = _color_list(ignore_colors, path, "ignore_color", None) if ignore_colors else []
+    return ClassesFile(ClassInfo(names=names, colors=colors, ignore_index=ignore), given, ignore_colors, path)
 
 
-def find_samples(root: str | Path) -> list[Sample]:
-    """Pair DATA/images/* with DATA/masks/<stem>.png; every unpaired or ambiguous file is an error."""
+def load_classes(root: str | Path) -> ClassInfo | None:
+    """Read DATA/classes.yaml (see :func:`read_classes_file`), or return None when the data set has none."""
+    path = Path(root) / "classes.yaml"
+    if not path.exists():
+        return None
+    return read_classes_file(path).info
+
+
+def list_folder(root: str | Path) -> tuple[list[Sample], list[Problem], list[str]]:
+    """Pair DATA/images/* with DATA/masks/<stem>.*; returns (samples, problems, notes).
+
+    Problems concern single files (unpaired, ambiguous) and are left to the caller to raise or
+    skip; a missing folder or an empty images/ folder raises at once.
+    """
     root = Path(root)
     if not root.is_dir():
         raise PixelwiseError(f"{root}: data folder not found; give a folder with images/ and masks/")
@@ -158,44 +196,60 @@ def find_samples(root: str | Path) -> list[Sample]:
             raise PixelwiseError(
                 f"{d}: folder not found; a data set needs {root}/images/<name>.png and {root}/masks/<name>.png"
             )
-
+    notes: list[str] = []
+    problems: list[Problem] = []
     images: dict[str, list[Path]] = {}
+    foreign: list[str] = []
     for p in sorted(images_dir.iterdir()):
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS:
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
             images.setdefault(p.stem, []).append(p)
+        else:
+            foreign.append(str(p))
     masks: dict[str, list[Path]] = {}
     for p in sorted(masks_dir.iterdir()):
         if p.is_file() and not p.name.startswith("."):
-            masks.setdefault(p.stem, []).append(p)
-
+            if p.suffix.lower() in MASK_EXTENSIONS:
+                masks.setdefault(p.stem, []).append(p)
+            else:
+                foreign.append(str(p))
     if not images:
         raise PixelwiseError(
             f"{images_dir}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}); add images or fix the path"
         )
-    dup = [f"{s} ({', '.join(p.name for p in ps)})" for s, ps in images.items() if len(ps) > 1]
-    if dup:
-        raise PixelwiseError(
-            f"{images_dir}: {len(dup)} stems have more than one image: {_listing(dup)}; keep one file per stem"
-        )
-    lossy = [str(p) for ps in masks.values() for p in ps if p.suffix.lower() in LOSSY_MASK_EXTENSIONS]
-    if lossy:
-        raise PixelwiseError(
-            f"{len(lossy)} masks are JPEG: {_listing(lossy)}; JPEG compression changes class values at edges, "
-            "save masks as PNG"
-        )
-    mask_png = {s: [p for p in ps if p.suffix.lower() == ".png"] for s, ps in masks.items()}
-    missing = [str(images[s][0]) for s in images if not mask_png.get(s)]
+    if foreign:
+        problems.append(Problem(
+            "files are not images by their extension and were left out", "move them out of images/ and masks/",
+            foreign, severity="warning"))
+    bad: set[str] = set()
+    for what, table in (("image", images), ("mask", masks)):
+        dup = {s: ps for s, ps in table.items() if len(ps) > 1}
+        if dup:
+            problems.append(Problem(
+                f"stems have more than one {what}", "keep one file per stem",
+                [f"{s} ({', '.join(p.name for p in ps)})" for s, ps in dup.items()],
+                stems=[s for s in dup if s in images]))
+            bad |= set(dup)
+    missing = [s for s in images if s not in masks]
     if missing:
-        raise PixelwiseError(
-            f"{len(missing)} images have no mask: {_listing(missing)}; add {masks_dir}/<stem>.png for each "
-            "or remove the images"
-        )
-    orphans = [str(p) for s, ps in mask_png.items() for p in ps if s not in images]
+        problems.append(Problem(
+            "images have no mask", f"add {masks_dir}/<stem>.png for each or remove the images",
+            [str(images[s][0]) for s in missing], stems=missing))
+    orphans = [s for s in masks if s not in images]
     if orphans:
-        raise PixelwiseError(
-            f"{len(orphans)} masks have no image: {_listing(orphans)}; add the images or remove the masks"
-        )
-    return [Sample(stem=s, image=images[s][0], mask=mask_png[s][0]) for s in sorted(images)]
+        problems.append(Problem(
+            "masks have no image", "add the images or remove the masks", [str(masks[s][0]) for s in orphans]))
+    samples = [Sample(stem=s, image=images[s][0], mask=masks[s][0])
+               for s in sorted(images) if s in masks and s not in bad]
+    return samples, problems, notes
+
+
+def find_samples(root: str | Path) -> list[Sample]:
+    """Pair DATA/images/* with DATA/masks/<stem>.*; every unpaired or ambiguous file is an error."""
+    samples, problems, _ = list_folder(root)
+    raise_first(problems)
+    return samples
 
 
 def split_samples(
@@ -204,11 +258,13 @@ def split_samples(
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,
     seed: int = 0,
+    skip_missing: bool = False,
 ) -> dict[str, list[Sample]]:
     """Return {'train': [...], 'val': [...], 'test': [...]}.
 
     Uses DATA/splits/<split>.txt where present; otherwise a seeded permutation of the sorted
-    stems, so the same data and seed always give the same split.
+    stems, so the same data and seed always give the same split. ``skip_missing`` leaves out
+    listed names that have no usable sample (``--skip-bad``) instead of failing.
     """
     root = Path(root)
     by_stem = {s.stem: s for s in samples}
@@ -224,27 +280,33 @@ def split_samples(
             # Tolerate lines written as file names ("a.png") as well as stems ("a").
             stems = [Path(s).stem if Path(s).suffix.lower() in IMAGE_EXTENSIONS else s for s in stems]
             unknown = [s for s in stems if s not in by_stem]
-            if unknown:
+            if unknown and not skip_missing:
                 raise PixelwiseError(
-                    f"{path}: {len(unknown)} names have no image/mask pair: {_listing(unknown)}; "
+                    f"{path}: {len(unknown)} names have no image/mask pair: {listing(unknown)}; "
                     "fix the list or add the files"
                 )
             twice = [s for s in stems if s in seen]
             if twice:
                 raise PixelwiseError(
-                    f"{path}: {len(twice)} names are already in {seen[twice[0]]}.txt: {_listing(twice)}; "
+                    f"{path}: {len(twice)} names are already in {seen[twice[0]]}.txt: {listing(twice)}; "
                     "a sample belongs to one split"
                 )
             for s in stems:
                 seen[s] = name
-            out[name] = [by_stem[s] for s in stems]
+            out[name] = [by_stem[s] for s in stems if s in by_stem]
         if not out["train"]:
             raise PixelwiseError(f"{files['train']}: the train split is empty; list at least one stem")
         return out
+    return seeded_split(root, samples, val_fraction, test_fraction, seed)
 
+
+def seeded_split(root, samples: list[Sample], val_fraction: float = 0.2, test_fraction: float = 0.0,
+                 seed: int = 0) -> dict[str, list[Sample]]:
+    """Split samples by a seeded permutation of their sorted stems: same data and seed, same split."""
     n = len(samples)
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise PixelwiseError("--val-fraction and --test-fraction must be in [0, 1) and sum to less than 1")
+    samples = sorted(samples, key=lambda s: s.stem)
     order = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction)) if val_fraction else 0
     n_test = int(round(n * test_fraction)) if test_fraction else 0
@@ -266,7 +328,7 @@ def image_to_rgb(im: Image.Image) -> np.ndarray:
     Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted.
     """
     im = ImageOps.exif_transpose(im)
-    if im.mode in ("I;16", "I;16L", "I;16B", "I"):
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         arr = np.asarray(im, dtype=np.float64)
         top = 65535.0 if arr.max() > 255 else 255.0
         gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -274,73 +336,73 @@ def image_to_rgb(im: Image.Image) -> np.ndarray:
     return np.array(im.convert("RGB"))
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode any common image file into (H, W, 3) uint8 RGB, EXIF orientation applied.
 
-    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted.
+    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted. A file of
+    more than ``max_pixels`` pixels is refused before it is decoded.
     """
+    im = open_image(path, max_pixels, "image")
     try:
-        with Image.open(path) as im:
-            return image_to_rgb(im)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise PixelwiseError(f"{path}: cannot read this image ({_short(e)}); replace or remove the file") from None
+        return image_to_rgb(im)
+    except Exception as e:  # a conversion failure is the file's fault, not a bug to show as a traceback
+        raise FileError(path, f"cannot convert this image to RGB ({e.__class__.__name__})", "re-save it as PNG or JPEG") from None
+    finally:
+        im.close()
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Decode an index mask PNG into (H, W) int64 class indices (values as stored, no colour conversion)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in INDEX_MASK_MODES:
-                raise PixelwiseError(
-                    f"{path}: mask is {im.mode}, not a single-channel or palette PNG of class indices; "
-                    "save each pixel's class index (0, 1, 2, ...) as an 8-bit grayscale or palette PNG"
-                )
-            return np.array(im, dtype=np.int64)
-    except PixelwiseError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise PixelwiseError(f"{path}: cannot read this mask ({_short(e)}); replace or remove the file") from None
+def read_mask(path: str | Path, spec: DecodeSpec | None = None) -> np.ndarray:
+    """Decode a mask file into (H, W) int64 class indices.
 
-
-def _short(e: Exception) -> str:
-    return str(e).splitlines()[0][:120] if str(e) else e.__class__.__name__
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(H, W) after EXIF orientation, reading the header and fully decoding to catch truncation."""
-    with Image.open(path) as im:
-        im.load()
-        w, h = im.size
-        orientation = im.getexif().get(0x0112, 1)
-    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: width and height swap
-        h, w = w, h
-    return h, w
-
-
-def _check_one(sample: Sample, num_classes: int | None, ignore_index: int) -> dict:
-    out: dict = {"sample": sample}
-    try:
-        out["size"] = _image_size(sample.image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        out["bad_image"] = f"{sample.image} ({_short(e)})"
-        return out
-    try:
-        mask = read_mask(sample.mask)
-    except PixelwiseError as e:
-        out["bad_mask"] = str(e)
-        return out
-    if mask.shape != out["size"]:
-        out["size_mismatch"] = (
-            f"{sample.mask} is {mask.shape[1]}x{mask.shape[0]}, image is {out['size'][1]}x{out['size'][0]}"
-        )
-        return out
-    values, counts = np.unique(mask, return_counts=True)
-    out["values"] = dict(zip(values.tolist(), counts.tolist()))
-    if num_classes is not None:
-        bad = [v for v in out["values"] if v != ignore_index and not 0 <= v < num_classes]
-        if bad:
-            out["bad_values"] = f"{sample.mask} (values {', '.join(map(str, bad[:5]))})"
+    Without ``spec`` the file must be a single-channel or palette image and its values are taken
+    as stored. With a spec (see :mod:`pixelwise.data.encodings`) the stored values or colours
+    are mapped to classes; a value that is no class and not the ignore index is an error naming
+    the file and the value.
+    """
+    raw = read_raw_mask(path, spec.max_pixels if spec else DEFAULT_MAX_PIXELS)
+    if spec is None or spec.encoding in ("auto",):
+        if raw.kind == "rgb":
+            raise FileError(path, f"mask is {raw.mode}, not a single-channel or palette PNG of class indices",
+                            "save each pixel's class index (0, 1, 2, ...) as an 8-bit grayscale or palette PNG, "
+                            "or give the class colours in classes.yaml (see --encoding rgb)")
+        return raw.array.astype(np.int64)
+    out = decode(raw, spec)
+    bad = out == INVALID
+    if bad.any():
+        ys, xs = np.nonzero(bad)
+        key = int(raw.array[ys[0], xs[0]])
+        raise FileError(path, f"{describe_key(key, raw.kind)} at pixel x={xs[0]}, y={ys[0]} is no class",
+                        "fix the mask or the class list")
     return out
+
+
+def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W) integer mask to ``size`` = (H, W) by nearest neighbour (no new values)."""
+    h, w = size
+    im = Image.fromarray(mask.astype(np.int32), "I")
+    return np.asarray(im.resize((w, h), Image.Resampling.NEAREST), dtype=np.int64)
+
+
+def read_sample_mask(sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The decoded (H, W) int64 mask of a sample: read from its file or drawn from its shapes.
+
+    With ``size`` (the image's (H, W)) a mask of another size is an error, or is resized by
+    nearest neighbour when the sample's spec says ``resize_masks="nearest"``.
+    """
+    spec = sample.spec
+    mask = render(sample.vector) if sample.vector is not None else read_mask(sample.mask, spec)
+    if size is not None and mask.shape != tuple(size):
+        if spec is not None and spec.resize_masks == "nearest":
+            return resize_nearest(mask, size)
+        raise FileError(sample.mask, f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {size[1]}x{size[0]}",
+                        "masks must have exactly the image's height and width (or pass --resize-masks nearest)")
+    return mask
+
+
+def read_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, W, 3) uint8`` image and ``(H, W) int64`` class mask of a sample, decoded as its spec says."""
+    image = read_image(sample.image, sample.spec.max_pixels if sample.spec else DEFAULT_MAX_PIXELS)
+    return image, read_sample_mask(sample, image.shape[:2])
 
 
 def validate_samples(
@@ -348,64 +410,39 @@ def validate_samples(
     classes: ClassInfo | None,
     workers: int | None = None,
     what: str = "data",
+    spec: DecodeSpec | None = None,
 ) -> tuple[ClassInfo, DataReport]:
     """Open every image and mask once (in parallel) and fail with the file names on any problem.
 
-    Checks: each image decodes; each mask is an index PNG that decodes; image and mask have the
-    same height and width; every mask value is a class index or the ignore index. When
-    ``classes`` is None the classes are inferred as 0..max(mask value) (ignore index excluded).
+    Checks: each image decodes; each mask decodes under the data set's encoding (detected when
+    ``spec`` is None or "auto"); image and mask have the same height and width; every mask value
+    is a class index or the ignore index. When ``classes`` is None the classes are inferred as
+    0..max(mask value) (ignore index excluded).
 
     Returns the class information and a :class:`DataReport` with per-class pixel counts.
     """
+    from .validation import check_samples
+
     if not samples:
         raise PixelwiseError(f"{what}: no samples to validate; the split is empty")
-    ignore = classes.ignore_index if classes else 255
-    ncls = classes.num_classes if classes else None
-    workers = workers or min(8, (os.cpu_count() or 2) * 2)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda s: _check_one(s, ncls, ignore), samples))
-
-    problems = [
-        ("images cannot be read", "replace or remove them", [r["bad_image"] for r in results if "bad_image" in r]),
-        ("masks cannot be used", "fix them", [r["bad_mask"] for r in results if "bad_mask" in r]),
-        (
-            "masks differ in size from their images",
-            "masks must have exactly the image's height and width",
-            [r["size_mismatch"] for r in results if "size_mismatch" in r],
-        ),
-        (
-            "masks have values that are neither a class nor the ignore index",
-            f"valid values are 0..{(ncls or 1) - 1} and {ignore}; fix the masks or the class list in classes.yaml",
-            [r["bad_values"] for r in results if "bad_values" in r],
-        ),
-    ]
-    for title, todo, items in problems:
-        if items:
-            if len(items) == 1 and title == "masks cannot be used":
-                raise PixelwiseError(items[0])
-            raise PixelwiseError(f"{len(items)} {title}: {_listing(items)}; {todo}")
-
-    if classes is None:
-        seen = {v for r in results for v in r["values"] if v != ignore}
-        top = max(seen) if seen else 0
-        classes = ClassInfo([f"class_{i}" for i in range(top + 1)], _palette(top + 1), ignore)
-    full = DataReport(
-        class_pixels=np.zeros(0, dtype=np.int64),
-        ignored_pixels=0,
-        sizes={r["sample"].stem: r["size"] for r in results},
-        values={r["sample"].stem: r["values"] for r in results},
-    )
-    return classes, full.subset(full.values.keys(), classes.num_classes, ignore)
+    result = check_samples(samples, classes, spec or DecodeSpec(), workers=workers)
+    raise_first(result.problems)
+    return result.classes, result.report
 
 
 @dataclass
 class FolderDataset:
-    """A validated data set on disk: its classes and its splits."""
+    """A validated data set on disk: its classes and its splits (samples carry their decode spec)."""
 
     root: Path
     classes: ClassInfo
     splits: dict[str, list[Sample]]
     report: DataReport  # over the training split
+    format: str = "folder"
+    spec: DecodeSpec = field(default_factory=DecodeSpec)
+    notes: list[str] = field(default_factory=list)  # what was detected and decided, for the user
+    skipped: list[str] = field(default_factory=list)  # "path (reason)" of samples left out by --skip-bad
+    warnings: list[Problem] = field(default_factory=list)
 
 
 def open_folder(
@@ -419,21 +456,10 @@ def open_folder(
     """Find, split and validate a data set in the pixelwise folder layout.
 
     ``classes`` overrides DATA/classes.yaml (used by evaluate, where the model's classes rule).
-    Without either, classes are inferred from the masks of all splits.
+    Without either, classes are inferred from the masks of all splits. See
+    :func:`pixelwise.data.formats.open_dataset` for the other formats and options.
     """
-    root = Path(root)
-    samples = find_samples(root)
-    file_classes = load_classes(root)
-    if classes is not None and file_classes is not None and file_classes.names != classes.names:
-        raise PixelwiseError(
-            f"{root}/classes.yaml lists {file_classes.names}, the model was trained on {classes.names}; "
-            "evaluate on data with the model's classes"
-        )
-    classes = classes or file_classes
-    splits = split_samples(root, samples, val_fraction, test_fraction, seed)
-    to_check = [s for name in validate_splits for s in splits.get(name, [])]
-    classes, report_all = validate_samples(to_check, classes, what=str(root))
-    # Class weights come from the training split alone.
-    train_stems = [s.stem for s in splits["train"] if s.stem in report_all.values]
-    report = report_all.subset(train_stems, classes.num_classes, classes.ignore_index)
-    return FolderDataset(root=root, classes=classes, splits=splits, report=report)
+    from .formats import open_dataset
+
+    return open_dataset(root, "folder", val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                        classes=classes, validate_splits=validate_splits)

@@ -1,0 +1,114 @@
+"""Semantic masks drawn from vector annotations: COCO polygons/RLE and LabelMe shapes.
+
+A :class:`VectorMask` is an ordered list of shapes, each with a class index; they are painted
+in order on a background of class 0, so a later shape covers an earlier one where they overlap.
+The readers decide that order (COCO: crowd regions first, then objects from the largest to the
+smallest; LabelMe: the order of the file) and say so in the documentation.
+
+COCO polygons and RLE are rasterised by pycocotools (the reference implementation); LabelMe
+shapes by Pillow's ImageDraw, as LabelMe's own conversion tools do.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .encodings import FileError
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One annotated region.
+
+    ``kind``: coco-polygon and rle (rasterised by pycocotools, COCO's rules), polygon, rectangle,
+    circle and bitmap (drawn by Pillow, LabelMe's rules).
+    """
+
+    label: int
+    kind: str
+    data: object  # polygons: tuple of flat (x0, y0, x1, y1, ...) tuples; rle: dict; rectangle/circle: 2 points;
+    # bitmap: base64 PNG
+    origin: tuple[int, int] = (0, 0)  # bitmap: top-left corner
+
+
+@dataclass(frozen=True)
+class VectorMask:
+    """Shapes to paint, in order, on an (height, width) canvas of class 0."""
+
+    height: int
+    width: int
+    shapes: tuple[Shape, ...]
+    source: str  # file the shapes come from, for error messages
+
+
+def _coco_region(shape: Shape, h: int, w: int, source: str) -> np.ndarray:
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x calls np.array(copy=False) internally; NumPy 2 warns about it.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _coco_region_inner(shape, h, w, source)
+
+
+def _coco_region_inner(shape: Shape, h: int, w: int, source: str) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    if shape.kind == "coco-polygon":
+        polys = [list(p) for p in shape.data if len(p) >= 6]  # fewer than 3 points cover nothing
+        if not polys:
+            return np.zeros((h, w), bool)
+        rles = mask_utils.frPyObjects(polys, h, w)
+        return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+    rle = dict(shape.data)
+    size = [int(v) for v in rle.get("size", [h, w])]
+    if size != [h, w]:
+        raise FileError(source, f"an RLE annotation is {size[1]}x{size[0]}, its image is {w}x{h}", "fix the annotation")
+    counts = rle.get("counts")
+    if isinstance(counts, list):
+        rle = mask_utils.frPyObjects({"size": size, "counts": counts}, h, w)
+    else:
+        rle = {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(rle).astype(bool)
+
+
+def _draw_region(shape: Shape, h: int, w: int) -> np.ndarray:
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    if shape.kind == "polygon":
+        for poly in shape.data:
+            pts = [(float(poly[i]), float(poly[i + 1])) for i in range(0, len(poly) - 1, 2)]
+            if len(pts) >= 3:
+                draw.polygon(pts, fill=1, outline=1)
+    elif shape.kind == "rectangle":
+        (x0, y0), (x1, y1) = shape.data
+        draw.rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], fill=1, outline=1)
+    elif shape.kind == "circle":
+        (cx, cy), (px, py) = shape.data
+        r = math.hypot(px - cx, py - cy)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1, outline=1)
+    elif shape.kind == "bitmap":
+        bits = np.asarray(Image.open(io.BytesIO(base64.b64decode(shape.data))).convert("L")) > 0
+        x0, y0 = shape.origin
+        region = np.zeros((h, w), bool)
+        bh, bw = bits.shape
+        ys, xs = slice(max(0, y0), min(h, y0 + bh)), slice(max(0, x0), min(w, x0 + bw))
+        region[ys, xs] = bits[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+        return region
+    return np.asarray(canvas, dtype=bool)
+
+
+def render(vm: VectorMask) -> np.ndarray:
+    """Paint the shapes in order; returns ``(H, W)`` int64 class indices (background 0)."""
+    out = np.zeros((vm.height, vm.width), dtype=np.int64)
+    for shape in vm.shapes:
+        if shape.kind in ("coco-polygon", "rle"):
+            region = _coco_region(shape, vm.height, vm.width, vm.source)
+        else:
+            region = _draw_region(shape, vm.height, vm.width)
+        out[region] = shape.label
+    return out
