@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 
 import pixelwise
 from pixelwise import distributed, trainer
+from pixelwise.data.folder import open_folder
 from pixelwise.distributed import DistContext, ShardSampler
 from pixelwise.errors import PixelwiseError
 from pixelwise.trainer import SeededSampler, TrainConfig
@@ -123,7 +124,7 @@ def test_validation_metrics_cover_the_split_once(ddp_run, data):
     meta = json.loads((ddp_run / "model.json").read_text())
     logged = meta["metrics"]["val"]
     seg = pixelwise.load(ddp_run)
-    ds = trainer.SegmentationDataset(trainer.open_folder(str(data), 0.2, 0.0, 5).splits["val"], trainer.eval_transform())
+    ds = trainer.SegmentationDataset(open_folder(str(data), 0.2, 0.0, 5).splits["val"], trainer.eval_transform())
     loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=trainer.pad_collate(255))
     crit = trainer.build_loss("ce", ignore_index=255)
     _, cm = trainer.run_validation(seg.model, loader, crit, 3, 255, torch.device("cpu"), None, True)

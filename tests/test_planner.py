@@ -56,7 +56,8 @@ def test_plan_fits_the_budget(budget):
     per_epoch = (300 // plan.choices["batch_size"]) * plan.choices["batch_size"]  # last partial batch dropped
     assert plan.choices["epochs"] * per_epoch <= e["train_seconds"] * e["images_per_s"] * 1.001
     assert (plan.choices["epochs"] + 1) * per_epoch > e["train_seconds"] * e["images_per_s"] * 0.999
-    assert plan.choices["time_limit"] == pytest.approx(e["train_seconds"], abs=0.1)
+    assert plan.choices["time_limit"] == pytest.approx(
+        e["train_seconds"] + (e["validations"] - 1) * e["validation_seconds"], abs=0.2)
     json.dumps(plan.to_dict())  # plan.json must be writable
     assert set(plan.reasons) >= set(plan.choices)
 
@@ -117,20 +118,26 @@ def test_budget_run_end_to_end(tmp_path):
 
     data = make_simple_dataset(tmp_path / "data", n=12, size=(48, 48))
     start = time.perf_counter()
-    result = train(data=str(data), out=str(tmp_path / "run"), budget="40s", lr=3e-3, num_workers=0,
-                   device="cpu", progress=False)
+    from conftest import TINY_MODEL
+
+    result = train(data=str(data), out=str(tmp_path / "run"), budget="45s", lr=3e-3, num_workers=0,
+                   device="cpu", progress=False, **TINY_MODEL)
     took = time.perf_counter() - start
     run = result.run_dir
     plan = json.loads((run / "plan.json").read_text())
-    assert plan["budget_s"] == 40 and plan["overridden"] == ["lr"] and plan["choices"]["lr"] == 3e-3
+    assert plan["budget_s"] == 45 and plan["choices"]["lr"] == 3e-3
+    # What was passed besides the budget is kept, and the plan says so.
+    assert plan["overridden"] == ["arch", "encoder", "lr", "model_kwargs"]
+    assert plan["choices"]["model_kwargs"] == TINY_MODEL["model_kwargs"]
     assert (run / "model.safetensors").is_file() and load(run, "cpu").predict(
         __import__("numpy").zeros((48, 48, 3), "uint8")).shape == (48, 48)
     history = result.history
-    assert sum(r["train_seconds"] for r in history) >= 0.95 * plan["choices"]["time_limit"]
-    # The learning rate decayed on the clock: the last step ran at a small fraction of the peak.
-    assert history[-1]["lr"] < 0.2 * 3e-3
+    assert sum(r["seconds"] for r in history) >= 0.95 * plan["choices"]["time_limit"]
+    # The learning rate decayed on the clock: the last step ran well below the peak (how far
+    # below depends on how long one step takes on the machine running the tests).
+    assert history[-1]["lr"] < 0.5 * 3e-3 and history[-1]["lr"] < max(r["lr"] for r in history)
     assert "time limit reached" in (run / "train.log").read_text()
-    assert took < 40 * 1.5  # generous: the machine running the tests may be busy
+    assert took < 45 * 1.5  # generous: the machine running the tests may be busy
     # Resuming a finished budget run has nothing left to do.
     again = train(resume=True, out=str(run), progress=False)
     assert len(again.history) == len(history)

@@ -183,6 +183,7 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
     n_train = max(1, fp.train_images)
 
     def budget_for(name: str) -> tuple[float, float, int]:
+        """(seconds of training steps, seconds per validation, number of validations)."""
         per_val = fp.val_images * eval_s_per_image.get(name, 0.0)
         n_val = 0
         if fp.val_images:
@@ -218,20 +219,22 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
     batch = int(overrides.get("batch_size", cand.batch_size))
     steps_per_epoch = max(1, n_train // batch)
     epochs = max(1, int(best["steps"] // steps_per_epoch))
-    val_every = max(1, math.ceil(epochs / best["n_val"])) if best["n_val"] else 1
 
     choices = {
         "arch": cand.arch, "encoder": cand.encoder, "model_kwargs": dict(cand.model_kwargs),
         "crop_size": best["crop"], "batch_size": batch, "epochs": epochs,
-        "time_limit": round(best["train_s"], 1), "schedule": "cosine", "val_every": val_every,
+        # The training loop's wall time: steps plus all validations but the final one, which
+        # runs when the time is up.
+        "time_limit": round(best["train_s"] + max(0, best["n_val"] - 1) * best["per_val"], 1),
+        "schedule": "cosine", "validations": best["n_val"],
     }
     reasons = {
         "arch": why_model, "encoder": "with the architecture", "model_kwargs": "with the architecture",
         "crop_size": f"largest measured crop up to the median image side {min(fp.median_hw)} px that fits the rule above",
         "batch_size": "the candidate's batch", "epochs": "as many as the measured throughput fits; training stops on "
-        "the clock in any case", "time_limit": "the budget minus reading, measuring, validations and saving",
+        "the clock in any case", "time_limit": "the budget minus reading, measuring, the final validation and saving",
         "schedule": "cosine decay over the training time, reaching zero at the end",
-        "val_every": f"{best['n_val']} validations of ~{best['per_val']:.1f} s keep validation under "
+        "validations": f"{best['n_val']} validations of ~{best['per_val']:.1f} s keep validation under "
         f"{100 * VALIDATION_SHARE:.0f}% of the budget",
     }
     if fp.imbalance > 10:
@@ -261,8 +264,12 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
 
 
 def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float = 2.0,
-            candidates: list[Candidate] | None = None) -> tuple[list[Measurement], dict[str, float]]:
+            candidates: list[Candidate] | None = None, max_seconds: float = float("inf"),
+            ) -> tuple[list[Measurement], dict[str, float]]:
     """Time a few training steps of each candidate at each crop, and one full-size prediction.
+
+    Candidates are measured lightest first; once ``max_seconds`` have gone by, the remaining
+    ones are left out (the first is always measured).
 
     Steps run on random tensors of the right shape (speed does not depend on the pixel values)
     with the real loss and optimizer; the first steps warm up the kernels and are not counted.
@@ -280,14 +287,19 @@ def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float
     evals: dict[str, float] = {}
     criterion = build_loss("ce+dice", ignore_index=data.classes.ignore_index)
     gen = torch.Generator().manual_seed(0)
+    started = time.perf_counter()
     for cand in candidates:
+        if out and time.perf_counter() - started > max_seconds:
+            break
         model = build_model(ModelConfig(cand.arch, cand.encoder, num_classes, kwargs=dict(cand.model_kwargs))).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         for crop in crops:
+            if evals and time.perf_counter() - started > max_seconds:
+                break
             x = torch.randn(cand.batch_size, 3, crop, crop, generator=gen).to(device)
             y = torch.randint(0, num_classes, (cand.batch_size, crop, crop), generator=gen).to(device)
             model.train()
-            timed, images, start = 0.0, 0, None
+            timed, images, config_start = 0.0, 0, time.perf_counter()
             for i in range(50):
                 t = time.perf_counter()
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -298,20 +310,20 @@ def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float
                 opt.step()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                if i >= 2:
+                if i >= 1:  # the first step builds kernels: not counted
                     timed += time.perf_counter() - t
                     images += cand.batch_size
-                    start = start or t
-                    if timed >= seconds_per_config and i >= 3:
+                    if timed >= seconds_per_config or time.perf_counter() - config_start >= 3 * seconds_per_config:
                         break
             out.append(Measurement(cand.name, crop, images / timed if timed > 0 else 0.0))
         model.eval()
         with torch.no_grad():
             x = torch.randn(1, 3, h, w, generator=gen).to(device)
             ts = []
-            for _ in range(3):
+            for _ in range(2):
                 t = time.perf_counter()
-                model(x)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    model(x)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 ts.append(time.perf_counter() - t)

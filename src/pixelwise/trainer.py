@@ -102,7 +102,8 @@ class TrainConfig:
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
     budget: float = 0.0  # seconds for the whole run; > 0 = plan the recipe for it (pixelwise.planner)
     keep: list = field(default_factory=list)  # with budget: options the planner leaves as given
-    time_limit: float = 0.0  # seconds of training steps; > 0 = lr follows the clock and training stops on it
+    time_limit: float = 0.0  # wall seconds of the training loop; > 0 = lr follows the clock and training stops on it
+    validations: int = 0  # with time_limit: validations spread evenly over that time (the last at the end)
     format: str = "auto"  # data set format (pixelwise.data.formats.FORMATS), detected when "auto"
     encoding: str = "auto"  # mask encoding (index, binary, rgb, jpeg-snap, 16bit), detected when "auto"
     classes_file: str | None = None  # a classes YAML to use instead of the data set's own
@@ -617,7 +618,8 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     if resume and not asked_resume:
         header += f"\ntorchrun restart {distributed.restart_count()}: resuming after epoch {start_epoch}"
     if config.time_limit > 0:
-        header += f"\ntraining stops after {config.time_limit:.0f} s of steps; the learning rate follows that clock"
+        header += (f"\ntraining stops {config.time_limit:.0f} s after it starts (validations included); "
+                   "the learning rate follows that clock")
     if main:
         for line in data.notes:
             _log(run, f"data: {line}", echo=progress)
@@ -634,7 +636,13 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     stopped_early = out_of_time = False
     run_start = time.perf_counter()
     steps_done = 0
-    trained_before = sum(r.get("train_seconds", 0.0) for r in history)
+    # On the clock: the loop's wall time so far (a resumed run counts its earlier epochs).
+    clock_before = sum(r.get("seconds", 0.0) for r in history)
+    loop_start = last_save = time.perf_counter()
+    validations_done = sum(1 for r in history if "val_loss" in r)
+
+    def clock_share() -> float:
+        return (clock_before + time.perf_counter() - loop_start) / config.time_limit
     try:
         for epoch in range(start_epoch, config.epochs):
             sampler.set_epoch(epoch)
@@ -652,7 +660,7 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                 global_step = epoch * steps_per_epoch + step
                 if config.time_limit > 0:
                     # On the clock: warm-up and decay follow the share of the training time used.
-                    share = (trained_before + time.perf_counter() - t0) / config.time_limit
+                    share = clock_share()
                     if share >= 1.0:
                         out_of_time = True
                         break
@@ -693,8 +701,7 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                     bar.update(1)
             bar.close()
             train_seconds = time.perf_counter() - t0
-            trained_before += train_seconds
-            if config.time_limit > 0 and trained_before >= config.time_limit:
+            if config.time_limit > 0 and clock_share() >= 1.0:
                 out_of_time = True
             row = {
                 "epoch": epoch + 1, "train_loss": round(loss_sum / max(1, seen), 6), "lr": lr,
@@ -702,8 +709,12 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                 "train_seconds": round(train_seconds, 3),
             }
             improved = False
-            if val_loader is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
-                                           or out_of_time):
+            if config.time_limit > 0:  # on the clock: at evenly spaced shares of the time, and at the end
+                due = out_of_time or clock_share() >= (validations_done + 1) / max(1, config.validations)
+            else:
+                due = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+            if val_loader is not None and due:
+                validations_done += 1
                 val_loss, cm = run_validation(model, val_loader, criterion, classes.num_classes, ignore, device,
                                               amp_dtype, channels_last, ctx=ctx)
                 m = cm.compute(classes.names)
@@ -727,12 +738,18 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                 msg = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
                        + (f"val loss {row['val_loss']:.4f}  val mIoU {100 * (row['val_miou'] or 0):.2f}  " if "val_loss" in row else "")
                        + f"{row['images_per_s']} img/s  {row['seconds']:.1f}s" + ("  *best*" if improved and val_loader else ""))
+                # On the clock, tiny epochs would spend the time writing files: save when validated,
+                # at the end, or a minute after the last save (the most a crash can lose).
+                save_now = (config.time_limit <= 0 or improved or out_of_time or stopped_early or "val_loss" in row
+                            or time.perf_counter() - last_save >= 60)
                 with distributed.finish_writes_first():
-                    _save_epoch(run, model, optimizer, scaler, meta_base, history, epoch, best, best_epoch, since_best,
+                    if save_now:
+                        last_save = time.perf_counter()
+                        _save_epoch(run, model, optimizer, scaler, meta_base, history, epoch, best, best_epoch, since_best,
                                 best_metrics, stopped_early, improved)
                     _log(run, msg, echo=progress)
                     if out_of_time:
-                        _log(run, f"time limit reached after {trained_before:.0f} s of training; "
+                        _log(run, f"time limit reached after {clock_before + time.perf_counter() - loop_start:.0f} s of training; "
                                   f"{time.perf_counter() - run_clock:.0f} s since the start", echo=progress)
                     elif stopped_early:
                         _log(run, f"early stop: no better val mIoU for {config.patience} validations; best epoch {best_epoch}",
@@ -767,7 +784,8 @@ def _plan_for_budget(config: TrainConfig, data, device, run_clock: float):
     if any(k in config.keep for k in ("arch", "encoder", "model_kwargs")):
         candidates = [planner.Candidate("given", config.arch, config.encoder, dict(config.model_kwargs), config.batch_size)]
     per_config = min(2.0, max(0.3, 0.03 * config.budget / max(1, len(candidates) * len(crops))))
-    measurements, evals = planner.measure(data, device, amp_dtype_for(device, config.amp), crops, per_config, candidates)
+    measurements, evals = planner.measure(data, device, amp_dtype_for(device, config.amp), crops, per_config, candidates,
+                                          max_seconds=0.06 * config.budget)
     overrides = {k: getattr(config, k) for k in config.keep if hasattr(config, k)}
     plan = planner.make_plan(fp, config.budget, time.perf_counter() - run_clock, measurements, evals, overrides,
                              candidates)
