@@ -398,3 +398,36 @@ def tile_memory_bound(config: InferenceConfig) -> int:
     """Most input pixels one network call can see under ``config`` (tile batch x largest scaled tile)."""
     side = max(1, int(math.ceil(config.tile_size * max(config.scales))))
     return config.tile_batch * side * side
+
+
+def error_rate_by_confidence(confidence: np.ndarray, correct: np.ndarray, fraction: float = 0.1) -> dict:
+    """How errors concentrate on low confidence: error rate in the least-confident ``fraction`` vs the rest.
+
+    ``confidence`` and ``correct`` (bool) are same-shape arrays over the scored pixels. Ties at
+    the threshold are broken by order (a stable sort), so exactly ``round(fraction * n)`` pixels
+    form the low-confidence group. Returns ``{"pixels", "low_pixels", "low_error", "rest_error",
+    "overall_error", "ratio", "errors_in_low"}`` (``errors_in_low``: share of all errors that
+    fall in the low-confidence group).
+    """
+    conf = np.asarray(confidence, dtype=np.float64).ravel()
+    ok = np.asarray(correct, dtype=bool).ravel()
+    if conf.shape != ok.shape:
+        raise PixelwiseError(f"confidence has {conf.size} values, correct has {ok.size}")
+    n = conf.size
+    k = int(round(fraction * n))
+    if n == 0 or not 0 < k < n:
+        raise PixelwiseError(f"need pixels on both sides of the {fraction:.0%} cut (got {n} pixels)")
+    order = np.argsort(conf, kind="stable")
+    wrong = ~ok[order]
+    low, rest = wrong[:k], wrong[k:]
+    total_err = int(wrong.sum())
+    low_err, rest_err = float(low.mean()), float(rest.mean())
+    return {
+        "pixels": n,
+        "low_pixels": k,
+        "low_error": low_err,
+        "rest_error": rest_err,
+        "overall_error": total_err / n,
+        "ratio": low_err / rest_err if rest_err > 0 else float("inf"),
+        "errors_in_low": float(low.sum()) / total_err if total_err else 0.0,
+    }
