@@ -96,10 +96,12 @@ def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: 
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
         with torch.no_grad():
             logits = model((x - mean) / std)
-        return torch.softmax(logits, 1), logits.argmax(1).numpy()
+        return logits.argmax(1).numpy()
 
-    ref_probs, ref_labels = eager([img])
-    ref_probs = ref_probs[0].numpy()
+    ref_labels = eager([img])
+    with torch.no_grad():
+        x = torch.from_numpy(img[None]).permute(0, 3, 1, 2).float() / 255.0
+        ref_probs = torch.softmax(model((x - mean) / std), 1)[0].numpy()
     paths = {"eager": None, "segmenter": load(run, "cpu", "auto"), "seg-torch": load(run, "cpu", "torch"),
              "onnxruntime": load(run, "cpu", "onnxruntime")}
     rows = []

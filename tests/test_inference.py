@@ -12,8 +12,6 @@ from pixelwise.inference import (
     predict_image, predict_images, tile_memory_bound,
 )
 
-from conftest import TINY_MODEL
-
 
 class PointwiseMember:
     """A 1x1 convolution: each pixel's logits depend on that pixel alone (no context)."""
@@ -183,14 +181,18 @@ def test_error_rate_by_confidence():
 
 
 def _segmenter(dropout=0.0, backend="torch"):
+    """A Segmenter around a two-layer convolutional net (fast to build; dropout optional)."""
     from pixelwise.data.folder import ClassInfo
-    from pixelwise.models import ModelConfig, build_model
+    from pixelwise.models import ModelConfig, SegmentationModel
     from pixelwise.predict import Segmenter
 
     torch.manual_seed(0)
-    cfg = ModelConfig(arch="unet", encoder="resnet18", num_classes=3, dropout=dropout,
-                      kwargs=dict(TINY_MODEL["model_kwargs"]))
-    model = build_model(cfg)
+    layers = [torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU()]
+    if dropout:
+        layers.append(torch.nn.Dropout2d(dropout))
+    layers.append(torch.nn.Conv2d(16, 3, 1))
+    cfg = ModelConfig(arch="custom", num_classes=3, dropout=dropout)
+    model = SegmentationModel(torch.nn.Sequential(*layers), stride=4, config=cfg)
     meta = {"classes": ClassInfo(["a", "b", "c"], [(0, 0, 0), (255, 0, 0), (0, 255, 0)]).to_dict(),
             "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}, "model": cfg.to_dict()}
     return Segmenter(model, meta, "cpu", backend=backend)

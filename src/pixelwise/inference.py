@@ -289,16 +289,18 @@ def augmented_probs(x01: torch.Tensor, members: Sequence[Member], config: Infere
                     var_total = var if var_total is None else var_total + var
                 views += 1
     assert total is not None
-    total = total / views
-    # Bilinear resizing keeps the sum at 1 up to rounding; renormalise so it holds exactly.
-    total = total / total.sum(1, keepdim=True).clamp_min(1e-12)
+    if views > 1:
+        total = total / views
+    if any(s != 1.0 for s in config.scales):
+        # Bilinear resizing keeps the sum at 1 only up to rounding; renormalise so it holds exactly.
+        total = total / total.sum(1, keepdim=True).clamp_min(1e-12)
     return total, (var_total / views if var_total is not None else None)
 
 
 def _to_x01(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """``(N, h, w, 3)`` uint8 -> ``(N, 3, h, w)`` float32 in [0, 1] on ``device``."""
     t = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    return t.permute(0, 3, 1, 2).float().div_(255.0)
+    return t.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
 
 
 def _predicted_class_variance(probs: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -313,6 +315,34 @@ def _check_members(members: Sequence[Member]) -> int:
     if len(n) != 1:
         raise PixelwiseError(f"the models predict different numbers of classes ({sorted(n)}); they cannot be averaged")
     return n.pop()
+
+
+def is_plain(config: InferenceConfig, members: Sequence[Member]) -> bool:
+    """One network, one view, no MC dropout: the labels are the argmax of the logits."""
+    return (len(members) == 1 and not config.hflip and not config.vflip and config.scales == (1.0,)
+            and not config.mc_dropout)
+
+
+@torch.inference_mode()
+def predict_labels(images: Sequence[np.ndarray], members: Sequence[Member], config: InferenceConfig | None = None,
+                   device: str | torch.device = "cpu") -> list[np.ndarray]:
+    """``(H, W)`` int64 class indices for same-size ``(H, W, 3)`` uint8 images.
+
+    Plain inference (see :func:`is_plain`) of images that need no tiling skips the softmax: the
+    argmax of the logits is the argmax of the probabilities. Everything else goes through
+    :func:`predict_images`.
+    """
+    config = config or InferenceConfig()
+    if not images:
+        return []
+    h, w = images[0].shape[:2]
+    if is_plain(config, members) and not config.needs_tiling(h, w) and all(im.shape == images[0].shape
+                                                                            for im in images):
+        _check_members(members)
+        logits = members[0].logits(_to_x01(np.stack(images), torch.device(device)))
+        labels = logits.argmax(1).cpu().numpy().astype(np.int64)
+        return list(labels)
+    return [p.labels for p in predict_images(images, members, config, device)]
 
 
 @torch.inference_mode()

@@ -30,7 +30,7 @@ from PIL import Image
 from .bundle import load_bundle
 from .data.folder import ClassInfo, IMAGE_EXTENSIONS, read_image
 from .errors import PixelwiseError
-from .inference import InferenceConfig, Prediction, predict_image, predict_images
+from .inference import InferenceConfig, Prediction, predict_image, predict_labels
 from .io import atomic_path, write_json
 from .postprocess import PostprocessConfig, postprocess
 from .viz import colorize, overlay, save_png
@@ -214,11 +214,11 @@ class Segmenter:
     def predict_batch(self, images: list, config: InferenceConfig | None = None) -> list[np.ndarray]:
         """Class-index masks for several images; same-size images run as one batch (unless tiled)."""
         arrays = [self._as_array(im) for im in images]
-        return [p.labels for p in _predict_grouped(arrays, self.members(config), config, self.device)]
+        return _labels_grouped(arrays, self.members(config), config, self.device)
 
     def predict(self, image, config: InferenceConfig | None = None) -> np.ndarray:
         """Class indices ``(H, W)`` int64 for one image; H and W are the image's own."""
-        return self.predict_full(image, config).labels
+        return predict_labels([self._as_array(image)], self.members(config), config, self.device)[0]
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         return colorize(mask, self.classes.colors)
@@ -227,14 +227,15 @@ class Segmenter:
         return overlay(self._as_array(image), mask, self.classes.colors, alpha)
 
 
-def _predict_grouped(arrays: list[np.ndarray], members, config, device) -> list[Prediction]:
-    out: list[Prediction | None] = [None] * len(arrays)
+def _labels_grouped(arrays: list[np.ndarray], members, config, device) -> list[np.ndarray]:
+    """Labels for images of any sizes, each size as one batch."""
+    out: list[np.ndarray | None] = [None] * len(arrays)
     by_size: dict[tuple, list[int]] = {}
     for i, a in enumerate(arrays):
         by_size.setdefault(a.shape[:2], []).append(i)
     for idx in by_size.values():
-        for i, p in zip(idx, predict_images([arrays[i] for i in idx], members, config, device)):
-            out[i] = p
+        for i, labels in zip(idx, predict_labels([arrays[i] for i in idx], members, config, device)):
+            out[i] = labels
     return out  # type: ignore[return-value]
 
 
@@ -283,7 +284,7 @@ class Ensemble:
 
     def predict_batch(self, images: list, config: InferenceConfig | None = None) -> list[np.ndarray]:
         arrays = [Segmenter._as_array(im) for im in images]
-        return [p.labels for p in _predict_grouped(arrays, self.members(config), config, self.device)]
+        return _labels_grouped(arrays, self.members(config), config, self.device)
 
     def overlay(self, image, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         return overlay(Segmenter._as_array(image), mask, self.classes.colors, alpha)
