@@ -251,7 +251,8 @@ def quality(run: Path, data: Path, max_images: int) -> dict:
                "entropy": error_rate_by_confidence(-np.concatenate(ent_all), ok, 0.1),
            }}
     if var_all:
-        out["uncertainty"]["MC-dropout variance (8 passes)"] = error_rate_by_confidence(-np.concatenate(var_all), ok, 0.1)
+        out["uncertainty"]["MC-dropout variance (8 passes)"] = error_rate_by_confidence(
+            -np.concatenate(var_all), ok, 0.1)
     return out
 
 
@@ -259,7 +260,8 @@ def quality(run: Path, data: Path, max_images: int) -> dict:
 
 
 def print_speed(rows: list[dict], size, batch: int) -> None:
-    print(f"\n== speed: {size[0]}x{size[1]}, unet/resnet18 (TrainConfig defaults), {torch.get_num_threads()} threads ==")
+    threads = torch.get_num_threads()
+    print(f"\n== speed: {size[0]}x{size[1]}, unet/resnet18 (TrainConfig defaults), {threads} threads ==")
     print(f"{'path':<12} {'runs on':<12} {'latency ms':>10} {'images/s':>9} {'x eager lat':>11} {'x eager img/s':>13} "
           f"{'max|dp|':>9} {'labels=':>8}")
     for r in rows:

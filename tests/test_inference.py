@@ -8,8 +8,16 @@ import torch
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference import (
-    BLENDS, InferenceConfig, SlidingWindow, entropy, error_rate_by_confidence, gaussian_window, linear_window,
-    predict_image, predict_images, tile_memory_bound,
+    BLENDS,
+    InferenceConfig,
+    SlidingWindow,
+    entropy,
+    error_rate_by_confidence,
+    gaussian_window,
+    linear_window,
+    predict_image,
+    predict_images,
+    tile_memory_bound,
 )
 
 

@@ -9,7 +9,13 @@ import pytest
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.postprocess import (
-    PostprocessConfig, crf_offsets, dense_crf, dense_crf_torch, fill_holes, postprocess, pydensecrf_available,
+    PostprocessConfig,
+    crf_offsets,
+    dense_crf,
+    dense_crf_torch,
+    fill_holes,
+    postprocess,
+    pydensecrf_available,
     remove_small_components,
 )
 

@@ -25,7 +25,9 @@ def __getattr__(name):
 
         return getattr(_p, name)
     if name in ("InferenceConfig", "PostprocessConfig", "export_model"):
-        from . import export as _e, inference as _i, postprocess as _pp
+        from . import export as _e
+        from . import inference as _i
+        from . import postprocess as _pp
 
         return getattr({"InferenceConfig": _i, "PostprocessConfig": _pp, "export_model": _e}[name], name)
     if name == "evaluate":

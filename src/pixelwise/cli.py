@@ -139,10 +139,12 @@ def _add_predict_parser(sub) -> None:
     t = p.add_argument_group("large images (sliding window)")
     t.add_argument("--tile", choices=TILE_MODES, default=d.tile,
                    help=f"auto: tile images above --max-pixels ({d.max_pixels}) (default %(default)s)")
-    t.add_argument("--tile-size", type=_positive_int, default=d.tile_size, help="tile side in pixels (default %(default)s)")
+    t.add_argument("--tile-size", type=_positive_int, default=d.tile_size,
+                   help="tile side in pixels (default %(default)s)")
     t.add_argument("--tile-overlap", type=float, default=d.tile_overlap, help="overlap share (default %(default)s)")
     t.add_argument("--blend", choices=list(BLENDS), default=d.blend, help="tile blending window (default %(default)s)")
-    t.add_argument("--tile-batch", type=_positive_int, default=d.tile_batch, help="tiles per forward pass (default %(default)s)")
+    t.add_argument("--tile-batch", type=_positive_int, default=d.tile_batch,
+                   help="tiles per forward pass (default %(default)s)")
     t.add_argument("--max-pixels", type=_positive_int, default=d.max_pixels, help="tiling threshold for --tile auto")
     a = p.add_argument_group("test-time augmentation and uncertainty")
     a.add_argument("--hflip", action="store_true", help="average with the mirrored image")

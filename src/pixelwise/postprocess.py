@@ -160,7 +160,8 @@ def _appearance_message(q: torch.Tensor, feats: torch.Tensor, offsets, spatial: 
     return msg / norm.clamp_min(1e-12)
 
 
-def crf_offsets(sxy: float, samples: int = 11, radius: float | None = None, step: int | None = None) -> list[tuple[int, int]]:
+def crf_offsets(sxy: float, samples: int = 11, radius: float | None = None,
+                step: int | None = None) -> list[tuple[int, int]]:
     """Offsets (dy, dx), centre excluded, on a square grid of ``step`` pixels within ``radius``.
 
     Defaults: radius 2 x ``sxy``, about ``samples`` offsets per axis.

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from .bundle import load_bundle
-from .data.folder import ClassInfo, IMAGE_EXTENSIONS, read_image
+from .data.folder import IMAGE_EXTENSIONS, ClassInfo, read_image
 from .errors import PixelwiseError
 from .inference import InferenceConfig, Prediction, predict_image, predict_labels
 from .io import atomic_path, write_json
@@ -315,7 +315,8 @@ def heatmap(values: np.ndarray, vmin: float, vmax: float, cmap: str = "magma") -
     return lut[np.clip(scaled * 255 + 0.5, 0, 255).astype(np.uint8)]
 
 
-def load(run: str | Path, device: str = "auto", backend: str = "auto", onnx_path: str | Path | None = None) -> Segmenter:
+def load(run: str | Path, device: str = "auto", backend: str = "auto",
+         onnx_path: str | Path | None = None) -> Segmenter:
     """Load a trained model from a run directory (or any folder with model.safetensors + model.json)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
