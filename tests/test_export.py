@@ -115,3 +115,13 @@ def test_unknown_format_and_mc_dropout_on_onnx(exported_run):
     seg = load(exported_run, "cpu", backend="onnxruntime")
     with pytest.raises(PixelwiseError, match="MC dropout needs the PyTorch model"):
         seg.predict(np.zeros((8, 8, 3), np.uint8), InferenceConfig(mc_dropout=2))
+
+
+def test_export_and_predict_help(capsys):
+    for cmd, words in [("export", ["--format", "--tolerance", "onnx"]),
+                       ("predict", ["--tile-size", "--hflip", "--mc-dropout", "--crf", "--backend", "--overwrite"])]:
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        out = capsys.readouterr().out
+        assert e.value.code == 0 and f"usage: pixelwise {cmd}" in out
+        assert all(w in out for w in words)
