@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from .errors import PixelwiseError
 
@@ -79,6 +78,8 @@ def remove_small_components(labels: np.ndarray, min_size: int) -> np.ndarray:
     Removed pixels take the label of the nearest kept pixel (Euclidean distance). If every
     region is small, the mask is returned unchanged. ``labels``: ``(H, W)`` integers.
     """
+    from scipy import ndimage
+
     labels = np.asarray(labels)
     if min_size <= 1 or labels.size == 0:
         return labels.copy()
@@ -103,6 +104,8 @@ def fill_holes(labels: np.ndarray, max_size: int) -> np.ndarray:
     A hole is a connected region (4-connected) that is not of class c and does not reach the
     image border without crossing class c. Classes are processed in index order.
     """
+    from scipy import ndimage
+
     out = np.array(labels, copy=True)
     if max_size <= 0 or out.size == 0:
         return out
