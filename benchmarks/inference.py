@@ -135,10 +135,12 @@ def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: 
 # -- memory ---------------------------------------------------------------------------------------
 
 
-def big_child(run: str, side: int) -> None:
+def big_child(run: str, side: int, threads: int) -> None:
     """Runs in the child: predict one side x side image with the default settings, print JSON."""
     from pixelwise.predict import load
 
+    if threads:
+        torch.set_num_threads(threads)
     seg = load(run, "cpu", "auto")
     tile = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     reps = -(-side // 256)
@@ -153,9 +155,9 @@ def big_child(run: str, side: int) -> None:
                       "rss_before_predict_mb": before / 1024, "backend": seg.active_backend}))
 
 
-def memory(run: Path, side: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child-big", str(run), str(side)], capture_output=True,
-                          text=True, env=os.environ.copy())
+def memory(run: Path, side: int, threads: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child-big", str(run), str(side), str(threads)],
+                          capture_output=True, text=True, env=os.environ.copy())
     if proc.returncode != 0:
         raise SystemExit(f"child failed:\n{proc.stderr[-3000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -295,8 +297,8 @@ def print_quality(q: dict) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child-big":
-        big_child(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--child-big":
+        big_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", default=None, help="trained demo run for the quality part (default: train one)")
@@ -324,7 +326,9 @@ def main() -> None:
         results["speed"] = speed(workdir, args.size, args.iters, args.warmup, args.batch)
         print_speed(results["speed"], args.size, args.batch)
     if "memory" not in args.skip:
-        results["memory"] = memory(workdir / "speed-model", args.big)
+        if not (workdir / "speed-model" / "model.json").is_file():
+            speed(workdir, args.size, 1, 0, 1)  # writes the default model; these timings are not used
+        results["memory"] = memory(workdir / "speed-model", args.big, args.threads)
         print_memory(results["memory"])
     if "quality" not in args.skip:
         run = Path(args.run) if args.run else train_demo_model(workdir, args.demo_images, args.demo_epochs)
