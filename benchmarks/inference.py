@@ -12,6 +12,8 @@ default), three ways, each producing the same class-index mask:
   segmenter   pixelwise.load(run).predict / predict_batch (backend auto)
   seg-torch   the Segmenter forced onto PyTorch (channels-last, inference mode)
   onnxruntime the Segmenter on the ONNX file written by `pixelwise export`
+  seg-bf16    the Segmenter with precision="bf16" (PyTorch bfloat16 autocast; not the same output:
+              its probability difference and label agreement are printed next to it)
 
 Memory: one SIZE x SIZE image (8000 by default) predicted with the default inference settings
 (tiled automatically) in a child process; its peak resident memory is read from the OS.
@@ -103,7 +105,7 @@ def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: 
         x = torch.from_numpy(img[None]).permute(0, 3, 1, 2).float() / 255.0
         ref_probs = torch.softmax(model((x - mean) / std), 1)[0].numpy()
     paths = {"eager": None, "segmenter": load(run, "cpu", "auto"), "seg-torch": load(run, "cpu", "torch"),
-             "onnxruntime": load(run, "cpu", "onnxruntime")}
+             "onnxruntime": load(run, "cpu", "onnxruntime"), "seg-bf16": load(run, "cpu", "torch", precision="bf16")}
     rows = []
     for name, seg in paths.items():
         if seg is None:
@@ -119,7 +121,8 @@ def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: 
         thr = _timed(many, max(1, iters // batch), 1)
         rows.append({
             "path": name,
-            "backend": getattr(seg, "active_backend", "torch eager"),
+            "backend": ("torch bf16" if getattr(seg, "precision", "") == "bf16"
+                        else getattr(seg, "active_backend", "torch eager")),
             "latency_ms": 1000 * statistics.median(lat),
             "images_per_s": batch / statistics.median(thr),
             "max_abs_prob_diff": float(np.abs(probs - ref_probs).max()),

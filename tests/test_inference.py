@@ -258,3 +258,20 @@ def test_sixteen_bit_and_alpha_arrays_are_accepted():
     assert seg.predict(rgb[:1, :1]).shape == (1, 1)
     with pytest.raises(PixelwiseError, match="uint8 or uint16"):
         seg.predict(rgb.astype(np.float64))
+
+
+def test_bf16_precision_is_close_to_fp32_and_runs_on_pytorch():
+    from pixelwise.predict import Segmenter
+
+    seg = _segmenter()
+    img = _image(40, 56, seed=2)
+    fp32 = seg.predict_proba(img)
+    fast = Segmenter(seg.model, seg.meta, "cpu", backend="auto", precision="bf16")
+    assert fast.active_backend == "torch"
+    p = fast.predict_proba(img)
+    assert p.dtype == np.float32 and p.shape == fp32.shape
+    assert np.abs(p - fp32).max() < 0.05 and (p.argmax(0) == fp32.argmax(0)).mean() > 0.97
+    with pytest.raises(PixelwiseError, match="bf16 runs the PyTorch model"):
+        Segmenter(seg.model, seg.meta, "cpu", backend="onnxruntime", precision="bf16")
+    with pytest.raises(PixelwiseError, match="unknown precision"):
+        Segmenter(seg.model, seg.meta, "cpu", precision="fp8")

@@ -133,6 +133,9 @@ def _add_predict_parser(sub) -> None:
                    help="auto (default: ONNX Runtime on CPU when available), torch, onnxruntime (RUN/model.onnx "
                         "from `pixelwise export`, else exported in memory)")
     p.add_argument("--onnx", default=None, metavar="FILE", help="ONNX file to use with --backend onnxruntime")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: PyTorch bfloat16 autocast, faster on GPUs and CPUs with AMX/AVX512-BF16, "
+                        "probabilities within about 1e-2 of fp32 (default %(default)s)")
     p.add_argument("--workers", type=_positive_int, default=None, help="image-decoding threads (default: up to 4)")
     p.add_argument("--overwrite", action="store_true", help="redo images already predicted in OUT")
     p.add_argument("--quiet", action="store_true")
@@ -204,9 +207,9 @@ def _cmd_predict(args) -> int:
     if args.onnx:
         from .predict import load
 
-        seg = load(runs[0], args.device, backend="onnxruntime", onnx_path=args.onnx)
+        seg = load(runs[0], args.device, backend="onnxruntime", onnx_path=args.onnx, precision=args.precision)
     else:
-        seg = load_ensemble(runs, args.device, args.backend)
+        seg = load_ensemble(runs, args.device, args.backend, precision=args.precision)
     res = predict_files(seg, inputs, args.out, alpha=args.alpha, progress=not args.quiet, config=config,
                         postprocess_config=pp, probs=args.probs, uncertainty=args.uncertainty or args.uncertainty_npy,
                         uncertainty_npy=args.uncertainty_npy, overwrite=args.overwrite, workers=args.workers)
