@@ -191,12 +191,14 @@ def train_demo_model(workdir: Path, images: int, epochs: int) -> Path:
 
 
 def _data_of(run: Path, data: str | None) -> Path:
+    """The demo data of a run: --data, else RUN/data (where `pixelwise demo` puts it), else the recorded path."""
     if data:
         return Path(data)
-    for p in (run / "data", Path(str((run / "data-path.txt").read_text()).strip()) if (run / "data-path.txt").is_file()
-              else None):
-        if p is not None and (p / "images").is_dir():
-            return p
+    if (run / "data" / "images").is_dir():
+        return run / "data"
+    recorded = run / "data-path.txt"
+    if recorded.is_file() and (Path(recorded.read_text().strip()) / "images").is_dir():
+        return Path(recorded.read_text().strip())
     raise SystemExit(f"no demo data found for {run}; pass --data DIR")
 
 
