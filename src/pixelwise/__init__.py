@@ -20,10 +20,16 @@ def __getattr__(name):
         from . import trainer as _t
 
         return getattr(_t, name)
-    if name in ("load", "Segmenter", "predict_files"):
+    if name in ("load", "Segmenter", "predict_files", "Ensemble", "load_ensemble"):
         from . import predict as _p
 
         return getattr(_p, name)
+    if name in ("InferenceConfig", "PostprocessConfig", "export_model"):
+        from . import export as _e
+        from . import inference as _i
+        from . import postprocess as _pp
+
+        return getattr({"InferenceConfig": _i, "PostprocessConfig": _pp, "export_model": _e}[name], name)
     if name == "evaluate":
         from .evaluation import evaluate
 
@@ -40,4 +46,5 @@ def __getattr__(name):
 
 
 __all__ = ["PixelwiseError", "train", "TrainConfig", "TrainResult", "evaluate", "load", "Segmenter",
-           "predict_files", "run_demo", "inspect_data", "__version__"]
+           "predict_files", "run_demo", "inspect_data", "__version__", "Ensemble", "load_ensemble",
+           "InferenceConfig", "PostprocessConfig", "export_model"]

@@ -154,6 +154,138 @@ def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected numbers like 0.75,1,1.25") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError("scales must be positive")
+    return values
+
+
+def _add_predict_parser(sub) -> None:
+    from .inference import BLENDS, TILE_MODES, InferenceConfig
+    from .postprocess import CRF_BACKENDS
+    from .predict import BACKENDS
+
+    d = InferenceConfig()
+    p = sub.add_parser(
+        "predict", help="write masks and overlays for new images (one model or an ensemble)",
+        description="Label every pixel of images: OUT/masks/<name>.png (class indices) and OUT/overlays/<name>.png. "
+                    "Several runs before the inputs are an ensemble: their probabilities are averaged. "
+                    "Re-running into the same OUT with the same settings skips finished images.",
+        usage="pixelwise predict RUN [RUN ...] INPUT [INPUT ...] --out OUT [options]")
+    p.add_argument("paths", nargs="+", metavar="RUN_OR_INPUT",
+                   help="one or more run directories, then image files or folders of images")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (default: ONNX Runtime on CPU when available), torch, onnxruntime (RUN/model.onnx "
+                        "from `pixelwise export`, else exported in memory)")
+    p.add_argument("--onnx", default=None, metavar="FILE", help="ONNX file to use with --backend onnxruntime")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: PyTorch bfloat16 autocast, faster on GPUs and CPUs with AMX/AVX512-BF16, "
+                        "probabilities within about 1e-2 of fp32 (default %(default)s)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="image-decoding threads (default: up to 4)")
+    p.add_argument("--overwrite", action="store_true", help="redo images already predicted in OUT")
+    p.add_argument("--quiet", action="store_true")
+    t = p.add_argument_group("large images (sliding window)")
+    t.add_argument("--tile", choices=TILE_MODES, default=d.tile,
+                   help=f"auto: tile images above --max-pixels ({d.max_pixels}) (default %(default)s)")
+    t.add_argument("--tile-size", type=_positive_int, default=d.tile_size,
+                   help="tile side in pixels (default %(default)s)")
+    t.add_argument("--tile-overlap", type=float, default=d.tile_overlap, help="overlap share (default %(default)s)")
+    t.add_argument("--blend", choices=list(BLENDS), default=d.blend, help="tile blending window (default %(default)s)")
+    t.add_argument("--tile-batch", type=_positive_int, default=d.tile_batch,
+                   help="tiles per forward pass (default %(default)s)")
+    t.add_argument("--max-pixels", type=_positive_int, default=d.max_pixels, help="tiling threshold for --tile auto")
+    a = p.add_argument_group("test-time augmentation and uncertainty")
+    a.add_argument("--hflip", action="store_true", help="average with the mirrored image")
+    a.add_argument("--vflip", action="store_true", help="average with the upside-down image")
+    a.add_argument("--scales", type=_scales, default=d.scales, metavar="S1,S2,...",
+                   help="average over these resize factors, e.g. 0.75,1,1.25 (default 1)")
+    a.add_argument("--mc-dropout", type=int, default=0, metavar="N",
+                   help="N stochastic passes with dropout on; adds a variance map (model needs dropout)")
+    a.add_argument("--uncertainty", action="store_true",
+                   help="write OUT/uncertainty/<name>_{confidence,entropy[,variance]}.png heat maps")
+    a.add_argument("--uncertainty-npy", action="store_true", help="also write those maps as float32 .npy arrays")
+    a.add_argument("--probs", action="store_true", help="write OUT/probs/<name>.npy, (C, H, W) float32 probabilities")
+    q = p.add_argument_group("post-processing")
+    q.add_argument("--min-size", type=int, default=0, metavar="N", help="remove regions smaller than N pixels")
+    q.add_argument("--fill-holes", type=int, default=0, metavar="N", help="fill enclosed holes of up to N pixels")
+    q.add_argument("--crf", action="store_true", help="refine boundaries with a dense CRF on the image colours")
+    q.add_argument("--crf-iterations", type=_positive_int, default=5, help="default %(default)s")
+    q.add_argument("--crf-backend", choices=CRF_BACKENDS, default="auto",
+                   help="auto: pydensecrf when installed, else the PyTorch mean-field CRF")
+
+
+def _add_export_parser(sub) -> None:
+    from .export import DEFAULT_TOLERANCE, FORMATS
+
+    p = sub.add_parser("export", help="export a run to ONNX or TorchScript, checked against PyTorch",
+                       description="Write RUN/model.onnx (or model.torchscript.pt) with dynamic batch, height and "
+                                   "width; input: (N, 3, H, W) float RGB in [0, 1], output: (N, C, H, W) logits. "
+                                   "The file is kept only if its outputs match PyTorch within --tolerance.")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--format", choices=list(FORMATS), default="onnx", help="default %(default)s")
+    p.add_argument("--out", default=None, help="output file (default RUN/model.onnx or RUN/model.torchscript.pt)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default %(default)s)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help="largest allowed |exported - PyTorch| logit difference (default %(default)s)")
+
+
+def _cmd_predict(args) -> int:
+    from .inference import InferenceConfig
+    from .postprocess import PostprocessConfig
+    from .predict import is_run_dir, load_ensemble, predict_files
+
+    runs = [args.paths[0]]
+    for pth in args.paths[1:]:
+        if not is_run_dir(pth):
+            break
+        runs.append(pth)
+    inputs = args.paths[len(runs):]
+    if not inputs:
+        raise PixelwiseError("give at least one image or folder after the run directory (see pixelwise predict --help)")
+    if args.onnx and len(runs) > 1:
+        raise PixelwiseError("--onnx applies to one run; drop it for an ensemble")
+    config = InferenceConfig(tile=args.tile, tile_size=args.tile_size, tile_overlap=args.tile_overlap, blend=args.blend,
+                             tile_batch=args.tile_batch, max_pixels=args.max_pixels, hflip=args.hflip, vflip=args.vflip,
+                             scales=args.scales, mc_dropout=args.mc_dropout)
+    pp = PostprocessConfig(min_size=args.min_size, fill_holes=args.fill_holes, crf=args.crf,
+                           crf_iterations=args.crf_iterations, crf_backend=args.crf_backend)
+    if args.onnx:
+        from .predict import load
+
+        seg = load(runs[0], args.device, backend="onnxruntime", onnx_path=args.onnx, precision=args.precision)
+    else:
+        seg = load_ensemble(runs, args.device, args.backend, precision=args.precision)
+    res = predict_files(seg, inputs, args.out, alpha=args.alpha, progress=not args.quiet, config=config,
+                        postprocess_config=pp, probs=args.probs, uncertainty=args.uncertainty or args.uncertainty_npy,
+                        uncertainty_npy=args.uncertainty_npy, overwrite=args.overwrite, workers=args.workers)
+    what = "1 model" if len(runs) == 1 else f"an ensemble of {len(runs)} models"
+    done = f", {res['skipped']} already done" if res["skipped"] else ""
+    print(f"{res['written']} images predicted with {what} into {res['out']}{done}")
+    if res["failed"]:
+        print(f"{len(res['failed'])} unreadable inputs skipped:", file=sys.stderr)
+        for path, reason in res["failed"]:
+            print(f"skipped: {reason}", file=sys.stderr)
+    return 1 if res["failed"] else 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export_model
+
+    res = export_model(args.run, args.format, args.out, opset=args.opset, tolerance=args.tolerance)
+    sizes = ", ".join("x".join(str(v) for v in s) for s in res["sizes"])
+    print(f"parity with PyTorch: max |difference| = {res['max_abs_diff']:.3g} on inputs {sizes} "
+          f"(tolerance {args.tolerance:g})")
+    print(f"wrote {res['path']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .trainer import TrainConfig
 
@@ -196,14 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_args(p.add_argument_group("data format"), TrainConfig())
 
-    p = sub.add_parser("predict", help="write masks and overlays for new images",
-                       description="Label every pixel of images: OUT/masks/<name>.png (class indices) and OUT/overlays/<name>.png.")
-    p.add_argument("run", help="run directory")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default %(default)s)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    _add_predict_parser(sub)
+    _add_export_parser(sub)
 
     p = sub.add_parser("demo", help="generate synthetic data, train, evaluate, predict: the whole flow",
                        description="Make a synthetic shapes data set, train the default demo model, evaluate it on "
@@ -317,17 +443,6 @@ def _cmd_inspect(args) -> int:
     return 1 if blocking else 0
 
 
-def _cmd_predict(args) -> int:
-    from .predict import load, predict_files
-
-    seg = load(args.run, args.device)
-    res = predict_files(seg, args.inputs, args.out, alpha=args.alpha, progress=not args.quiet)
-    print(f"{res['written']} images predicted into {res['out']} (masks/, overlays/)")
-    for path, reason in res["failed"]:
-        print(f"skipped: {reason}", file=sys.stderr)
-    return 1 if res["failed"] else 0
-
-
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -337,7 +452,7 @@ def _cmd_demo(args) -> int:
 
 
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "inspect": _cmd_inspect, "predict": _cmd_predict,
-            "demo": _cmd_demo, "serve": _cmd_serve}
+            "demo": _cmd_demo, "serve": _cmd_serve, "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,464 @@
+"""Inference that scales: sliding windows, test-time augmentation, Monte-Carlo dropout.
+
+Everything here works on softmax probabilities. A *member* is anything that turns a batch of
+``(N, 3, h, w)`` float images in ``[0, 1]`` into ``(N, C, h, w)`` logits (a PyTorch model, an
+ONNX Runtime session, one model of an ensemble); :func:`predict_image` averages the
+probabilities of every member, scale and flip, tile by tile, and blends the tiles into one
+``(C, H, W)`` map.
+
+Memory: an image above ``InferenceConfig.max_pixels`` (or any image with ``tile="always"``) is
+cut into ``tile_size`` squares; at most ``tile_batch`` tiles are in the network at once, so the
+activations are bounded by the tile batch whatever the image size. What grows with the image is
+only the output: the ``(C, H, W)`` float32 probability sum and an ``(H, W)`` weight sum (plus an
+``(C, H, W)`` variance sum with MC dropout), all on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import PixelwiseError
+
+TILE_MODES = ("auto", "always", "never")
+
+
+class Member(Protocol):
+    """One network to average over: ``(N, 3, h, w)`` [0, 1] float images -> ``(N, C, h, w)`` logits."""
+
+    num_classes: int
+
+    def logits(self, x01: torch.Tensor, stochastic: bool = False) -> torch.Tensor: ...
+
+
+@dataclass
+class InferenceConfig:
+    """How to turn an image into probabilities. The defaults are plain whole-image inference.
+
+    Attributes:
+        tile: ``auto`` (tile images with more than ``max_pixels`` pixels), ``always`` or ``never``.
+        tile_size: side of a square tile in image pixels (clamped to the image where it is smaller).
+        tile_overlap: share of a tile overlapping its neighbour, in [0, 1).
+        blend: weighting of overlapping tiles: ``gaussian`` (centre-heavy), ``linear`` (ramps over the overlap)
+            or ``constant`` (plain average).
+        tile_batch: tiles run through the network at once; bounds the activation memory.
+        max_pixels: with ``tile="auto"``, images with more pixels than this are tiled.
+        hflip, vflip: also predict the mirrored image and average (test-time augmentation).
+        scales: also predict the image resized by these factors and average; 1.0 is the image itself.
+        mc_dropout: number of stochastic passes with dropout on (0 = off); gives a variance map.
+    """
+
+    tile: str = "auto"
+    tile_size: int = 1024
+    tile_overlap: float = 0.25
+    blend: str = "gaussian"
+    tile_batch: int = 2
+    max_pixels: int = 2048 * 2048
+    hflip: bool = False
+    vflip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+    mc_dropout: int = 0
+
+    def __post_init__(self) -> None:
+        self.scales = tuple(float(s) for s in self.scales)
+        if self.tile not in TILE_MODES:
+            raise PixelwiseError(f"tile must be one of {', '.join(TILE_MODES)}, got {self.tile!r}")
+        if self.blend not in BLENDS:
+            raise PixelwiseError(f"unknown blending window {self.blend!r}; choose one of {', '.join(BLENDS)}")
+        if self.tile_size < 1:
+            raise PixelwiseError(f"tile size must be at least 1 pixel, got {self.tile_size}")
+        if not 0.0 <= self.tile_overlap < 1.0:
+            raise PixelwiseError(f"tile overlap must be in [0, 1), got {self.tile_overlap}")
+        if self.tile_batch < 1:
+            raise PixelwiseError(f"tile batch must be at least 1, got {self.tile_batch}")
+        if not self.scales or any(not (0.05 <= s <= 8.0) for s in self.scales):
+            raise PixelwiseError(f"scales must be between 0.05 and 8, got {self.scales}")
+        if self.mc_dropout < 0:
+            raise PixelwiseError(f"mc_dropout must be >= 0 passes, got {self.mc_dropout}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["scales"] = list(self.scales)
+        return d
+
+    @property
+    def flips(self) -> list[tuple[int, ...]]:
+        """Tensor dims to flip for each view: () is the image itself."""
+        out: list[tuple[int, ...]] = [()]
+        if self.hflip:
+            out.append((3,))
+        if self.vflip:
+            out.append((2,))
+        return out
+
+    def needs_tiling(self, height: int, width: int) -> bool:
+        if self.tile == "always":
+            return True
+        if self.tile == "never":
+            return False
+        return height * width > self.max_pixels
+
+
+@dataclass
+class Prediction:
+    """Probabilities of one image and the maps derived from them.
+
+    ``probs`` is ``(C, H, W)`` float32 (sums to 1 over C); ``variance`` is the ``(H, W)`` variance,
+    across MC-dropout passes, of the probability of the predicted class (None without MC dropout).
+    ``stats`` says how the prediction was made (tiles, largest batch sent to a network).
+    """
+
+    probs: np.ndarray
+    variance: np.ndarray | None = None
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``(H, W)`` int64 class indices (argmax of the probabilities)."""
+        return self.probs.argmax(0).astype(np.int64)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """``(H, W)`` float32: the largest class probability, in [1/C, 1]."""
+        return self.probs.max(0)
+
+    @property
+    def entropy(self) -> np.ndarray:
+        """``(H, W)`` float32 entropy of the class distribution in nats, in [0, log C]."""
+        return entropy(self.probs)
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Per-pixel entropy ``-sum_c p log p`` (nats) of ``(C, H, W)`` probabilities."""
+    p = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))
+    return torch.special.entr(p).sum(0).numpy()
+
+
+# -- blending windows --------------------------------------------------------------------------
+
+
+def gaussian_window(height: int, width: int, overlap: int = 0) -> torch.Tensor:
+    """Centre-weighted ``(height, width)`` window, sigma = 1/8 of the side, maximum 1, never 0."""
+
+    def axis(n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float64)
+        sigma = max(n / 8.0, 1e-3)
+        return torch.exp(-0.5 * ((i - (n - 1) / 2.0) / sigma) ** 2)
+
+    w = torch.outer(axis(height), axis(width))
+    w = w / w.max()
+    return w.clamp_min(1e-6).float()
+
+
+def linear_window(height: int, width: int, overlap: int = 0) -> torch.Tensor:
+    """Weight that ramps linearly from the tile edge over ``overlap`` pixels, then stays 1."""
+
+    def axis(n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float64)
+        m = max(min(overlap, n // 2), 0)
+        return torch.minimum(torch.ones(n, dtype=torch.float64), torch.minimum(i + 1, n - i) / (m + 1))
+
+    return torch.outer(axis(height), axis(width)).float()
+
+
+def constant_window(height: int, width: int, overlap: int = 0) -> torch.Tensor:
+    """Uniform weight: overlapping tiles are plainly averaged."""
+    return torch.ones(height, width)
+
+
+# name -> factory(height, width, overlap pixels) -> (height, width) float32 weights > 0
+BLENDS = {"gaussian": gaussian_window, "linear": linear_window, "constant": constant_window}
+
+
+def _starts(size: int, tile: int, stride: int) -> list[int]:
+    """Tile origins along one axis: every ``stride``, the last one flush with the far edge."""
+    if tile >= size:
+        return [0]
+    starts = list(range(0, size - tile, stride))
+    starts.append(size - tile)
+    return sorted(set(starts))
+
+
+class SlidingWindow:
+    """A grid of overlapping tiles over an ``(H, W)`` image and the window that blends them.
+
+    Tiles are ``tile_size`` squares (clamped to the image where it is smaller: a tile larger
+    than the image is the image); neighbours overlap by ``overlap`` of a tile; the last row and
+    column sit flush with the image edge, so every tile has the same shape.
+    """
+
+    def __init__(self, height: int, width: int, tile_size: int, overlap: float = 0.25, blend: str = "gaussian"):
+        if height < 1 or width < 1:
+            raise PixelwiseError(f"cannot tile an empty image of {height}x{width} pixels")
+        self.height, self.width = height, width
+        self.tile_h, self.tile_w = min(tile_size, height), min(tile_size, width)
+        stride_h = max(1, int(round(self.tile_h * (1.0 - overlap))))
+        stride_w = max(1, int(round(self.tile_w * (1.0 - overlap))))
+        self.ys = _starts(height, self.tile_h, stride_h)
+        self.xs = _starts(width, self.tile_w, stride_w)
+        overlap_px = int(round(min(self.tile_h, self.tile_w) * overlap))
+        self.window = BLENDS[blend](self.tile_h, self.tile_w, overlap_px)
+
+    def __len__(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+    def origins(self) -> list[tuple[int, int]]:
+        """``(y0, x0)`` of every tile, row by row."""
+        return [(y, x) for y in self.ys for x in self.xs]
+
+    def batches(self, batch_size: int):
+        """Tile origins in groups of at most ``batch_size``."""
+        o = self.origins()
+        for i in range(0, len(o), batch_size):
+            yield o[i : i + batch_size]
+
+
+# -- the engine -------------------------------------------------------------------------------
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    down = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
+
+
+class _Tracker:
+    """Counts what was sent to the networks (for the memory bound, and for tests)."""
+
+    def __init__(self) -> None:
+        self.max_batch = 0
+        self.max_input_pixels = 0
+        self.forwards = 0
+
+    def saw(self, x: torch.Tensor) -> None:
+        self.max_batch = max(self.max_batch, int(x.shape[0]))
+        self.max_input_pixels = max(self.max_input_pixels, int(x.shape[0] * x.shape[-2] * x.shape[-1]))
+        self.forwards += 1
+
+
+def augmented_probs(x01: torch.Tensor, members: Sequence[Member], config: InferenceConfig,
+                    tracker: _Tracker | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean softmax over members x scales x flips (x MC passes) for a batch.
+
+    ``x01``: ``(N, 3, h, w)`` float in [0, 1]. Returns ``(N, C, h, w)`` float32 mean probabilities
+    and, with MC dropout, the ``(N, C, h, w)`` per-class variance across the stochastic passes
+    (averaged over members and views), else None.
+    """
+    h, w = x01.shape[-2:]
+    total = None
+    var_total = None
+    views = 0
+    for member in members:
+        for s in config.scales:
+            size = (max(1, int(round(h * s))), max(1, int(round(w * s))))
+            xs = _resize(x01, size)
+            for dims in config.flips:
+                xv = xs.flip(dims) if dims else xs
+                if tracker is not None:
+                    tracker.saw(xv)
+                var = None
+                if config.mc_dropout:
+                    mean = torch.zeros(0)
+                    m2 = torch.zeros(0)
+                    for k in range(config.mc_dropout):  # Welford: no list of passes kept
+                        p = torch.softmax(member.logits(xv, stochastic=True).float(), 1).to(x01.device)
+                        if k == 0:
+                            mean, m2 = p.clone(), torch.zeros_like(p)
+                        else:
+                            d = p - mean
+                            mean += d / (k + 1)
+                            m2 += d * (p - mean)
+                    p = mean
+                    var = m2 / max(config.mc_dropout - 1, 1)
+                else:
+                    p = torch.softmax(member.logits(xv).float(), 1).to(x01.device)
+                if dims:
+                    p = p.flip(dims)
+                    var = var.flip(dims) if var is not None else None
+                p = _resize(p, (h, w))
+                if var is not None:
+                    var = _resize(var, (h, w))
+                total = p if total is None else total + p
+                if var is not None:
+                    var_total = var if var_total is None else var_total + var
+                views += 1
+    assert total is not None
+    if views > 1:
+        total = total / views
+    if any(s != 1.0 for s in config.scales):
+        # Bilinear resizing keeps the sum at 1 only up to rounding; renormalise so it holds exactly.
+        total = total / total.sum(1, keepdim=True).clamp_min(1e-12)
+    return total, (var_total / views if var_total is not None else None)
+
+
+def _to_x01(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(N, h, w, 3)`` uint8 -> ``(N, 3, h, w)`` float32 in [0, 1] on ``device``."""
+    t = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return t.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+
+
+def _predicted_class_variance(probs: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """``(C, H, W)`` probs and per-class variance -> ``(H, W)`` variance of the argmax class."""
+    return var.gather(0, probs.argmax(0, keepdim=True))[0]
+
+
+def _check_members(members: Sequence[Member]) -> int:
+    if not members:
+        raise PixelwiseError("no model to predict with")
+    n = {m.num_classes for m in members}
+    if len(n) != 1:
+        raise PixelwiseError(f"the models predict different numbers of classes ({sorted(n)}); they cannot be averaged")
+    return n.pop()
+
+
+def is_plain(config: InferenceConfig, members: Sequence[Member]) -> bool:
+    """One network, one view, no MC dropout: the labels are the argmax of the logits."""
+    return (len(members) == 1 and not config.hflip and not config.vflip and config.scales == (1.0,)
+            and not config.mc_dropout)
+
+
+@torch.inference_mode()
+def predict_labels(images: Sequence[np.ndarray], members: Sequence[Member], config: InferenceConfig | None = None,
+                   device: str | torch.device = "cpu") -> list[np.ndarray]:
+    """``(H, W)`` int64 class indices for same-size ``(H, W, 3)`` uint8 images.
+
+    Plain inference (see :func:`is_plain`) of images that need no tiling skips the softmax: the
+    argmax of the logits is the argmax of the probabilities. Everything else goes through
+    :func:`predict_images`.
+    """
+    config = config or InferenceConfig()
+    if not images:
+        return []
+    h, w = images[0].shape[:2]
+    if is_plain(config, members) and not config.needs_tiling(h, w) and all(im.shape == images[0].shape
+                                                                            for im in images):
+        _check_members(members)
+        logits = members[0].logits(_to_x01(np.stack(images), torch.device(device)))
+        # max(dim).indices: same first-maximum rule as argmax, several times faster over the class dim on CPU.
+        labels = logits.max(1).indices.cpu().numpy().astype(np.int64, copy=False)
+        return list(labels)
+    return [p.labels for p in predict_images(images, members, config, device)]
+
+
+@torch.inference_mode()
+def predict_images(images: Sequence[np.ndarray], members: Sequence[Member], config: InferenceConfig | None = None,
+                   device: str | torch.device = "cpu") -> list[Prediction]:
+    """Probabilities for several same-size ``(H, W, 3)`` uint8 images, batched, without tiling.
+
+    Images that need tiling (see :meth:`InferenceConfig.needs_tiling`) go one by one through
+    :func:`predict_image` instead.
+    """
+    config = config or InferenceConfig()
+    if not images:
+        return []
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1 or any(im.dtype != np.uint8 for im in images):
+        raise PixelwiseError("predict_images needs uint8 images of one size; predict them one by one")
+    h, w = images[0].shape[:2]
+    if config.needs_tiling(h, w) or len(images) == 1:
+        return [predict_image(im, members, config, device) for im in images]
+    _check_members(members)
+    tracker = _Tracker()
+    probs, var = augmented_probs(_to_x01(np.stack(images), torch.device(device)), members, config, tracker)
+    probs = probs.cpu()
+    out = []
+    for i in range(len(images)):
+        v = _predicted_class_variance(probs[i], var[i].cpu()).numpy() if var is not None else None
+        out.append(Prediction(probs[i].numpy(), v, {"tiles": 1, "tiled": False, "max_batch": tracker.max_batch,
+                                                     "forwards": tracker.forwards}))
+    return out
+
+
+@torch.inference_mode()
+def predict_image(image: np.ndarray, members: Sequence[Member], config: InferenceConfig | None = None,
+                  device: str | torch.device = "cpu") -> Prediction:
+    """Probabilities for one ``(H, W, 3)`` uint8 image: whole, or tiled with blending.
+
+    Tiled, at most ``config.tile_batch`` tiles are sent to a network at once; the blended sum
+    is kept on the CPU in float32 and divided by the summed window weights at the end.
+    """
+    config = config or InferenceConfig()
+    num_classes = _check_members(members)
+    device = torch.device(device)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise PixelwiseError(f"expected an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
+    height, width = image.shape[:2]
+    tracker = _Tracker()
+    if not config.needs_tiling(height, width):
+        probs, var = augmented_probs(_to_x01(image[None], device), members, config, tracker)
+        probs = probs[0].cpu()
+        v = _predicted_class_variance(probs, var[0].cpu()).numpy() if var is not None else None
+        return Prediction(probs.numpy(), v, {"tiles": 1, "tiled": False, "max_batch": tracker.max_batch,
+                                             "forwards": tracker.forwards})
+
+    grid = SlidingWindow(height, width, config.tile_size, config.tile_overlap, config.blend)
+    acc = torch.zeros(num_classes, height, width, dtype=torch.float32)
+    weight = torch.zeros(height, width, dtype=torch.float32)
+    var_acc = torch.zeros(num_classes, height, width, dtype=torch.float32) if config.mc_dropout else None
+    win = grid.window
+    th, tw = grid.tile_h, grid.tile_w
+    for batch in grid.batches(config.tile_batch):
+        tiles = np.stack([image[y : y + th, x : x + tw] for y, x in batch])
+        probs, var = augmented_probs(_to_x01(tiles, device), members, config, tracker)
+        probs = probs.cpu()
+        var = var.cpu() if var is not None else None
+        for k, (y, x) in enumerate(batch):
+            acc[:, y : y + th, x : x + tw].add_(probs[k] * win)
+            weight[y : y + th, x : x + tw].add_(win)
+            if var_acc is not None and var is not None:
+                var_acc[:, y : y + th, x : x + tw].add_(var[k] * win)
+        del probs, var, tiles
+    acc.div_(weight)
+    v = None
+    if var_acc is not None:
+        var_acc.div_(weight)
+        v = _predicted_class_variance(acc, var_acc).numpy()
+        del var_acc
+    return Prediction(acc.numpy(), v, {"tiles": len(grid), "tiled": True, "tile_size": [th, tw],
+                                       "max_batch": tracker.max_batch, "forwards": tracker.forwards,
+                                       "max_input_pixels": tracker.max_input_pixels})
+
+
+def tile_memory_bound(config: InferenceConfig) -> int:
+    """Most input pixels one network call can see under ``config`` (tile batch x largest scaled tile)."""
+    side = max(1, int(math.ceil(config.tile_size * max(config.scales))))
+    return config.tile_batch * side * side
+
+
+def error_rate_by_confidence(confidence: np.ndarray, correct: np.ndarray, fraction: float = 0.1) -> dict:
+    """How errors concentrate on low confidence: error rate in the least-confident ``fraction`` vs the rest.
+
+    ``confidence`` and ``correct`` (bool) are same-shape arrays over the scored pixels. Ties at
+    the threshold are broken by order (a stable sort), so exactly ``round(fraction * n)`` pixels
+    form the low-confidence group. Returns ``{"pixels", "low_pixels", "low_error", "rest_error",
+    "overall_error", "ratio", "errors_in_low"}`` (``errors_in_low``: share of all errors that
+    fall in the low-confidence group).
+    """
+    conf = np.asarray(confidence, dtype=np.float64).ravel()
+    ok = np.asarray(correct, dtype=bool).ravel()
+    if conf.shape != ok.shape:
+        raise PixelwiseError(f"confidence has {conf.size} values, correct has {ok.size}")
+    n = conf.size
+    k = int(round(fraction * n))
+    if n == 0 or not 0 < k < n:
+        raise PixelwiseError(f"need pixels on both sides of the {fraction:.0%} cut (got {n} pixels)")
+    order = np.argsort(conf, kind="stable")
+    wrong = ~ok[order]
+    low, rest = wrong[:k], wrong[k:]
+    total_err = int(wrong.sum())
+    low_err, rest_err = float(low.mean()), float(rest.mean())
+    return {
+        "pixels": n,
+        "low_pixels": k,
+        "low_error": low_err,
+        "rest_error": rest_err,
+        "overall_error": total_err / n,
+        "ratio": low_err / rest_err if rest_err > 0 else float("inf"),
+        "errors_in_low": float(low.sum()) / total_err if total_err else 0.0,
+    }
