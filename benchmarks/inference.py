@@ -173,7 +173,7 @@ def memory(run: Path, side: int, threads: int) -> dict:
 # -- quality --------------------------------------------------------------------------------------
 
 
-def train_demo_model(workdir: Path, images: int, epochs: int) -> Path:
+def train_demo_model(workdir: Path, images: int, epochs: int | None) -> Path:
     from pixelwise.data.synthetic import make_demo_dataset
     from pixelwise.demo import DEMO_TRAIN
     from pixelwise.trainer import TrainConfig, train
@@ -184,7 +184,9 @@ def train_demo_model(workdir: Path, images: int, epochs: int) -> Path:
     data = workdir / "quality-run-data"
     if not (data / "classes.yaml").is_file():
         make_demo_dataset(data, num_images=images, seed=0)
-    cfg = dict(DEMO_TRAIN, epochs=epochs, dropout=0.1)
+    cfg = dict(DEMO_TRAIN, dropout=0.1)
+    if epochs:
+        cfg["epochs"] = epochs
     train(TrainConfig(data=str(data), out=str(run), **cfg), overwrite=True, progress=True)
     (run / "data-path.txt").write_text(str(data))
     return run
@@ -316,7 +318,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--big", type=int, default=8000, help="side of the memory test image (default 8000)")
     ap.add_argument("--demo-images", type=int, default=300)
-    ap.add_argument("--demo-epochs", type=int, default=14)
+    ap.add_argument("--demo-epochs", type=int, default=None, help="default: the demo's own epoch count")
     ap.add_argument("--val-images", type=int, default=60, help="cap on validation images scored")
     ap.add_argument("--skip", action="append", default=[], choices=["speed", "memory", "quality"])
     ap.add_argument("--json", default=None, help="also write all results to this JSON file")

@@ -88,7 +88,7 @@ class TrainConfig:
     class_weights: str | None = None  # None | inverse | median | auto (= median)
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     amp: bool = True  # mixed precision: fp16/bf16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX)
-    channels_last: bool | None = None  # None = on CUDA only (measured slower on CPU)
+    channels_last: bool | None = None  # None = on CUDA only (no faster on the CPUs measured)
     seed: int = 0
     deterministic: bool = False
     num_workers: int = -1  # -1 = chosen from the CPU count
