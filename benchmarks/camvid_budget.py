@@ -45,7 +45,8 @@ VOID = 11
 
 
 def stems(data: Path, split: str) -> list[str]:
-    return (data / "splits" / f"{split}.txt").read_text().split()
+    """Split files list file names ("0016E5_07959.png"); the stems are what pairs images with masks."""
+    return [Path(n).stem for n in (data / "splits" / f"{split}.txt").read_text().split()]
 
 
 def load_pair(data: Path, stem: str) -> tuple[torch.Tensor, torch.Tensor]:
