@@ -167,3 +167,104 @@ def test_lr_schedule_shape():
     assert lr_factor(total, total, warm, "poly") == 0.0
     with pytest.raises(PixelwiseError):
         lr_factor(50, total, warm, "bogus")
+
+
+def test_ema_weights_are_validated_and_saved(demo_data, tmp_path, monkeypatch):
+    """The bundle holds the moving average of the raw weights, computed here independently step by step."""
+    from torch.optim.swa_utils import AveragedModel
+
+    seen = []
+    real_update = AveragedModel.update_parameters
+
+    def record(self, model):
+        seen.append(model.state_dict()["net.segmentation_head.0.weight"].detach().clone())
+        return real_update(self, model)
+
+    monkeypatch.setattr(AveragedModel, "update_parameters", record)
+    decay = 0.6
+    pixelwise.train(data=str(demo_data), out=str(tmp_path / "e"), epochs=2, batch_size=4, crop_size=48, num_workers=0,
+                    max_steps_per_epoch=2, ema=decay, progress=False, **TINY_MODEL)
+    assert len(seen) == 4  # one update per optimizer step
+    expected = seen[0]
+    for w in seen[1:]:
+        expected = decay * expected + (1 - decay) * w
+    bundle = load_file(str(tmp_path / "e" / "model.safetensors"))
+    check = load_file(str(tmp_path / "e" / "checkpoint.safetensors"))
+    key = "net.segmentation_head.0.weight"
+    best_epoch = json.loads((tmp_path / "e" / "model.json").read_text())["training"]["best_epoch"]
+    if best_epoch == 2:  # the bundle is the last epoch's average
+        assert torch.allclose(bundle[key], expected, atol=1e-6)
+    assert torch.allclose(check[f"ema/module.{key}"], expected, atol=1e-6)
+    assert torch.allclose(check[f"model/{key}"], seen[-1], atol=0)
+    assert not torch.allclose(check[f"model/{key}"], expected)  # raw and averaged weights differ
+    assert int(check["ema/n_averaged"]) == 4
+
+
+def test_ema_resume_equals_uninterrupted(demo_data, tmp_path, monkeypatch):
+    common = dict(data=str(demo_data), epochs=2, batch_size=4, crop_size=48, num_workers=0,
+                  max_steps_per_epoch=2, ema=0.9, progress=False, **TINY_MODEL)
+    pixelwise.train(out=str(tmp_path / "a"), **common)
+
+    import pixelwise.trainer as trainer
+
+    real = trainer.run_validation
+    calls = {"n": 0}
+
+    def interrupt_on_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "run_validation", interrupt_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        pixelwise.train(out=str(tmp_path / "b"), **common)
+    monkeypatch.setattr(trainer, "run_validation", real)
+    pixelwise.train(out=str(tmp_path / "b"), resume=True, progress=False)
+    a = load_file(str(tmp_path / "a" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
+    assert any(k.startswith("ema/") for k in a) and a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1])
+def test_ema_decay_out_of_range(demo_data, tmp_path, decay):
+    with pytest.raises(PixelwiseError, match="--ema"):
+        pixelwise.train(data=str(demo_data), out=str(tmp_path / "x"), epochs=1, ema=decay, num_workers=0,
+                        progress=False, **TINY_MODEL)
+
+
+def test_time_limit_with_epochs_ending_first_still_decays(demo_data, tmp_path):
+    """On the clock but faster than the clock: the schedule follows the steps and ends on the last one."""
+    res = pixelwise.train(data=str(demo_data), out=str(tmp_path / "t"), epochs=3, batch_size=4, crop_size=48,
+                          num_workers=0, max_steps_per_epoch=2, time_limit=3600.0, progress=False, **TINY_MODEL)
+    assert len(res.history) == 3
+    # The last of 6 steps: 5/6 of the schedule (time is far below 5/6 of an hour), 3% warm-up.
+    assert res.history[-1]["lr"] == pytest.approx(1e-3 * lr_factor(int(5 / 6 * 10000), 10000, 300, "cosine"))
+    assert all("val_miou" in r for r in res.history)  # validations: every epoch when none are planned
+
+
+def test_time_limit_stops_before_the_epochs(demo_data, tmp_path):
+    res = pixelwise.train(data=str(demo_data), out=str(tmp_path / "t"), epochs=500, batch_size=4, crop_size=48,
+                          num_workers=0, time_limit=3.0, progress=False, **TINY_MODEL)
+    assert res.stopped_early and len(res.history) < 500
+    assert "val_miou" in res.history[-1]  # validated when the time was up
+    assert "time limit reached" in (tmp_path / "t" / "train.log").read_text()
+
+
+def test_demo_end_to_end_on_the_clock(tmp_path, monkeypatch, capsys):
+    """`pixelwise demo` with a tiny data set; its clock stops the 20 epochs."""
+    import pixelwise.demo as demo
+
+    monkeypatch.setitem(demo.DEMO_TRAIN, "time_limit", 4.0)
+    monkeypatch.setitem(demo.DEMO_TRAIN, "model_kwargs", TINY_MODEL["model_kwargs"])
+    out = demo.run_demo(out=str(tmp_path / "d"), num_images=10, device="cpu", progress=False)
+    run = tmp_path / "d"
+    text = capsys.readouterr().out
+    assert "or 4 s, whichever comes first" in text and f"run directory: {run}" in text
+    assert 0.0 <= out["metrics"]["miou"] <= 1.0
+    assert (run / "eval-val" / "metrics.json").is_file() and (run / "model.safetensors").is_file()
+    val = (run / "data" / "splits" / "val.txt").read_text().split()
+    assert sorted(p.stem for p in (run / "predictions" / "masks").iterdir()) == sorted(val)
+    assert len(list(csv.DictReader(open(run / "metrics.csv")))) < 20

@@ -117,6 +117,9 @@ def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
                    choices=["auto", "median", "inverse"],
                    help="weight the loss by class frequency of the training masks (auto = median frequency)")
     o.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="max gradient norm, 0 = off (default %(default)s)")
+    o.add_argument("--ema", type=float, default=defaults.ema, metavar="DECAY",
+                   help="validate and save an exponential moving average of the weights with this decay per step, "
+                        "e.g. 0.999 (default 0 = off)")
     o.add_argument("--no-amp", dest="amp", action="store_false",
                    help="train in float32 (default: mixed precision on CUDA, and bf16 on CPUs with native bf16)")
     o.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,

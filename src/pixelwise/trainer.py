@@ -87,6 +87,7 @@ class TrainConfig:
     loss: str = "ce+dice"
     class_weights: str | None = None  # None | inverse | median | auto (= median)
     grad_clip: float = 1.0  # max gradient norm; 0 disables
+    ema: float = 0.0  # decay of an exponential moving average of the weights, validated and saved; 0 = off
     amp: bool = True  # mixed precision: fp16/bf16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX)
     channels_last: bool | None = None  # None = on CUDA only (no faster on the CPUs measured)
     seed: int = 0
@@ -102,8 +103,10 @@ class TrainConfig:
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
     budget: float = 0.0  # seconds for the whole run; > 0 = plan the recipe for it (pixelwise.planner)
     keep: list = field(default_factory=list)  # with budget: options the planner leaves as given
-    time_limit: float = 0.0  # wall seconds of the training loop; > 0 = lr follows the clock and training stops on it
-    validations: int = 0  # with time_limit: validations spread evenly over that time (the last at the end)
+    time_limit: float = 0.0  # wall seconds of the training loop; > 0 = training stops on the clock or after
+    #                          `epochs`, whichever comes first, and the lr schedule follows the one further along
+    validations: int = 0  # with time_limit: validations spread evenly over that time (the last at the end);
+    #                       0 = every `val_every` epochs and when the time is up
     format: str = "auto"  # data set format (pixelwise.data.formats.FORMATS), detected when "auto"
     encoding: str = "auto"  # mask encoding (index, binary, rgb, jpeg-snap, 16bit), detected when "auto"
     classes_file: str | None = None  # a classes YAML to use instead of the data set's own
@@ -299,7 +302,7 @@ def prepare_run_dir(out: str, resume: bool, overwrite: bool) -> Path:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(run: Path, model, optimizer, scaler, state: dict) -> None:
+def save_checkpoint(run: Path, model, optimizer, scaler, state: dict, ema=None) -> None:
     """Weights and optimizer tensors to safetensors, everything else to JSON.
 
     The JSON metadata is stored twice: inside the safetensors header (what :func:`load_checkpoint`
@@ -308,6 +311,8 @@ def save_checkpoint(run: Path, model, optimizer, scaler, state: dict) -> None:
     other processes when one fails) leaves either the previous or the new complete checkpoint.
     """
     tensors = {f"model/{k}": v for k, v in state_dict_for_saving(model).items()}
+    if ema is not None:  # the averaged weights and their update count (AveragedModel.state_dict)
+        tensors.update({f"ema/{k}": v for k, v in state_dict_for_saving(ema).items()})
     opt = optimizer.state_dict()
     opt_scalars: dict = {}
     for pid, pstate in opt["state"].items():
@@ -326,7 +331,7 @@ def save_checkpoint(run: Path, model, optimizer, scaler, state: dict) -> None:
     write_json(run / "checkpoint.json", meta)
 
 
-def load_checkpoint(run: Path, model, optimizer, scaler) -> dict:
+def load_checkpoint(run: Path, model, optimizer, scaler, ema=None) -> dict:
     from safetensors import safe_open
 
     try:
@@ -346,6 +351,12 @@ def load_checkpoint(run: Path, model, optimizer, scaler) -> dict:
             "start again with --overwrite"
         )
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, strict=True)
+    if ema is not None:
+        ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema/")}
+        if ema_state:
+            ema.load_state_dict(ema_state, strict=True)
+        else:  # a run started without an average: it starts from the current weights
+            ema.module.load_state_dict(model.state_dict())
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("optim/"):
@@ -479,6 +490,8 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     main = ctx is None or ctx.is_main
     progress = progress and main
     asked_resume = resume
+    if not 0.0 <= config.ema < 1.0:
+        raise PixelwiseError(f"--ema {config.ema}: the decay must be at least 0 and below 1 (e.g. 0.999); 0 = off")
     if not resume and config.data and not Path(config.data).is_dir():
         # Before the run directory is made, so a typo leaves no empty run behind.
         raise PixelwiseError(f"{config.data}: data folder not found; give the folder that holds the data set")
@@ -574,6 +587,12 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total_steps // 2)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # The averaged weights (torch.optim.swa_utils, buffers averaged too) are what is validated and
+    # saved as the model; the optimizer keeps training the raw weights.
+    ema = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema), use_buffers=True)
+        if config.ema > 0 else None)
+    eval_model = ema.module if ema is not None else model
     amp_dtype = amp_dtype_for(device, config.amp)
     use_amp = amp_dtype is not None
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp_dtype == torch.float16)
@@ -581,7 +600,7 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     start_epoch, history, best, best_epoch, since_best = 0, [], -1.0, 0, 0
     best_metrics = None
     if resume:
-        ck = load_checkpoint(run, model, optimizer, scaler)
+        ck = load_checkpoint(run, model, optimizer, scaler, ema)
         start_epoch, history = ck["epoch"], ck["history"]
         best, best_epoch, since_best, best_metrics = ck["best_miou"], ck["best_epoch"], ck["since_best"], ck.get("best_metrics")
         if start_epoch >= config.epochs or ck.get("stopped_early"):
@@ -618,8 +637,8 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     if resume and not asked_resume:
         header += f"\ntorchrun restart {distributed.restart_count()}: resuming after epoch {start_epoch}"
     if config.time_limit > 0:
-        header += (f"\ntraining stops {config.time_limit:.0f} s after it starts (validations included); "
-                   "the learning rate follows that clock")
+        header += (f"\ntraining stops {config.time_limit:.0f} s after it starts (validations included) or after "
+                   f"{config.epochs} epochs, whichever comes first; the learning rate follows the one further along")
     if main:
         for line in data.notes:
             _log(run, f"data: {line}", echo=progress)
@@ -664,6 +683,9 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                     if share >= 1.0:
                         out_of_time = True
                         break
+                    # On a machine faster than planned the epochs run out first: follow the steps then,
+                    # so the decay still reaches its end.
+                    share = max(share, global_step / max(1, total_steps))
                     lr = config.lr * lr_factor(int(share * 10000), 10000, int(TIME_WARMUP_SHARE * 10000), config.schedule)
                 else:
                     lr = config.lr * lr_factor(global_step, total_steps, warmup, config.schedule)
@@ -689,6 +711,8 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(model)
                 loss_sum += step_loss
                 seen += int(step_images)
                 steps_done += 1
@@ -709,13 +733,13 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                 "train_seconds": round(train_seconds, 3),
             }
             improved = False
-            if config.time_limit > 0:  # on the clock: at evenly spaced shares of the time, and at the end
-                due = out_of_time or clock_share() >= (validations_done + 1) / max(1, config.validations)
+            if config.time_limit > 0 and config.validations > 0:  # at evenly spaced shares of the time, and at the end
+                due = out_of_time or clock_share() >= (validations_done + 1) / config.validations
             else:
-                due = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+                due = out_of_time or (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
             if val_loader is not None and due:
                 validations_done += 1
-                val_loss, cm = run_validation(model, val_loader, criterion, classes.num_classes, ignore, device,
+                val_loss, cm = run_validation(eval_model, val_loader, criterion, classes.num_classes, ignore, device,
                                               amp_dtype, channels_last, ctx=ctx)
                 m = cm.compute(classes.names)
                 row.update(val_loss=round(val_loss, 6), val_miou=m["miou"], val_mean_dice=m["mean_dice"],
@@ -746,7 +770,7 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                     if save_now:
                         last_save = time.perf_counter()
                         _save_epoch(run, model, optimizer, scaler, meta_base, history, epoch, best, best_epoch, since_best,
-                                best_metrics, stopped_early, improved)
+                                    best_metrics, stopped_early, improved, ema)
                     _log(run, msg, echo=progress)
                     if out_of_time:
                         _log(run, f"time limit reached after {clock_before + time.perf_counter() - loop_start:.0f} s of training; "
@@ -798,17 +822,21 @@ def _plan_for_budget(config: TrainConfig, data, device, run_clock: float):
 
 
 def _save_epoch(run: Path, model, optimizer, scaler, meta_base: dict, history: list[dict], epoch: int, best: float,
-                best_epoch: int, since_best: int, best_metrics: dict | None, stopped_early: bool, improved: bool) -> None:
-    """Write what one finished epoch leaves in the run directory (rank 0 only)."""
+                best_epoch: int, since_best: int, best_metrics: dict | None, stopped_early: bool, improved: bool,
+                ema=None) -> None:
+    """Write what one finished epoch leaves in the run directory (rank 0 only).
+
+    With ``ema`` the bundle holds the averaged weights (the ones validated); the checkpoint holds both.
+    """
     if improved:
         meta = dict(meta_base)
         meta["training"] = {**meta_base["training"], "epoch": epoch + 1, "best_epoch": best_epoch}
         meta["metrics"] = {"val": best_metrics} if best_metrics else {}
-        save_bundle(run, model, meta)
+        save_bundle(run, ema.module if ema is not None else model, meta)
     save_checkpoint(run, model, optimizer, scaler, {
         "epoch": epoch + 1, "history": history, "best_miou": best, "best_epoch": best_epoch,
         "since_best": since_best, "best_metrics": best_metrics, "stopped_early": stopped_early,
-    })
+    }, ema)
     _write_csv(run / "metrics.csv", history)
     from .viz import plot_training_curves
 
