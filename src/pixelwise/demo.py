@@ -29,9 +29,8 @@ DEMO_TRAIN = dict(
     scale_range=(0.75, 1.25),
     loss="ce+dice",
     val_fraction=0.2,
-    # 20 epochs take under 3 minutes on a 2-core CPU with native bf16; a slower CPU stops on this
-    # clock instead (the learning rate still decays to zero by then), so the demo ends in about
-    # 4 minutes anywhere. An explicit --epochs drops the clock.
+    # 20 epochs took under 3 minutes on a 2-core CPU with native bf16; a slower CPU stops on this
+    # clock instead (the learning rate still decays to zero by then). An explicit --epochs drops it.
     time_limit=210.0,
 )
 

@@ -351,12 +351,8 @@ def load_checkpoint(run: Path, model, optimizer, scaler, ema=None) -> dict:
             "start again with --overwrite"
         )
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, strict=True)
-    if ema is not None:
-        ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema/")}
-        if ema_state:
-            ema.load_state_dict(ema_state, strict=True)
-        else:  # a run started without an average: it starts from the current weights
-            ema.module.load_state_dict(model.state_dict())
+    if ema is not None:  # a resumed run keeps its own config, so an EMA run's checkpoint holds the average
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema/")}, strict=True)
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("optim/"):
