@@ -3,7 +3,7 @@
     python benchmarks/inference.py                      # everything; trains a demo model first
     python benchmarks/inference.py --run runs/demo-...  # use a trained demo run (its data/ folder is used)
 
-Speed (same machine, same process, one after the other): the default model (unet/resnet18, the
+Speed (same machine, same process, the paths called in turn, round after round): the default model (unet/resnet18, the
 TrainConfig defaults, 5 classes, seeded random weights) at one resolution (480x360 by
 default), three ways, each producing the same class-index mask:
 
@@ -13,7 +13,8 @@ default), three ways, each producing the same class-index mask:
   seg-torch   the Segmenter forced onto PyTorch (channels-last, inference mode)
   onnxruntime the Segmenter on the ONNX file written by `pixelwise export`
   seg-bf16    the Segmenter with precision="bf16" (PyTorch bfloat16 autocast; not the same output:
-              its probability difference and label agreement are printed next to it)
+              its probability difference and label agreement are printed next to it); only on
+              CPUs with native bf16, elsewhere it is emulated and about 10x slower than float32
 
 Memory: one SIZE x SIZE image (8000 by default) predicted with the default inference settings
 (tiled automatically) in a child process; its peak resident memory is read from the OS.
@@ -51,14 +52,21 @@ def _parse_size(text: str) -> tuple[int, int]:
 # -- speed ----------------------------------------------------------------------------------------
 
 
-def _timed(fn, iters: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
+def _timed_interleaved(fns: dict, iters: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, measured in rounds that call every function once.
+
+    On a machine whose speed drifts (a shared or throttled CPU) this spreads the drift over all
+    paths alike, where timing one path after the other would hand it to whichever ran last.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - t)
     return out
 
 
@@ -105,26 +113,32 @@ def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: 
         x = torch.from_numpy(img[None]).permute(0, 3, 1, 2).float() / 255.0
         ref_probs = torch.softmax(model((x - mean) / std), 1)[0].numpy()
     paths = {"eager": None, "segmenter": load(run, "cpu", "auto"), "seg-torch": load(run, "cpu", "torch"),
-             "onnxruntime": load(run, "cpu", "onnxruntime"), "seg-bf16": load(run, "cpu", "torch", precision="bf16")}
-    rows = []
+             "onnxruntime": load(run, "cpu", "onnxruntime")}
+    from pixelwise.trainer import cpu_supports_bf16
+
+    if cpu_supports_bf16():
+        paths["seg-bf16"] = load(run, "cpu", "torch", precision="bf16")
+    ones, manys, outputs = {}, {}, {}
     for name, seg in paths.items():
         if seg is None:
-            one = lambda: eager([img])  # noqa: E731
-            many = lambda: eager(imgs)  # noqa: E731
-            probs, labels = ref_probs, ref_labels[0]
+            ones[name] = lambda: eager([img])  # noqa: E731
+            manys[name] = lambda: eager(imgs)  # noqa: E731
+            outputs[name] = (ref_probs, ref_labels[0])
         else:
-            one = lambda seg=seg: seg.predict(img)  # noqa: E731
-            many = lambda seg=seg: seg.predict_batch(imgs)  # noqa: E731
-            probs = seg.predict_proba(img)
-            labels = seg.predict(img)
-        lat = _timed(one, iters, warmup)
-        thr = _timed(many, max(1, iters // batch), 1)
+            ones[name] = lambda seg=seg: seg.predict(img)  # noqa: E731
+            manys[name] = lambda seg=seg: seg.predict_batch(imgs)  # noqa: E731
+            outputs[name] = (seg.predict_proba(img), seg.predict(img))
+    lat = _timed_interleaved(ones, iters, warmup)
+    thr = _timed_interleaved(manys, max(5, iters // 2), 1)
+    rows = []
+    for name, seg in paths.items():
+        probs, labels = outputs[name]
         rows.append({
             "path": name,
             "backend": ("torch bf16" if getattr(seg, "precision", "") == "bf16"
                         else getattr(seg, "active_backend", "torch eager")),
-            "latency_ms": 1000 * statistics.median(lat),
-            "images_per_s": batch / statistics.median(thr),
+            "latency_ms": 1000 * statistics.median(lat[name]),
+            "images_per_s": batch / statistics.median(thr[name]),
             "max_abs_prob_diff": float(np.abs(probs - ref_probs).max()),
             "label_agreement": float((labels == ref_labels[0]).mean()),
         })

@@ -46,6 +46,20 @@ def test_onnx_predicts_like_pytorch_at_any_size(exported_run):
     assert onnx_seg.active_backend == "onnxruntime" and torch_seg.active_backend == "torch"
 
 
+def test_onnx_batch_runs_image_by_image_in_parallel_with_the_same_result(exported_run):
+    seg = load(exported_run, "cpu", backend="onnxruntime")
+    member = seg.members()[0]
+    member.threads = 2  # the parallel path whatever this machine's thread count
+    x = torch.rand(3, 3, 40, 56, generator=torch.Generator().manual_seed(1))
+    together = member.logits(x)
+    assert member._single is not None  # the batch went through the single-threaded session
+    one_by_one = torch.cat([torch.from_numpy(member.session.run(["logits"], {"image": x[i:i + 1].numpy()})[0])
+                            for i in range(3)])
+    torch.testing.assert_close(together, one_by_one, atol=1e-5, rtol=0)
+    labels = seg.predict_batch([(255 * x[i].permute(1, 2, 0).numpy()).astype(np.uint8) for i in range(3)])
+    assert [m.shape for m in labels] == [(40, 56)] * 3
+
+
 def test_export_torchscript_cli_prints_parity(trained_run, tmp_path, capsys):
     target = tmp_path / "m.pt"
     assert main(["export", str(trained_run), "--format", "torchscript", "--out", str(target)]) == 0

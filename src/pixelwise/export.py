@@ -153,18 +153,46 @@ def check_onnx_matches(session, path: str | Path, fingerprint: str, num_classes:
 
 
 class OnnxMember:
-    """An ONNX Runtime session as an inference member: [0, 1] images in, logits out."""
+    """An ONNX Runtime session as an inference member: [0, 1] images in, logits out.
 
-    def __init__(self, session, num_classes: int):
+    A batch of several images on the CPU runs as single images on ``threads`` parallel
+    single-threaded runs of a second session over the same graph (ONNX Runtime releases the
+    GIL): on a few cores that keeps every core busy with its own image instead of splitting each
+    layer between cores, about 10% more images per second at 480x360 on 2 cores. One image runs
+    on ``session`` with all threads, which has the lower latency. ``source`` (the ONNX file's
+    path or bytes) is what the second session is made from; without it batches use ``session``.
+    """
+
+    def __init__(self, session, num_classes: int, source: str | Path | bytes | None = None, threads: int = 0):
         self.session = session
         self.num_classes = num_classes
+        self.source = source
+        self.threads = threads or torch.get_num_threads()
+        self._single = None
+        self._pool = None
         self._lock = threading.Lock()
+
+    def _parallel(self):
+        """The single-threaded session and the thread pool for batches (made on first use)."""
+        with self._lock:
+            if self._single is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._single = onnx_session(self.source, "cpu", threads=1)
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="pixelwise-onnx")
+        return self._single, self._pool
 
     def logits(self, x01: torch.Tensor, stochastic: bool = False) -> torch.Tensor:
         if stochastic:
             raise PixelwiseError("MC dropout needs the PyTorch model; use --backend torch (or auto)")
         x = np.ascontiguousarray(x01.detach().to("cpu", torch.float32).numpy())
-        out = self.session.run(["logits"], {"image": x})[0]
+        cpu_only = self.session.get_providers()[0] == "CPUExecutionProvider"
+        if x.shape[0] > 1 and self.threads > 1 and self.source is not None and cpu_only:
+            single, pool = self._parallel()
+            parts = list(pool.map(lambda i: single.run(["logits"], {"image": x[i:i + 1]})[0], range(x.shape[0])))
+            out = np.concatenate(parts)
+        else:
+            out = self.session.run(["logits"], {"image": x})[0]
         return torch.from_numpy(out).to(x01.device)
 
 

@@ -154,15 +154,15 @@ class Segmenter:
             session = onnx_session(path, self.device)
             try:
                 check_onnx_matches(session, path, self.fingerprint, self.num_classes)
-                return OnnxMember(session, self.num_classes)
+                return OnnxMember(session, self.num_classes, source=path)
             except PixelwiseError:
                 if strict or self.onnx_path is not None:
                     raise
                 # auto with a stale RUN/model.onnx: ignore it and export the current weights.
-        session = onnx_session(onnx_bytes(self.model.to(memory_format=torch.contiguous_format).cpu(), self.meta),
-                               self.device)
+        graph = onnx_bytes(self.model.to(memory_format=torch.contiguous_format).cpu(), self.meta)
+        session = onnx_session(graph, self.device)
         self.model.to(self.device).to(memory_format=torch.channels_last)
-        return OnnxMember(session, self.num_classes)
+        return OnnxMember(session, self.num_classes, source=graph)
 
     def _member(self):
         """The member plain (deterministic) inference runs through."""
