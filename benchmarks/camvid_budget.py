@@ -176,7 +176,7 @@ def throughput(data: Path, out: Path, device: str, classes_file: Path, steps: in
     subprocess.run([sys.executable, "-m", "pixelwise", "train", str(data), "--out", str(run), "--overwrite",
                     "--classes", str(classes_file), "--arch", "unet", "--encoder", "resnet34", "--batch-size", "4",
                     "--crop-size", "384", "--scale-range", "1,1", "--epochs", "1", "--max-steps-per-epoch", str(steps),
-                    "--loss", "ce", "--device", device, "--quiet"], check=True)
+                    "--loss", "ce", "--channels-last", "--device", device, "--quiet"], check=True)
     rows = (run / "metrics.csv").read_text().splitlines()
     header, first = rows[0].split(","), rows[1].split(",")
     pw = float(first[header.index("images_per_s")])

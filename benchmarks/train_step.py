@@ -1,14 +1,21 @@
-"""Training-step speed of the demo model on this CPU: float32 vs bf16 autocast, NCHW vs channels_last.
+"""Training-step speed of the demo U-Net on this CPU: encoder, batch size, float32 vs bf16, NCHW vs channels_last.
 
-    python benchmarks/train_step.py [--batch 8] [--crop 128] [--steps 10]
+    python benchmarks/train_step.py [--encoders resnet18,tu-resnet10t] [--batches 8,16] [--crop 128]
+                                    [--rounds 6] [--bf16 auto|yes|no]
 
-Random inputs (speed does not depend on pixel values), the real loss and AdamW; the first two
-steps of each setting are warm-up and not counted; the best of the rest is reported.
+Random inputs (speed does not depend on pixel values), the demo's decoder, the real loss and
+AdamW. Every setting keeps its own model and optimiser; the settings take one step each in
+turn, round after round, so a machine whose speed drifts slows all of them alike. The first
+round is warm-up; the median of the rest is reported, as training images per second.
+bf16 autocast is measured only on CPUs with native bf16 unless ``--bf16 yes`` (emulated bf16 is
+about 10-20x slower than float32).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import statistics
 import time
 
 import torch
@@ -21,36 +28,41 @@ from pixelwise.trainer import cpu_supports_bf16
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--encoders", default="resnet18,tu-resnet10t")
+    p.add_argument("--batches", default="8,16")
     p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto")
     args = p.parse_args()
-    torch.manual_seed(0)
-    x = torch.randn(args.batch, 3, args.crop, args.crop)
-    y = torch.randint(0, 5, (args.batch, args.crop, args.crop))
+    bf16 = cpu_supports_bf16() if args.bf16 == "auto" else args.bf16 == "yes"
     crit = build_loss("ce+dice", ignore_index=255)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_supports_bf16()}")
-    print(f"{'setting':<22} {'images/s':>9}")
-    for dtype in (None, torch.bfloat16):
-        for channels_last in (False, True):
-            model = build_model(ModelConfig(DEMO_TRAIN["arch"], DEMO_TRAIN["encoder"], 5,
-                                            kwargs=dict(DEMO_TRAIN["model_kwargs"])))
-            fmt = torch.channels_last if channels_last else torch.contiguous_format
-            model = model.to(memory_format=fmt)
-            xx = x.contiguous(memory_format=fmt)
-            opt = torch.optim.AdamW(model.parameters(), 1e-3)
-            times = []
-            for _ in range(args.steps):
-                t = time.perf_counter()
-                with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                    out = model(xx)
-                loss = crit(out.float(), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                times.append(time.perf_counter() - t)
-            name = f"{'bf16' if dtype else 'float32'} {'channels_last' if channels_last else 'NCHW'}"
-            print(f"{name:<22} {args.batch / min(times[2:]):>9.1f}", flush=True)
+    settings = []
+    for enc, batch, dtype, cl in itertools.product(args.encoders.split(","), [int(b) for b in args.batches.split(",")],
+                                                   [None, torch.bfloat16] if bf16 else [None], (False, True)):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(DEMO_TRAIN["arch"], enc, 5, kwargs=dict(DEMO_TRAIN["model_kwargs"])))
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        settings.append({
+            "name": f"{enc} batch {batch} {'bf16' if dtype else 'float32'} {'channels_last' if cl else 'NCHW'}",
+            "model": model.to(memory_format=fmt), "opt": torch.optim.AdamW(model.parameters(), 1e-3),
+            "x": torch.randn(batch, 3, args.crop, args.crop).contiguous(memory_format=fmt),
+            "y": torch.randint(0, 5, (batch, args.crop, args.crop)), "dtype": dtype, "times": [],
+        })
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_supports_bf16()}, "
+          f"{args.crop}x{args.crop} crops, {args.rounds} rounds (first = warm-up)")
+    for _ in range(args.rounds):
+        for s in settings:
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=s["dtype"] or torch.bfloat16, enabled=s["dtype"] is not None):
+                out = s["model"](s["x"])
+            loss = crit(out.float(), s["y"])
+            s["opt"].zero_grad()
+            loss.backward()
+            s["opt"].step()
+            s["times"].append(time.perf_counter() - t)
+    print(f"{'setting':<48} {'images/s':>9}")
+    for s in settings:
+        print(f"{s['name']:<48} {s['x'].shape[0] / statistics.median(s['times'][1:]):>9.1f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import pytest
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.planner import (
-    CANDIDATES, MIN_EPOCHS, MIN_STEPS, Fingerprint, Measurement, make_plan, parse_budget, usable_crops,
+    CANDIDATES, CONTEXT_MIN_EPOCHS, CONTEXT_MIN_STEPS, MIN_EPOCHS, MIN_STEPS, Fingerprint, Measurement, make_plan,
+    parse_budget, usable_crops,
 )
 
 
@@ -142,3 +143,20 @@ def test_budget_run_end_to_end(tmp_path):
     # Resuming a finished budget run has nothing left to do.
     again = train(resume=True, out=str(run), progress=False)
     assert len(again.history) == len(history)
+
+
+def test_short_of_steps_the_largest_crop_with_enough_epochs_wins():
+    # 367 training images, 20 minutes: no option reaches MIN_STEPS, several reach MIN_EPOCHS.
+    fp = fingerprint(n=367, val=101)
+    rates = {128: 10.0, 192: 8.0, 256: 4.0, 320: 2.0}
+    ms = [Measurement(c.name, crop, rate / (1.6 ** i)) for i, c in enumerate(CANDIDATES) for crop, rate in rates.items()]
+    plan = make_plan(fp, 1200, 10, ms, EVALS)
+    assert plan.estimates["steps"] < MIN_STEPS
+    assert plan.estimates["steps"] >= CONTEXT_MIN_STEPS and plan.estimates["epochs"] >= CONTEXT_MIN_EPOCHS
+    # crop 256 still gets 500 steps and 10 epochs with the lightest model; 320 does not with any.
+    assert plan.choices["crop_size"] == 256 and plan.choices["encoder"] == CANDIDATES[0].encoder
+    assert "largest crop" in plan.reasons["arch"]
+    assert plan.choices["channels_last"] is True and "channels_last" in plan.reasons
+    # Without the epochs either, the most steps decide (the smallest crop of the lightest model).
+    starved = make_plan(fp, 1200, 10, [Measurement(m.candidate, m.crop_size, m.images_per_s / 8) for m in ms], EVALS)
+    assert starved.choices["crop_size"] == 128 and "most steps" in starved.reasons["arch"]
