@@ -307,6 +307,8 @@ def print_quality(q: dict) -> None:
     base = q["miou"]["none"]
     print(f"{'variant':<28} {'mIoU':>7} {'delta':>7}")
     for k, v in q["miou"].items():
+        if k == "crf" and q["crf_backend"] == "torch":
+            continue  # without pydensecrf the default CRF is the torch one, the next row
         label = f"crf({q['crf_backend']})" if k == "crf" else k
         print(f"{label:<28} {100 * v:>7.2f} {100 * (v - base):>+7.2f}")
     print(f"tiled (128 px tiles) vs whole-image labels agree on {100 * q['tiled_label_agreement']:.2f}% of pixels")
