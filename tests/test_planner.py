@@ -155,7 +155,7 @@ def test_short_of_steps_the_largest_crop_with_enough_epochs_wins():
     assert plan.estimates["steps"] >= CONTEXT_MIN_STEPS and plan.estimates["epochs"] >= CONTEXT_MIN_EPOCHS
     # crop 256 still gets 500 steps and 10 epochs with the lightest model; 320 does not with any.
     assert plan.choices["crop_size"] == 256 and plan.choices["encoder"] == CANDIDATES[0].encoder
-    assert "largest crop" in plan.reasons["arch"]
+    assert "crop 256: the largest" in plan.reasons["arch"] and "most steps" in plan.reasons["arch"]
     assert plan.choices["channels_last"] is True and "channels_last" in plan.reasons
     # Without the epochs either, the most steps decide (the smallest crop of the lightest model).
     starved = make_plan(fp, 1200, 10, [Measurement(m.candidate, m.crop_size, m.images_per_s / 8) for m in ms], EVALS)

@@ -108,9 +108,9 @@ CROP_SIZES = (128, 192, 256, 320, 384, 512)
 MIN_STEPS = 1500
 # At least this many passes over the training images, so every image is seen in many crops.
 MIN_EPOCHS = 20
-# Short of both, a run still needs this many steps and passes; among the options that get them
-# the largest crop wins (on CamVid, a loop that saw whole frames for 158 steps learnt building and
-# pavement far better than 128 px crops for 1000 steps).
+# The crop is the largest at which a candidate still gets this many steps and passes (on CamVid,
+# a loop that saw whole frames for 158 steps learnt building and pavement far better than 128 px
+# crops did in 1000 steps); the model is then chosen at that crop by MIN_STEPS and MIN_EPOCHS.
 CONTEXT_MIN_STEPS = 500
 CONTEXT_MIN_EPOCHS = 10
 # Share of the budget that validation during training may use (the final one included).
@@ -212,23 +212,29 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
                              "give a larger --budget or fewer validation images")
     if "crop_size" in overrides:
         options = [o for o in options if o["crop"] == overrides["crop_size"]] or options
-    enough = [o for o in options if o["steps"] >= MIN_STEPS and o["epochs"] >= MIN_EPOCHS]
-    if enough:
-        best = max(enough, key=lambda o: (o["rank"], o["crop"]))
-        why_model = (f"the most capable candidate that still gets >= {MIN_STEPS} steps and >= {MIN_EPOCHS} epochs "
-                     f"({best['steps']} steps, {best['epochs']:.0f} epochs at {best['rate']:.1f} img/s)")
-    elif context := [o for o in options if o["steps"] >= CONTEXT_MIN_STEPS and o["epochs"] >= CONTEXT_MIN_EPOCHS]:
-        # Short of steps: the crop decides how much of a scene each step sees, which matters more
-        # than model capacity or extra steps on scenes of large regions (a 128 px crop of a
-        # 480x360 street sees a patch of road or sky, not where it meets the pavement).
-        best = max(context, key=lambda o: (o["crop"], o["rank"]))
-        why_model = (f"no candidate reaches {MIN_STEPS} steps and {MIN_EPOCHS} epochs in this budget, so the largest "
-                     f"crop that still gets {CONTEXT_MIN_STEPS} steps and {CONTEXT_MIN_EPOCHS} epochs, then the most "
-                     f"capable model ({best['steps']} steps, {best['epochs']:.0f} epochs at {best['rate']:.1f} img/s)")
+    # The crop first: how much of a scene each step sees matters more than model capacity or
+    # extra steps (a 128 px crop of a 480x360 street sees a patch of road or sky, not where it
+    # meets the pavement). Then, at that crop, the most capable model that gets enough steps.
+    context = [o for o in options if o["steps"] >= CONTEXT_MIN_STEPS and o["epochs"] >= CONTEXT_MIN_EPOCHS]
+    if context:
+        crop = max(o["crop"] for o in context)
+        why_crop = (f"crop {crop}: the largest at which a candidate still gets >= {CONTEXT_MIN_STEPS} steps and "
+                    f">= {CONTEXT_MIN_EPOCHS} epochs")
+        enough = [o for o in options if o["crop"] == crop and o["steps"] >= MIN_STEPS and o["epochs"] >= MIN_EPOCHS]
+        if enough:
+            best = max(enough, key=lambda o: o["rank"])
+            why_model = (f"{why_crop}; at it, the most capable candidate that still gets >= {MIN_STEPS} steps and "
+                         f">= {MIN_EPOCHS} epochs ({best['steps']} steps, {best['epochs']:.0f} epochs at "
+                         f"{best['rate']:.1f} img/s)")
+        else:
+            best = max((o for o in context if o["crop"] == crop), key=lambda o: o["steps"])
+            why_model = (f"{why_crop}; at it no candidate reaches {MIN_STEPS} steps and {MIN_EPOCHS} epochs, so the "
+                         f"one with the most steps ({best['steps']} steps, {best['epochs']:.0f} epochs at "
+                         f"{best['rate']:.1f} img/s)")
     else:
         best = max(options, key=lambda o: (o["steps"], o["crop"]))
-        why_model = (f"no candidate reaches {MIN_STEPS} steps and {MIN_EPOCHS} epochs in this budget, so the one "
-                     f"with the most steps ({best['steps']} at {best['rate']:.1f} img/s)")
+        why_model = (f"no candidate reaches {CONTEXT_MIN_STEPS} steps and {CONTEXT_MIN_EPOCHS} epochs at any crop in "
+                     f"this budget, so the one with the most steps ({best['steps']} at {best['rate']:.1f} img/s)")
     cand = by_name[best["name"]]
     batch = int(overrides.get("batch_size", cand.batch_size))
     steps_per_epoch = max(1, n_train // batch)
@@ -244,7 +250,8 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
     }
     reasons = {
         "arch": why_model, "encoder": "with the architecture", "model_kwargs": "with the architecture",
-        "crop_size": f"largest measured crop up to the median image side {min(fp.median_hw)} px that fits the rule above",
+        "crop_size": f"the largest measured crop up to the median image side {min(fp.median_hw)} px that fits the "
+        "rule above",
         "batch_size": "the candidate's batch", "epochs": "as many as the measured throughput fits; training stops on "
         "the clock in any case", "time_limit": "the budget minus reading, measuring, the final validation and saving",
         "schedule": "cosine decay over the training time, reaching zero at the end",
