@@ -217,6 +217,11 @@ def test_class_weights_median_and_inverse():
     np.testing.assert_allclose(class_weights_from_counts(counts, "inverse"), [10 / 3, 10 / 9, 5 / 9], rtol=1e-6)
 
 
+def test_class_weights_sqrt_is_the_root_of_median():
+    counts = np.array([10, 30, 60, 0])
+    np.testing.assert_allclose(class_weights_from_counts(counts, "sqrt"), [3 ** 0.5, 1.0, 0.5 ** 0.5, 0.0], rtol=1e-6)
+
+
 def test_class_weights_zero_count_gets_zero():
     # Present frequencies 0.1, 0.3, 0.6 as before: the empty class changes nothing else.
     np.testing.assert_allclose(
@@ -231,7 +236,7 @@ def test_class_weights_zero_count_gets_zero():
 
 def test_class_weights_errors():
     with pytest.raises(PixelwiseError):
-        class_weights_from_counts(np.array([1, 2]), "sqrt")
+        class_weights_from_counts(np.array([1, 2]), "log")
     with pytest.raises(PixelwiseError):
         class_weights_from_counts(np.array([0, 0]))
     with pytest.raises(PixelwiseError):

@@ -89,7 +89,7 @@ def test_imbalance_turns_on_class_weights():
     balanced = make_plan(fingerprint(shares=(0.4, 0.3, 0.3)), 600, 5, measurements(), EVALS)
     skewed = make_plan(fingerprint(shares=(0.97, 0.025, 0.005)), 600, 5, measurements(), EVALS)
     assert balanced.choices["class_weights"] is None
-    assert skewed.choices["class_weights"] == "median"
+    assert skewed.choices["class_weights"] == "sqrt"
 
 
 def test_tiny_data_and_huge_images_give_sane_plans():

@@ -114,8 +114,9 @@ def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
     o.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs, help="default %(default)s")
     o.add_argument("--loss", choices=list(LOSSES), default=defaults.loss, help="default %(default)s")
     o.add_argument("--class-weights", nargs="?", const="auto", default=None,
-                   choices=["auto", "median", "inverse"],
-                   help="weight the loss by class frequency of the training masks (auto = median frequency)")
+                   choices=["auto", "median", "sqrt", "inverse"],
+                   help="weight the loss by class frequency of the training masks (auto = median frequency; "
+                   "sqrt = its square root)")
     o.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="max gradient norm, 0 = off (default %(default)s)")
     o.add_argument("--ema", type=float, default=defaults.ema, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights with this decay per step, "
@@ -123,7 +124,7 @@ def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
     o.add_argument("--no-amp", dest="amp", action="store_false",
                    help="train in float32 (default: mixed precision on CUDA, and bf16 on CPUs with native bf16)")
     o.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory layout (default: on CUDA only)")
+                   help="NHWC memory layout (default: on CUDA only; the demo and --budget runs turn it on)")
     o.add_argument("--patience", type=int, default=defaults.patience,
                    help="stop after this many validations without a better mIoU; 0 = never (default)")
     a = p.add_argument_group("data and augmentation")

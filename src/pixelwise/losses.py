@@ -225,7 +225,10 @@ def class_weights_from_counts(counts: np.ndarray, method: str = "median") -> np.
         method: "median" - median frequency balancing (Eigen & Fergus, 2015):
             median(freq over present classes) / freq_c;
             "inverse" - inverse frequency total / (C_present * count_c), about 1 on average over
-            present classes.
+            present classes;
+            "sqrt" - the square root of the median-frequency weights: the same order, a much
+            narrower range (on CamVid 0.37-3.9 instead of 0.14-15), so rare classes are not
+            bought with the large ones.
 
     Returns:
         (C,) float32 weights. A class with 0 pixels gets weight 0: nothing in these masks can teach
@@ -242,11 +245,13 @@ def class_weights_from_counts(counts: np.ndarray, method: str = "median") -> np.
         raise PixelwiseError("no labelled pixels: cannot derive class weights from all-zero counts")
 
     weights = np.zeros_like(counts)
-    if method == "median":
+    if method in ("median", "sqrt"):
         freq = counts[present] / total
         weights[present] = np.median(freq) / freq
+        if method == "sqrt":
+            weights = np.sqrt(weights)
     elif method == "inverse":
         weights[present] = total / (present.sum() * counts[present])
     else:
-        raise PixelwiseError(f"unknown class weight method {method!r}; valid methods: inverse, median")
+        raise PixelwiseError(f"unknown class weight method {method!r}; valid methods: inverse, median, sqrt")
     return weights.astype(np.float32)

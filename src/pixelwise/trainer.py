@@ -85,11 +85,11 @@ class TrainConfig:
     vflip: bool = False
     color_jitter: float = 0.2
     loss: str = "ce+dice"
-    class_weights: str | None = None  # None | inverse | median | auto (= median)
+    class_weights: str | None = None  # None | inverse | median | sqrt | auto (= median)
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     ema: float = 0.0  # decay of an exponential moving average of the weights, validated and saved; 0 = off
     amp: bool = True  # mixed precision: fp16/bf16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX)
-    channels_last: bool | None = None  # None = on CUDA only (no faster on the CPUs measured)
+    channels_last: bool | None = None  # None = on CUDA only (1.1x on an AVX2 CPU, 1.0x on an AVX-512 one)
     seed: int = 0
     deterministic: bool = False
     num_workers: int = -1  # -1 = chosen from the CPU count
