@@ -222,6 +222,19 @@ def test_ema_decay_out_of_range(demo_data, tmp_path, decay):
                         progress=False, **TINY_MODEL)
 
 
+@pytest.mark.parametrize("share", [1.5, -0.1])
+def test_class_crops_out_of_range(demo_data, tmp_path, share):
+    with pytest.raises(PixelwiseError, match="--class-crops"):
+        pixelwise.train(data=str(demo_data), out=str(tmp_path / "x"), epochs=1, class_crops=share, num_workers=0,
+                        progress=False, **TINY_MODEL)
+
+
+def test_class_crops_train(demo_data, tmp_path):
+    res = pixelwise.train(data=str(demo_data), out=str(tmp_path / "c"), epochs=1, batch_size=4, crop_size=48,
+                          num_workers=0, max_steps_per_epoch=2, class_crops=0.5, progress=False, **TINY_MODEL)
+    assert len(res.history) == 1 and (tmp_path / "c" / "model.safetensors").is_file()
+
+
 def test_time_limit_with_epochs_ending_first_still_decays(demo_data, tmp_path):
     """On the clock but faster than the clock: the schedule follows the steps and ends on the last one."""
     res = pixelwise.train(data=str(demo_data), out=str(tmp_path / "t"), epochs=3, batch_size=4, crop_size=48,

@@ -117,6 +117,9 @@ def _add_train_args(p: argparse.ArgumentParser, defaults) -> None:
                    choices=["auto", "median", "sqrt", "inverse"],
                    help="weight the loss by class frequency of the training masks (auto = median frequency; "
                    "sqrt = its square root)")
+    o.add_argument("--class-crops", type=float, default=defaults.class_crops, metavar="SHARE",
+                   help="share of training crops centred on a pixel of a class drawn uniformly from those in the "
+                   "mask, so rare classes are seen often (default %(default)s = off)")
     o.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="max gradient norm, 0 = off (default %(default)s)")
     o.add_argument("--ema", type=float, default=defaults.ema, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights with this decay per step, "

@@ -86,6 +86,7 @@ class TrainConfig:
     color_jitter: float = 0.2
     loss: str = "ce+dice"
     class_weights: str | None = None  # None | inverse | median | sqrt | auto (= median)
+    class_crops: float = 0.0  # share of crops centred on a pixel of a class drawn uniformly from the mask's classes
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     ema: float = 0.0  # decay of an exponential moving average of the weights, validated and saved; 0 = off
     amp: bool = True  # mixed precision: fp16/bf16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX)
@@ -486,6 +487,8 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     main = ctx is None or ctx.is_main
     progress = progress and main
     asked_resume = resume
+    if not 0.0 <= config.class_crops <= 1.0:
+        raise PixelwiseError(f"--class-crops {config.class_crops}: the share must be between 0 and 1 (e.g. 0.5); 0 = off")
     if not 0.0 <= config.ema < 1.0:
         raise PixelwiseError(f"--ema {config.ema}: the decay must be at least 0 and below 1 (e.g. 0.999); 0 = off")
     if not resume and config.data and not Path(config.data).is_dir():
@@ -556,7 +559,8 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     criterion = build_loss(config.loss, ignore_index=ignore, class_weights=weights)
 
     cache = config.cache and _fits_in_cache(data.report)
-    tf = train_transform(config.crop_size, ignore, config.scale_range, config.hflip, config.vflip, config.color_jitter)
+    tf = train_transform(config.crop_size, ignore, config.scale_range, config.hflip, config.vflip, config.color_jitter,
+                         class_crops=config.class_crops)
     train_ds = SeededDataset(SegmentationDataset(train_samples, tf, cache=cache))
     # Rank r takes positions r, r + world, ... of the epoch's permutation, so global batch k holds
     # exactly the samples of batch k in one process; each sample's augmentation seed does not

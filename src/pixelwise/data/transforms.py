@@ -37,6 +37,46 @@ class RandomScale(v2.Transform):
         return inpt
 
 
+class ClassAwareCrop(v2.RandomCrop):
+    """A random crop (padded with ``fill`` where the image is smaller) that, with probability
+    ``p``, is centred on a pixel of one class drawn uniformly from the classes in the mask.
+
+    Drawing the class, not the pixel, uniformly is what makes rare classes show up: a class with
+    0.5% of the pixels is drawn as often as the road. The ignore index is never drawn. The crop
+    window is clamped to the (padded) image, so the chosen pixel is inside it but not always in
+    its centre near a border.
+    """
+
+    def __init__(self, size, p: float, ignore_index: int, fill):
+        super().__init__(size, pad_if_needed=True, fill=fill)
+        self.p = p
+        self.ignore_index = ignore_index
+
+    def make_params(self, flat_inputs):
+        params = super().make_params(flat_inputs)
+        if self.p <= 0 or random.random() >= self.p:
+            return params
+        mask = next((x for x in flat_inputs if isinstance(x, tv_tensors.Mask)), None)
+        if mask is None:
+            return params
+        m = mask.as_subclass(torch.Tensor)
+        m = m.reshape(m.shape[-2:])
+        classes = torch.unique(m)
+        classes = classes[classes != self.ignore_index]
+        if len(classes) == 0:
+            return params
+        cls = classes[random.randrange(len(classes))]
+        ys, xs = torch.nonzero(m == cls, as_tuple=True)
+        k = random.randrange(len(ys))
+        pad_left, pad_top, pad_right, pad_bottom = params["padding"]
+        padded_h, padded_w = m.shape[0] + pad_top + pad_bottom, m.shape[1] + pad_left + pad_right
+        h, w = params["height"], params["width"]
+        params["top"] = min(max(0, int(ys[k]) + pad_top - h // 2), padded_h - h)
+        params["left"] = min(max(0, int(xs[k]) + pad_left - w // 2), padded_w - w)
+        params["needs_crop"] = padded_h > h or padded_w > w
+        return params
+
+
 def train_transform(
     crop_size: int | tuple[int, int],
     ignore_index: int = 255,
@@ -46,8 +86,12 @@ def train_transform(
     color_jitter: float = 0.2,
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
+    class_crops: float = 0.0,
 ) -> v2.Compose:
     """Random scale, random crop (padded where the image is smaller), flips, colour jitter, normalise.
+
+    ``class_crops``: the share of crops centred on a pixel of a class drawn uniformly from those
+    in the mask (:class:`ClassAwareCrop`); 0 = every crop uniformly placed.
 
     Input: ``tv_tensors.Image`` (3, H, W) uint8 and ``tv_tensors.Mask`` (H, W) int64.
     Output: (3, h, w) float32 normalised image and (h, w) int64 mask, (h, w) = crop size.
@@ -55,9 +99,12 @@ def train_transform(
     ops: list = []
     if scale_range and tuple(scale_range) != (1.0, 1.0):
         ops.append(RandomScale(tuple(scale_range)))
-    ops.append(
-        v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index})
-    )
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
+    if class_crops > 0:
+        size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+        ops.append(ClassAwareCrop(size, class_crops, ignore_index, fill))
+    else:
+        ops.append(v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill))
     if hflip:
         ops.append(v2.RandomHorizontalFlip())
     if vflip:
