@@ -224,12 +224,12 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
         if enough:
             best = max(enough, key=lambda o: o["rank"])
             why_model = (f"{why_crop}; at it, the most capable candidate that still gets >= {MIN_STEPS} steps and "
-                         f">= {MIN_EPOCHS} epochs ({best['steps']} steps, {best['epochs']:.0f} epochs at "
+                         f">= {MIN_EPOCHS} epochs ({best['steps']} steps, {int(best['epochs'])} epochs at "
                          f"{best['rate']:.1f} img/s)")
         else:
             best = max((o for o in context if o["crop"] == crop), key=lambda o: o["steps"])
             why_model = (f"{why_crop}; at it no candidate reaches {MIN_STEPS} steps and {MIN_EPOCHS} epochs, so the "
-                         f"one with the most steps ({best['steps']} steps, {best['epochs']:.0f} epochs at "
+                         f"one with the most steps ({best['steps']} steps, {int(best['epochs'])} epochs at "
                          f"{best['rate']:.1f} img/s)")
     else:
         best = max(options, key=lambda o: (o["steps"], o["crop"]))
