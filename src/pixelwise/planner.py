@@ -265,14 +265,14 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
         reasons["class_weights"] = (f"classes are imbalanced (largest/smallest pixel share {fp.imbalance:g} > 10); "
                                     "square-rooted median-frequency weights, which do not trade the large classes "
                                     "for the rare ones as the full weights do in a short run")
-        choices["class_crops"] = 0.5
-        reasons["class_crops"] = ("half of the crops centred on a pixel of a class drawn uniformly from those in the "
-                                  "mask, so the rare classes are seen in many steps")
     else:
         choices["class_weights"] = None
         reasons["class_weights"] = f"classes are balanced enough (ratio {fp.imbalance:g} <= 10)"
-        choices["class_crops"] = 0.0
-        reasons["class_crops"] = "classes are balanced enough: crops placed uniformly"
+    # Measured on CamVid in 20 minutes (2-core CPU): 35.85 mIoU with half of the crops class-drawn,
+    # 36.62 without, the rare classes at 0 either way; no gain, so crops stay uniform.
+    choices["class_crops"] = 0.0
+    reasons["class_crops"] = ("crops placed uniformly: class-drawn crops (--class-crops) gave no gain on CamVid in "
+                              "a 20-minute budget")
     strong = best["epochs"] >= 60
     choices["scale_range"] = (0.5, 2.0) if strong else (0.75, 1.5)
     reasons["scale_range"] = ("many passes over the data: strong scale augmentation" if strong
