@@ -343,8 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "held-out images and write predictions, overlays, metrics and curves.")
     p.add_argument("--out", default="", help="run directory (default runs/demo-<date-time>)")
     p.add_argument("--images", type=_positive_int, default=None, help="number of synthetic images")
+    from .demo import DEMO_TRAIN
+
     p.add_argument("--epochs", type=_positive_int, default=None, help="train exactly this many epochs "
-                   "(default: 20 epochs or 210 s of training, whichever comes first)")
+                   f"(default: {DEMO_TRAIN['epochs']} epochs or {DEMO_TRAIN['time_limit']:.0f} s of training, "
+                   "whichever comes first)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")

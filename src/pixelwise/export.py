@@ -168,6 +168,8 @@ class OnnxMember:
         self.num_classes = num_classes
         self.source = source
         self.threads = threads or torch.get_num_threads()
+        # Batches go image by image in parallel only on the CPU, and only where a second session can be made.
+        self._can_split = source is not None and session.get_providers()[0] == "CPUExecutionProvider"
         self._single = None
         self._pool = None
         self._lock = threading.Lock()
@@ -186,8 +188,7 @@ class OnnxMember:
         if stochastic:
             raise PixelwiseError("MC dropout needs the PyTorch model; use --backend torch (or auto)")
         x = np.ascontiguousarray(x01.detach().to("cpu", torch.float32).numpy())
-        cpu_only = self.session.get_providers()[0] == "CPUExecutionProvider"
-        if x.shape[0] > 1 and self.threads > 1 and self.source is not None and cpu_only:
+        if x.shape[0] > 1 and self.threads > 1 and self._can_split:
             single, pool = self._parallel()
             parts = list(pool.map(lambda i: single.run(["logits"], {"image": x[i:i + 1]})[0], range(x.shape[0])))
             out = np.concatenate(parts)
