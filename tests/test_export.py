@@ -60,6 +60,29 @@ def test_onnx_batch_runs_image_by_image_in_parallel_with_the_same_result(exporte
     assert [m.shape for m in labels] == [(40, 56)] * 3
 
 
+def test_onnx_sizes_seen_twice_get_fixed_size_sessions_with_the_same_result(exported_run):
+    seg = load(exported_run, "cpu", backend="onnxruntime")
+    member = seg.members()[0]
+    member.threads = 2
+    batch = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(2))
+    first = member.logits(batch)  # first sight of 40x56: the free-shape session
+    assert not member._static
+    again = member.logits(batch)  # second sight: a session fixed to 1x3x40x56
+    fixed = member._static[(1, 40, 56)]
+    assert [tuple(i.shape) for i in fixed.get_inputs()] == [(1, 3, 40, 56)]
+    torch.testing.assert_close(again, first, atol=1e-5, rtol=0)
+    one = member.logits(batch[:1])
+    one = member.logits(batch[:1])  # single images: all threads, also fixed on the second sight
+    assert (2, 40, 56) in member._static
+    torch.testing.assert_close(one, first[:1], atol=1e-5, rtol=0)
+    member.STATIC_SIZES = 1  # only the most recent size keeps its sessions
+    for _ in range(2):
+        member.logits(torch.rand(2, 3, 24, 24))
+    assert set(member._static) == {(2, 40, 56), (1, 24, 24)}
+    other = torch.rand(1, 3, 33, 17)
+    torch.testing.assert_close(member.logits(other), member.logits(other), atol=1e-5, rtol=0)
+
+
 def test_export_torchscript_cli_prints_parity(trained_run, tmp_path, capsys):
     target = tmp_path / "m.pt"
     assert main(["export", str(trained_run), "--format", "torchscript", "--out", str(target)]) == 0
