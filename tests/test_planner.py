@@ -9,7 +9,7 @@ import pytest
 from pixelwise.errors import PixelwiseError
 from pixelwise.planner import (
     CANDIDATES, CONTEXT_MIN_EPOCHS, CONTEXT_MIN_STEPS, MIN_EPOCHS, MIN_STEPS, Fingerprint, Measurement, make_plan,
-    parse_budget, usable_crops,
+    parse_budget, usable_crops, worth_measuring,
 )
 
 
@@ -161,3 +161,49 @@ def test_short_of_steps_the_largest_crop_with_enough_epochs_wins():
     # Without the epochs either, the most steps decide (the smallest crop of the lightest model).
     starved = make_plan(fp, 1200, 10, [Measurement(m.candidate, m.crop_size, m.images_per_s / 8) for m in ms], EVALS)
     assert starved.choices["crop_size"] == 128 and "most steps" in starved.reasons["arch"]
+
+
+def _measured_as_the_trainer_would(fp, budget, table, elapsed=10.0, overrides=None):
+    """Walk candidates (lightest first) and crops (smallest first) as planner.measure does, asking
+    worth_measuring before each; ``table`` stands in for the machine."""
+    rates = {(m.candidate, m.crop_size): m for m in table}
+    crops = sorted({m.crop_size for m in table})
+    measured, evals = [], {}
+    for cand in CANDIDATES:
+        if not any(worth_measuring(fp, budget, elapsed, measured, evals, overrides or {}, CANDIDATES, cand, c)
+                   for c in crops):
+            continue
+        evals[cand.name] = EVALS[cand.name]
+        for crop in crops:
+            if worth_measuring(fp, budget, elapsed, measured, evals, overrides or {}, CANDIDATES, cand, crop):
+                measured.append(rates[(cand.name, crop)])
+    return measured, evals
+
+
+@pytest.mark.parametrize("budget", [120, 600, 1200, 3600, 86400])
+@pytest.mark.parametrize("n", [30, 367, 3000])
+def test_measuring_only_what_can_change_the_plan_gives_the_same_plan(budget, n):
+    fp = fingerprint(n=n, val=101)
+    # Rates that fall faster than the pixel count grows (as on CPUs) and slower (as on GPUs).
+    for table in (measurements(), [Measurement(m.candidate, m.crop_size, m.images_per_s * (m.crop_size / 128) ** 1.2)
+                                   for m in measurements()]):
+        measured, evals = _measured_as_the_trainer_would(fp, budget, table)
+        full = make_plan(fp, budget, 10, table, EVALS)
+        pruned = make_plan(fp, budget, 10, measured, evals)
+        assert pruned.choices == full.choices and pruned.estimates == full.estimates, (budget, n)
+        assert len(measured) <= len(table)
+
+
+def test_short_budgets_measure_a_fraction_of_the_configurations():
+    fp = fingerprint(n=367, val=101)
+    rates = {128: 14.4, 192: 8.0, 256: 3.9, 320: 2.2}  # the lightest candidate on a 2-core CPU (images/s)
+    table = [Measurement(c.name, crop, r / (1.6 ** i)) for i, c in enumerate(CANDIDATES) for crop, r in rates.items()]
+    measured, _ = _measured_as_the_trainer_would(fp, 1200, table)
+    # The lightest up to the first crop that misses 500 steps; no heavier model, since the lightest
+    # does not reach MIN_STEPS at the chosen crop.
+    assert [(m.candidate, m.crop_size) for m in measured] == [(CANDIDATES[0].name, c) for c in (128, 192, 256, 320)]
+    assert make_plan(fp, 1200, 10, measured, EVALS).choices["crop_size"] == 256
+    # A day: the heavier models are measured at the chosen crop only.
+    measured, _ = _measured_as_the_trainer_would(fp, 86400, table)
+    heavier = {(m.candidate, m.crop_size) for m in measured if m.candidate != CANDIDATES[0].name}
+    assert heavier and {crop for _, crop in heavier} == {320}

@@ -24,6 +24,7 @@ import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -161,6 +162,67 @@ def usable_crops(fp: Fingerprint) -> list[int]:
     return crops or [max(32, math.ceil(short / 32) * 32)]
 
 
+def _options(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: list[Measurement],
+             eval_s_per_image: dict[str, float], overrides: dict, candidates: list[Candidate]) -> list[dict]:
+    """What each measured (candidate, crop) would get from the rest of the budget: steps, epochs, validations."""
+    remaining = budget_s - elapsed_s - FINISH_RESERVE
+    names = [c.name for c in candidates]
+    by_name = dict(zip(names, candidates))
+    n_train = max(1, fp.train_images)
+    options = []
+    for m in measurements:
+        if m.images_per_s <= 0 or m.candidate not in by_name:
+            continue
+        per_val = fp.val_images * eval_s_per_image.get(m.candidate, 0.0)
+        n_val = 0
+        if fp.val_images:
+            n_val = int(min(MAX_VALIDATIONS, max(1, VALIDATION_SHARE * budget_s // max(per_val, 1e-6))))
+        train_s = remaining - n_val * per_val
+        if train_s <= 0:
+            continue
+        batch = int(overrides.get("batch_size", by_name[m.candidate].batch_size))
+        options.append(dict(name=m.candidate, crop=m.crop_size, rate=m.images_per_s, train_s=train_s,
+                            per_val=per_val, n_val=n_val, steps=int(train_s * m.images_per_s / batch),
+                            epochs=train_s * m.images_per_s / n_train, rank=names.index(m.candidate)))
+    return options
+
+
+def _has_context(o: dict) -> bool:
+    return o["steps"] >= CONTEXT_MIN_STEPS and o["epochs"] >= CONTEXT_MIN_EPOCHS
+
+
+def _has_steps(o: dict) -> bool:
+    return o["steps"] >= MIN_STEPS and o["epochs"] >= MIN_EPOCHS
+
+
+def worth_measuring(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: list[Measurement],
+                    eval_s_per_image: dict[str, float], overrides: dict, candidates: list[Candidate],
+                    candidate: Candidate, crop: int) -> bool:
+    """Whether measuring ``candidate`` at ``crop`` can change the plan, given what is measured so far.
+
+    Candidates are measured lightest first, each lighter one faster at every crop, and crops
+    smallest first. The crop rule needs only the lightest candidate: once it misses
+    CONTEXT_MIN_STEPS at a crop, larger crops (slower) miss too. A heavier candidate matters only
+    at the crop the lightest settled on, and only while the one before it reaches MIN_STEPS there.
+    """
+    overrides = overrides or {}
+    lightest = candidates[0].name
+    mine = sorted((m for m in measurements if m.candidate == lightest), key=lambda m: m.crop_size)
+    opts = {(o["name"], o["crop"]): o for o in _options(fp, budget_s, elapsed_s, measurements, eval_s_per_image,
+                                                         overrides, candidates)}
+    if candidate.name == lightest:
+        if not mine:
+            return True
+        last = opts.get((lightest, mine[-1].crop_size))
+        return last is not None and _has_context(last)
+    passed = [m.crop_size for m in mine if (lightest, m.crop_size) in opts and _has_context(opts[(lightest, m.crop_size)])]
+    if not passed or crop != max(passed):
+        return False
+    before = candidates[[c.name for c in candidates].index(candidate.name) - 1].name
+    prev = opts.get((before, crop))
+    return prev is not None and _has_steps(prev)
+
+
 def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: list[Measurement],
               eval_s_per_image: dict[str, float], overrides: dict | None = None,
               candidates: list[Candidate] | None = None) -> Plan:
@@ -177,36 +239,15 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
     """
     candidates = candidates or CANDIDATES
     overrides = dict(overrides or {})
-    remaining = budget_s - elapsed_s - FINISH_RESERVE
-    if remaining <= 5:
+    by_name = {c.name: c for c in candidates}
+    if budget_s - elapsed_s - FINISH_RESERVE <= 5:
         raise PixelwiseError(
             f"the budget of {budget_s:.0f} s is used up before training starts ({elapsed_s:.0f} s went on reading "
             "and measuring); give a larger --budget")
-    by_name = {c.name: c for c in candidates}
-    ips = {(m.candidate, m.crop_size): m.images_per_s for m in measurements if m.images_per_s > 0}
-    if not ips:
+    if not any(m.images_per_s > 0 for m in measurements):
         raise PixelwiseError("no candidate configuration could be measured on this machine")
     n_train = max(1, fp.train_images)
-
-    def budget_for(name: str) -> tuple[float, float, int]:
-        """(seconds of training steps, seconds per validation, number of validations)."""
-        per_val = fp.val_images * eval_s_per_image.get(name, 0.0)
-        n_val = 0
-        if fp.val_images:
-            n_val = int(min(MAX_VALIDATIONS, max(1, VALIDATION_SHARE * budget_s // max(per_val, 1e-6))))
-        return remaining - n_val * per_val, per_val, n_val
-
-    options = []
-    for (name, crop), rate in ips.items():
-        train_s, per_val, n_val = budget_for(name)
-        if train_s <= 0:
-            continue
-        cand = by_name[name]
-        batch = int(overrides.get("batch_size", cand.batch_size))
-        steps = int(train_s * rate / batch)
-        epochs = train_s * rate / n_train
-        options.append(dict(name=name, crop=crop, rate=rate, train_s=train_s, per_val=per_val, n_val=n_val,
-                            steps=steps, epochs=epochs, rank=[c.name for c in candidates].index(name)))
+    options = _options(fp, budget_s, elapsed_s, measurements, eval_s_per_image, overrides, candidates)
     if not options:
         raise PixelwiseError(f"validation alone would take longer than the budget of {budget_s:.0f} s; "
                              "give a larger --budget or fewer validation images")
@@ -215,12 +256,12 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
     # The crop first: how much of a scene each step sees matters more than model capacity or
     # extra steps (a 128 px crop of a 480x360 street sees a patch of road or sky, not where it
     # meets the pavement). Then, at that crop, the most capable model that gets enough steps.
-    context = [o for o in options if o["steps"] >= CONTEXT_MIN_STEPS and o["epochs"] >= CONTEXT_MIN_EPOCHS]
+    context = [o for o in options if _has_context(o)]
     if context:
         crop = max(o["crop"] for o in context)
         why_crop = (f"crop {crop}: the largest at which a candidate still gets >= {CONTEXT_MIN_STEPS} steps and "
                     f">= {CONTEXT_MIN_EPOCHS} epochs")
-        enough = [o for o in options if o["crop"] == crop and o["steps"] >= MIN_STEPS and o["epochs"] >= MIN_EPOCHS]
+        enough = [o for o in options if o["crop"] == crop and _has_steps(o)]
         if enough:
             best = max(enough, key=lambda o: o["rank"])
             why_model = (f"{why_crop}; at it, the most capable candidate that still gets >= {MIN_STEPS} steps and "
@@ -295,14 +336,19 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
 
 def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float = 2.0,
             candidates: list[Candidate] | None = None, max_seconds: float = float("inf"),
+            wanted: Callable[[Candidate, int, list[Measurement], dict[str, float]], bool] | None = None,
             ) -> tuple[list[Measurement], dict[str, float]]:
     """Time a few training steps of each candidate at each crop, and one full-size prediction.
 
-    Candidates are measured lightest first; once ``max_seconds`` have gone by, the remaining
-    ones are left out (the first is always measured).
+    Candidates are measured lightest first and crops smallest first. ``wanted(candidate, crop,
+    measured so far, eval times so far)`` (see :func:`worth_measuring`) skips the ones that
+    cannot change the plan; once ``max_seconds`` have gone by, the remaining ones are left out
+    (the first is always measured).
 
     Steps run on random tensors of the right shape (speed does not depend on the pixel values)
-    with the real loss and optimizer; the first steps warm up the kernels and are not counted.
+    with the real loss and optimizer; the first step builds the kernels and is not counted, and
+    at least two steps are timed unless that would take more than four times
+    ``seconds_per_config``.
     """
     import torch
 
@@ -310,6 +356,7 @@ def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float
     from .models import ModelConfig, build_model
 
     candidates = candidates or CANDIDATES
+    wanted = wanted or (lambda *_: True)
     num_classes = data.classes.num_classes
     fp = Fingerprint.from_data(data)
     h, w = fp.median_hw
@@ -321,33 +368,10 @@ def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float
     for cand in candidates:
         if out and time.perf_counter() - started > max_seconds:
             break
+        if not any(wanted(cand, crop, out, evals) for crop in crops):
+            continue
         model = build_model(ModelConfig(cand.arch, cand.encoder, num_classes, kwargs=dict(cand.model_kwargs)))
         model = model.to(device).to(memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        for crop in crops:
-            if evals and time.perf_counter() - started > max_seconds:
-                break
-            x = torch.randn(cand.batch_size, 3, crop, crop, generator=gen).to(device).contiguous(
-                memory_format=torch.channels_last)
-            y = torch.randint(0, num_classes, (cand.batch_size, crop, crop), generator=gen).to(device)
-            model.train()
-            timed, images, config_start = 0.0, 0, time.perf_counter()
-            for i in range(50):
-                t = time.perf_counter()
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(x)
-                loss = criterion(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                if i >= 1:  # the first step builds kernels: not counted
-                    timed += time.perf_counter() - t
-                    images += cand.batch_size
-                    if timed >= seconds_per_config or time.perf_counter() - config_start >= 3 * seconds_per_config:
-                        break
-            out.append(Measurement(cand.name, crop, images / timed if timed > 0 else 0.0))
         model.eval()
         with torch.no_grad():
             x = torch.randn(1, 3, h, w, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
@@ -362,5 +386,32 @@ def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float
             # A validation also decodes, normalises and scores each image: on CamVid (480x360) it
             # took about twice the bare forward pass, so that is what the plan reserves.
             evals[cand.name] = 2.0 * min(ts[1:])
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        for crop in crops:
+            if (out and time.perf_counter() - started > max_seconds) or not wanted(cand, crop, out, evals):
+                continue
+            x = torch.randn(cand.batch_size, 3, crop, crop, generator=gen).to(device).contiguous(
+                memory_format=torch.channels_last)
+            y = torch.randint(0, num_classes, (cand.batch_size, crop, crop), generator=gen).to(device)
+            model.train()
+            timed, images, steps, config_start = 0.0, 0, 0, time.perf_counter()
+            for i in range(50):
+                t = time.perf_counter()
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(x)
+                loss = criterion(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if i >= 1:  # the first step builds kernels: not counted
+                    timed += time.perf_counter() - t
+                    images += cand.batch_size
+                    steps += 1
+                    wall = time.perf_counter() - config_start
+                    if (timed >= seconds_per_config and steps >= 2) or wall >= 4 * seconds_per_config:
+                        break
+            out.append(Measurement(cand.name, crop, images / timed if timed > 0 else 0.0))
         del model, opt
     return out, evals

@@ -808,9 +808,14 @@ def _plan_for_budget(config: TrainConfig, data, device, run_clock: float):
     if any(k in config.keep for k in ("arch", "encoder", "model_kwargs")):
         candidates = [planner.Candidate("given", config.arch, config.encoder, dict(config.model_kwargs), config.batch_size)]
     per_config = min(2.0, max(0.3, 0.03 * config.budget / max(1, len(candidates) * len(crops))))
-    measurements, evals = planner.measure(data, device, amp_dtype_for(device, config.amp), crops, per_config, candidates,
-                                          max_seconds=0.06 * config.budget)
     overrides = {k: getattr(config, k) for k in config.keep if hasattr(config, k)}
+
+    def wanted(cand, crop, measured, evals) -> bool:
+        return planner.worth_measuring(fp, config.budget, time.perf_counter() - run_clock, measured, evals, overrides,
+                                       candidates, cand, crop)
+
+    measurements, evals = planner.measure(data, device, amp_dtype_for(device, config.amp), crops, per_config, candidates,
+                                          max_seconds=0.06 * config.budget, wanted=wanted)
     plan = planner.make_plan(fp, config.budget, time.perf_counter() - run_clock, measurements, evals, overrides,
                              candidates)
     changes = {k: v for k, v in plan.choices.items() if k in TrainConfig.__dataclass_fields__}
