@@ -128,10 +128,10 @@ def score(model, data: Path, device) -> dict:
     return {"miou": m["miou"], "per_class_iou": {c["name"]: c["iou"] for c in m["per_class"]}}
 
 
-def run_pixelwise(data: Path, out: Path, budget: str, device: str, classes_file: Path) -> dict:
+def run_pixelwise(data: Path, out: Path, budget: str, device: str, classes_file: Path, seed: int = 0) -> dict:
     run = out / f"a-pixelwise-{budget}"
     cmd = [sys.executable, "-m", "pixelwise", "train", str(data), "--budget", budget, "--out", str(run),
-           "--classes", str(classes_file), "--device", device, "--overwrite", "--quiet"]
+           "--classes", str(classes_file), "--device", device, "--seed", str(seed), "--overwrite", "--quiet"]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start
@@ -144,8 +144,8 @@ def run_pixelwise(data: Path, out: Path, budget: str, device: str, classes_file:
             "run": str(run)}
 
 
-def run_plain(name: str, batch: int, data: Path, seconds: float, device) -> dict:
-    torch.manual_seed(0)
+def run_plain(name: str, batch: int, data: Path, seconds: float, device, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
     model = build(name)
     loader = torch.utils.data.DataLoader(PlainCamVid(data, "train", True), batch_size=batch, shuffle=True)
     start = time.perf_counter()
@@ -192,6 +192,7 @@ def main() -> None:
     p.add_argument("--throughput", action="store_true", help="also measure training images/s, (a) vs (b)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/camvid-budget")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every recipe (default 0)")
     args = p.parse_args()
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,13 +202,13 @@ def main() -> None:
     results = []
     for which in args.which.split(","):
         if which == "a":
-            results.append(run_pixelwise(data, out, args.budget, args.device, classes_file))
+            results.append(run_pixelwise(data, out, args.budget, args.device, classes_file, args.seed))
         elif which == "b":
-            results.append(run_plain("unet-resnet34", 4, data, seconds, torch.device(args.device)))
+            results.append(run_plain("unet-resnet34", 4, data, seconds, torch.device(args.device), args.seed))
         elif which == "c":
-            results.append(run_plain("lraspp-mobilenet-v3-large", 8, data, seconds, torch.device(args.device)))
+            results.append(run_plain("lraspp-mobilenet-v3-large", 8, data, seconds, torch.device(args.device), args.seed))
         print(json.dumps(results[-1]), flush=True)
-    report = {"budget": args.budget, "device": args.device, "cpus": os.cpu_count(), "torch": torch.__version__,
+    report = {"budget": args.budget, "seed": args.seed, "device": args.device, "cpus": os.cpu_count(), "torch": torch.__version__,
               "results": results}
     if args.throughput:
         report["throughput"] = throughput(data, out, args.device, classes_file)

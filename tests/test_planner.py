@@ -207,3 +207,23 @@ def test_short_budgets_measure_a_fraction_of_the_configurations():
     measured, _ = _measured_as_the_trainer_would(fp, 86400, table)
     heavier = {(m.candidate, m.crop_size) for m in measured if m.candidate != CANDIDATES[0].name}
     assert heavier and {crop for _, crop in heavier} == {320}
+
+
+def test_measuring_leaves_the_seeded_initialisation_alone(tmp_path):
+    import time
+
+    import torch
+    from conftest import TINY_MODEL, make_simple_dataset
+
+    from pixelwise.data.formats import open_dataset
+    from pixelwise.trainer import TrainConfig, _plan_for_budget
+
+    data = open_dataset(str(make_simple_dataset(tmp_path / "data", n=12, size=(48, 48))))
+    config = TrainConfig(data=str(tmp_path / "data"), budget=60, device="cpu", keep=["arch", "encoder", "model_kwargs"],
+                         **TINY_MODEL)
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    plan, _ = _plan_for_budget(config, data, torch.device("cpu"), time.perf_counter())
+    assert plan.measurements  # models were built and trained for measuring ...
+    assert torch.equal(torch.rand(4), expected)  # ... without drawing from the generator training uses next

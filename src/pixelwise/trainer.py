@@ -814,8 +814,11 @@ def _plan_for_budget(config: TrainConfig, data, device, run_clock: float):
         return planner.worth_measuring(fp, config.budget, time.perf_counter() - run_clock, measured, evals, overrides,
                                        candidates, cand, crop)
 
-    measurements, evals = planner.measure(data, device, amp_dtype_for(device, config.amp), crops, per_config, candidates,
-                                          max_seconds=0.06 * config.budget, wanted=wanted)
+    # The models built for measuring draw from the random generators; forking them keeps the trained
+    # model's initialisation the one --seed gives, however many configurations were measured.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        measurements, evals = planner.measure(data, device, amp_dtype_for(device, config.amp), crops, per_config,
+                                              candidates, max_seconds=0.06 * config.budget, wanted=wanted)
     plan = planner.make_plan(fp, config.budget, time.perf_counter() - run_clock, measurements, evals, overrides,
                              candidates)
     changes = {k: v for k, v in plan.choices.items() if k in TrainConfig.__dataclass_fields__}
