@@ -4,9 +4,10 @@ The planner works in three steps:
 
 1. **Fingerprint** the data (from the validation pass that runs anyway): number of images per
    split, image sizes, classes and their pixel shares, the imbalance ratio.
-2. **Measure** on this machine, for a few seconds, the training throughput (images/s) of each
-   candidate model at each candidate crop size, and the time to predict one validation image
-   at full resolution.
+2. **Measure** on this machine, for a few seconds, the training throughput (images/s) of the
+   candidate models at the candidate crop sizes, and the time to predict one validation image
+   at full resolution; only the configurations that can change the plan are measured (see
+   :func:`worth_measuring`).
 3. **Choose** the largest model and crop that still get enough optimizer steps in the budget,
    the number of epochs that fills it, how often to validate, class weights and augmentation
    strength. Each choice carries its reason; an explicit flag always wins and is listed as
