@@ -154,9 +154,9 @@ def test_short_of_steps_the_largest_crop_with_enough_epochs_wins():
     plan = make_plan(fp, 1200, 10, ms, EVALS)
     assert plan.estimates["steps"] < MIN_STEPS
     assert plan.estimates["steps"] >= CONTEXT_MIN_STEPS and plan.estimates["epochs"] >= CONTEXT_MIN_EPOCHS
-    # crop 256 still gets 500 steps and 10 epochs with the lightest model; 320 does not with any.
-    assert plan.choices["crop_size"] == 256 and plan.choices["encoder"] == CANDIDATES[0].encoder
-    assert "crop 256: the largest" in plan.reasons["arch"] and "most steps" in plan.reasons["arch"]
+    # crop 192 still gets 800 steps and 10 epochs with the lightest model; 256 does not with any.
+    assert plan.choices["crop_size"] == 192 and plan.choices["encoder"] == CANDIDATES[0].encoder
+    assert "crop 192: the largest" in plan.reasons["arch"] and "most steps" in plan.reasons["arch"]
     assert plan.choices["channels_last"] is True and "channels_last" in plan.reasons
     # Without the epochs either, the most steps decide (the smallest crop of the lightest model).
     starved = make_plan(fp, 1200, 10, [Measurement(m.candidate, m.crop_size, m.images_per_s / 8) for m in ms], EVALS)
@@ -199,10 +199,10 @@ def test_short_budgets_measure_a_fraction_of_the_configurations():
     rates = {128: 14.4, 192: 8.0, 256: 3.9, 320: 2.2}  # the lightest candidate on a 2-core CPU (images/s)
     table = [Measurement(c.name, crop, r / (1.6 ** i)) for i, c in enumerate(CANDIDATES) for crop, r in rates.items()]
     measured, _ = _measured_as_the_trainer_would(fp, 1200, table)
-    # The lightest up to the first crop that misses 500 steps; no heavier model, since the lightest
+    # The lightest up to the first crop that misses 800 steps; no heavier model, since the lightest
     # does not reach MIN_STEPS at the chosen crop.
-    assert [(m.candidate, m.crop_size) for m in measured] == [(CANDIDATES[0].name, c) for c in (128, 192, 256, 320)]
-    assert make_plan(fp, 1200, 10, measured, EVALS).choices["crop_size"] == 256
+    assert [(m.candidate, m.crop_size) for m in measured] == [(CANDIDATES[0].name, c) for c in (128, 192, 256)]
+    assert make_plan(fp, 1200, 10, measured, EVALS).choices["crop_size"] == 192
     # A day: the heavier models are measured at the chosen crop only.
     measured, _ = _measured_as_the_trainer_would(fp, 86400, table)
     heavier = {(m.candidate, m.crop_size) for m in measured if m.candidate != CANDIDATES[0].name}
