@@ -188,7 +188,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="../shared/data/camvid")
     p.add_argument("--budget", default="20m")
-    p.add_argument("--which", default="a,b,c", help="recipes to run, comma-separated")
+    p.add_argument("--which", default="a,b,c", help="recipes to run, comma-separated (empty with --throughput: only that)")
     p.add_argument("--throughput", action="store_true", help="also measure training images/s, (a) vs (b)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/camvid-budget")
@@ -199,8 +199,12 @@ def main() -> None:
     classes_file = out / "camvid-classes.yaml"
     classes_file.write_text(json.dumps({"names": NAMES, "colors": COLORS, "ignore_index": VOID}))
     seconds = parse_budget(args.budget)
+    recipes = [w.strip() for w in args.which.split(",") if w.strip()]  # empty: only --throughput
+    unknown = sorted(set(recipes) - {"a", "b", "c"})
+    if unknown:
+        p.error(f"--which: unknown recipe(s) {', '.join(unknown)}; choose from a, b, c")
     results = []
-    for which in args.which.split(","):
+    for which in recipes:
         if which == "a":
             results.append(run_pixelwise(data, out, args.budget, args.device, classes_file, args.seed))
         elif which == "b":
