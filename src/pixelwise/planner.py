@@ -114,7 +114,7 @@ MIN_EPOCHS = 20
 # a loop that saw whole frames for 158 steps learnt building and pavement far better than 128 px
 # crops did in 1000 steps); the model is then chosen at that crop by MIN_STEPS and MIN_EPOCHS.
 # In 20 minutes on a 2-core CPU, 256 px crops got 510-550 steps and 26.26-36.62 mIoU in four
-# runs, 192 px crops 960 steps and 39.18 in one; at 500 the choice between them also flipped with
+# runs, 192 px crops 960-1060 steps and 38.33-41.31 in three; at 500 the choice between them flipped with
 # measurement noise, so the threshold sits above both.
 CONTEXT_MIN_STEPS = 800
 CONTEXT_MIN_EPOCHS = 10
