@@ -35,12 +35,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from pixelwise.metrics import ConfusionMatrix  # noqa: E402
-from pixelwise.planner import parse_budget  # noqa: E402
+from pixelwise.training.planner import parse_budget  # noqa: E402
 
-NAMES = ["sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian",
-         "bicyclist"]
-COLORS = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222], [128, 128, 0],
-          [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]]
+NAMES = [
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "sign_symbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
+]
+COLORS = [
+    [128, 128, 128],
+    [128, 0, 0],
+    [192, 192, 128],
+    [128, 64, 128],
+    [60, 40, 222],
+    [128, 128, 0],
+    [192, 128, 128],
+    [64, 64, 128],
+    [64, 0, 128],
+    [64, 64, 0],
+    [0, 128, 192],
+]
 VOID = 11
 
 
@@ -72,7 +94,10 @@ class PlainCamVid(torch.utils.data.Dataset):
         if self.crop:  # only for the like-for-like throughput measurement
             top = int(torch.randint(0, max(1, x.shape[1] - self.crop + 1), ()))
             left = int(torch.randint(0, max(1, x.shape[2] - self.crop + 1), ()))
-            x, y = x[:, top:top + self.crop, left:left + self.crop], y[top:top + self.crop, left:left + self.crop]
+            x, y = (
+                x[:, top : top + self.crop, left : left + self.crop],
+                y[top : top + self.crop, left : left + self.crop],
+            )
         h, w = x.shape[1:]
         ph, pw = (-h) % 32, (-w) % 32
         if self.crop:
@@ -109,7 +134,9 @@ def plain_loop(model, loader, device, seconds: float | None = None, steps: int |
             opt.step()
             done += 1
             images += x.shape[0]
-            if (seconds is not None and time.perf_counter() - start >= seconds) or (steps is not None and done >= steps):
+            if (seconds is not None and time.perf_counter() - start >= seconds) or (
+                steps is not None and done >= steps
+            ):
                 el = time.perf_counter() - start
                 return {"steps": done, "images": images, "seconds": round(el, 1), "images_per_s": round(images / el, 2)}
 
@@ -130,18 +157,56 @@ def score(model, data: Path, device) -> dict:
 
 def run_pixelwise(data: Path, out: Path, budget: str, device: str, classes_file: Path, seed: int = 0) -> dict:
     run = out / f"a-pixelwise-{budget}"
-    cmd = [sys.executable, "-m", "pixelwise", "train", str(data), "--budget", budget, "--out", str(run),
-           "--classes", str(classes_file), "--device", device, "--seed", str(seed), "--overwrite", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pixelwise",
+        "train",
+        str(data),
+        "--budget",
+        budget,
+        "--out",
+        str(run),
+        "--classes",
+        str(classes_file),
+        "--device",
+        device,
+        "--seed",
+        str(seed),
+        "--overwrite",
+        "--quiet",
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start
-    subprocess.run([sys.executable, "-m", "pixelwise", "evaluate", str(run), str(data), "--split", "val",
-                    "--classes", str(classes_file), "--device", device, "--quiet"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pixelwise",
+            "evaluate",
+            str(run),
+            str(data),
+            "--split",
+            "val",
+            "--classes",
+            str(classes_file),
+            "--device",
+            device,
+            "--quiet",
+        ],
+        check=True,
+    )
     metrics = json.loads((run / "eval-val" / "metrics.json").read_text())
     plan = json.loads((run / "plan.json").read_text())
-    return {"recipe": "a: pixelwise --budget", "wall_seconds": round(wall, 1), "miou": metrics["miou"],
-            "per_class_iou": {c["name"]: c["iou"] for c in metrics["per_class"]}, "plan": plan["choices"],
-            "run": str(run)}
+    return {
+        "recipe": "a: pixelwise --budget",
+        "wall_seconds": round(wall, 1),
+        "miou": metrics["miou"],
+        "per_class_iou": {c["name"]: c["iou"] for c in metrics["per_class"]},
+        "plan": plan["choices"],
+        "run": str(run),
+    }
 
 
 def run_plain(name: str, batch: int, data: Path, seconds: float, device, seed: int = 0) -> dict:
@@ -152,8 +217,12 @@ def run_plain(name: str, batch: int, data: Path, seconds: float, device, seed: i
     # The budget covers training and scoring; scoring 101 frames is timed once and kept out of training.
     t = plain_loop(model, loader, device, seconds=max(10.0, seconds - estimate_scoring(model, data, device)))
     s = score(model, data, device)
-    return {"recipe": f"{'b' if name.startswith('unet') else 'c'}: plain loop {name} batch {batch}",
-            "wall_seconds": round(time.perf_counter() - start, 1), **s, "train": t}
+    return {
+        "recipe": f"{'b' if name.startswith('unet') else 'c'}: plain loop {name} batch {batch}",
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        **s,
+        "train": t,
+    }
 
 
 def estimate_scoring(model, data: Path, device) -> float:
@@ -173,22 +242,58 @@ def throughput(data: Path, out: Path, device: str, classes_file: Path, steps: in
     loader = torch.utils.data.DataLoader(PlainCamVid(data, "train", True, crop=384), batch_size=4, shuffle=True)
     plain = plain_loop(build("unet-resnet34"), loader, torch.device(device), steps=steps)
     run = out / "throughput-pixelwise"
-    subprocess.run([sys.executable, "-m", "pixelwise", "train", str(data), "--out", str(run), "--overwrite",
-                    "--classes", str(classes_file), "--arch", "unet", "--encoder", "resnet34", "--batch-size", "4",
-                    "--crop-size", "384", "--scale-range", "1,1", "--epochs", "1", "--max-steps-per-epoch", str(steps),
-                    "--loss", "ce", "--channels-last", "--device", device, "--quiet"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pixelwise",
+            "train",
+            str(data),
+            "--out",
+            str(run),
+            "--overwrite",
+            "--classes",
+            str(classes_file),
+            "--arch",
+            "unet",
+            "--encoder",
+            "resnet34",
+            "--batch-size",
+            "4",
+            "--crop-size",
+            "384",
+            "--scale-range",
+            "1,1",
+            "--epochs",
+            "1",
+            "--max-steps-per-epoch",
+            str(steps),
+            "--loss",
+            "ce",
+            "--channels-last",
+            "--device",
+            device,
+            "--quiet",
+        ],
+        check=True,
+    )
     rows = (run / "metrics.csv").read_text().splitlines()
     header, first = rows[0].split(","), rows[1].split(",")
     pw = float(first[header.index("images_per_s")])
-    return {"plain_images_per_s": plain["images_per_s"], "pixelwise_images_per_s": pw,
-            "ratio": round(pw / plain["images_per_s"], 2)}
+    return {
+        "plain_images_per_s": plain["images_per_s"],
+        "pixelwise_images_per_s": pw,
+        "ratio": round(pw / plain["images_per_s"], 2),
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="../shared/data/camvid")
     p.add_argument("--budget", default="20m")
-    p.add_argument("--which", default="a,b,c", help="recipes to run, comma-separated (empty with --throughput: only that)")
+    p.add_argument(
+        "--which", default="a,b,c", help="recipes to run, comma-separated (empty with --throughput: only that)"
+    )
     p.add_argument("--throughput", action="store_true", help="also measure training images/s, (a) vs (b)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/camvid-budget")
@@ -210,10 +315,18 @@ def main() -> None:
         elif which == "b":
             results.append(run_plain("unet-resnet34", 4, data, seconds, torch.device(args.device), args.seed))
         elif which == "c":
-            results.append(run_plain("lraspp-mobilenet-v3-large", 8, data, seconds, torch.device(args.device), args.seed))
+            results.append(
+                run_plain("lraspp-mobilenet-v3-large", 8, data, seconds, torch.device(args.device), args.seed)
+            )
         print(json.dumps(results[-1]), flush=True)
-    report = {"budget": args.budget, "seed": args.seed, "device": args.device, "cpus": os.cpu_count(), "torch": torch.__version__,
-              "results": results}
+    report = {
+        "budget": args.budget,
+        "seed": args.seed,
+        "device": args.device,
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "results": results,
+    }
     if args.throughput:
         report["throughput"] = throughput(data, out, args.device, classes_file)
     (out / f"results-{args.budget}.json").write_text(json.dumps(report, indent=2))
@@ -223,8 +336,10 @@ def main() -> None:
         print(f"{r['recipe']:<48} {r['wall_seconds']:>8} {100 * r['miou']:>9.2f}")
     if args.throughput:
         t = report["throughput"]
-        print(f"training images/s, U-Net/resnet34, 384x384 crops, batch 4: pixelwise {t['pixelwise_images_per_s']}, "
-              f"plain loop {t['plain_images_per_s']}, ratio {t['ratio']}")
+        print(
+            f"training images/s, U-Net/resnet34, 384x384 crops, batch 4: pixelwise {t['pixelwise_images_per_s']}, "
+            f"plain loop {t['plain_images_per_s']}, ratio {t['ratio']}"
+        )
 
 
 if __name__ == "__main__":

@@ -42,10 +42,35 @@ def main() -> int:
     rates: dict[int, float] = {}
     for n in counts:
         out = work / f"run-{n}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-               "-m", "pixelwise", "train", str(data), "--out", str(out), "--overwrite", "--quiet",
-               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--crop-size", str(args.size),
-               "--arch", args.arch, "--encoder", args.encoder, "--device", args.device, "--val-fraction", "0.1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={n}",
+            "-m",
+            "pixelwise",
+            "train",
+            str(data),
+            "--out",
+            str(out),
+            "--overwrite",
+            "--quiet",
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--crop-size",
+            str(args.size),
+            "--arch",
+            args.arch,
+            "--encoder",
+            args.encoder,
+            "--device",
+            args.device,
+            "--val-fraction",
+            "0.1",
+        ]
         proc = subprocess.run(cmd, env={**os.environ}, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(f"{n} processes: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -58,8 +83,10 @@ def main() -> int:
     for n in counts:
         speed_up = rates[n] / rates[base_n]
         print(f"{n:>9}  {rates[n]:>9.1f}  {speed_up:>8.2f}  {speed_up * base_n / n:>10.2f}")
-    print(f"global batch {args.batch_size}, {args.arch}/{args.encoder}, {args.images} images of {args.size}px, "
-          f"device {args.device}; data and runs in {work}")
+    print(
+        f"global batch {args.batch_size}, {args.arch}/{args.encoder}, {args.images} images of {args.size}px, "
+        f"device {args.device}; data and runs in {work}"
+    )
     return 0
 
 

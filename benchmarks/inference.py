@@ -74,25 +74,24 @@ def _timed_interleaved(fns: dict, iters: int, warmup: int) -> dict[str, list[flo
 
 
 def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: int) -> list[dict]:
-    from pixelwise.bundle import load_bundle, save_bundle
-    from pixelwise.data.folder import ClassInfo
+    from pixelwise.bundle import Bundle, Normalization, load_bundle, save_bundle
+    from pixelwise.classes import ClassInfo, default_palette
     from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from pixelwise.export import export_model
     from pixelwise.models import ModelConfig, build_model
-    from pixelwise.predict import load
-    from pixelwise.trainer import TrainConfig
-    from pixelwise.viz import default_palette
+    from pixelwise.predict.predictor import load
+    from pixelwise.training.trainer import TrainConfig
 
     defaults = TrainConfig()
     run = workdir / "speed-model"
     if not (run / "model.json").is_file():
         torch.manual_seed(0)
-        model = build_model(ModelConfig(arch=defaults.arch, encoder=defaults.encoder, num_classes=5,
-                                        kwargs=dict(defaults.model_kwargs)))
+        model = build_model(
+            ModelConfig(arch=defaults.arch, encoder=defaults.encoder, num_classes=5, kwargs=dict(defaults.model_kwargs))
+        )
         names = ["background", "disc", "square", "triangle", "ring"]
-        meta = {"classes": ClassInfo(names, default_palette(5)).to_dict(),
-                "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}}
-        save_bundle(run, model, meta)
+        bundle = Bundle(model.config, ClassInfo(names, default_palette(5)), Normalization(IMAGENET_MEAN, IMAGENET_STD))
+        save_bundle(run, model, bundle)
     export_model(run, "onnx")
 
     w, h = size
@@ -101,9 +100,9 @@ def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: 
     imgs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(batch)]
 
     # 1. what a user writes
-    model, meta = load_bundle(run, "cpu")
-    mean = torch.tensor(meta["normalization"]["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(meta["normalization"]["std"]).view(1, 3, 1, 1)
+    model, bundle = load_bundle(run, "cpu")
+    mean = torch.tensor(bundle.normalization.mean).view(1, 3, 1, 1)
+    std = torch.tensor(bundle.normalization.std).view(1, 3, 1, 1)
 
     def eager(images, contiguous=False):
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
@@ -117,9 +116,14 @@ def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: 
     with torch.no_grad():
         x = torch.from_numpy(img[None]).permute(0, 3, 1, 2).float() / 255.0
         ref_probs = torch.softmax(model((x - mean) / std), 1)[0].numpy()
-    paths = {"eager": None, "eager-nchw": None, "segmenter": load(run, "cpu", "auto"), "seg-torch": load(run, "cpu", "torch"),
-             "onnxruntime": load(run, "cpu", "onnxruntime")}
-    from pixelwise.trainer import cpu_supports_bf16
+    paths = {
+        "eager": None,
+        "eager-nchw": None,
+        "segmenter": load(run, "cpu", "auto"),
+        "seg-torch": load(run, "cpu", "torch"),
+        "onnxruntime": load(run, "cpu", "onnxruntime"),
+    }
+    from pixelwise.training.trainer import cpu_supports_bf16
 
     if cpu_supports_bf16():
         paths["seg-bf16"] = load(run, "cpu", "torch", precision="bf16")
@@ -139,15 +143,20 @@ def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: 
     rows = []
     for name, seg in paths.items():
         probs, labels = outputs[name]
-        rows.append({
-            "path": name,
-            "backend": ("torch bf16" if getattr(seg, "precision", "") == "bf16"
-                        else getattr(seg, "active_backend", "torch eager")),
-            "latency_ms": 1000 * statistics.median(lat[name]),
-            "images_per_s": batch / statistics.median(thr[name]),
-            "max_abs_prob_diff": float(np.abs(probs - ref_probs).max()),
-            "label_agreement": float((labels == ref_labels[0]).mean()),
-        })
+        rows.append(
+            {
+                "path": name,
+                "backend": (
+                    "torch bf16"
+                    if getattr(seg, "precision", "") == "bf16"
+                    else getattr(seg, "active_backend", "torch eager")
+                ),
+                "latency_ms": 1000 * statistics.median(lat[name]),
+                "images_per_s": batch / statistics.median(thr[name]),
+                "max_abs_prob_diff": float(np.abs(probs - ref_probs).max()),
+                "label_agreement": float((labels == ref_labels[0]).mean()),
+            }
+        )
     base = rows[0]
     for r in rows:
         r["latency_x"] = base["latency_ms"] / r["latency_ms"]
@@ -160,7 +169,7 @@ def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: 
 
 def big_child(run: str, side: int, threads: int) -> None:
     """Runs in the child: predict one side x side image with the default settings, print JSON."""
-    from pixelwise.predict import load
+    from pixelwise.predict.predictor import load
 
     if threads:
         torch.set_num_threads(threads)
@@ -173,14 +182,29 @@ def big_child(run: str, side: int, threads: int) -> None:
     pred = seg.predict_full(img)
     labels = pred.labels
     seconds = time.perf_counter() - t
-    print(json.dumps({"side": side, "tiles": pred.stats["tiles"], "tiled": pred.stats["tiled"],
-                      "max_batch": pred.stats["max_batch"], "seconds": seconds, "labels": list(labels.shape),
-                      "rss_before_predict_mb": before / 1024, "backend": seg.active_backend}))
+    print(
+        json.dumps(
+            {
+                "side": side,
+                "tiles": pred.stats["tiles"],
+                "tiled": pred.stats["tiled"],
+                "max_batch": pred.stats["max_batch"],
+                "seconds": seconds,
+                "labels": list(labels.shape),
+                "rss_before_predict_mb": before / 1024,
+                "backend": seg.active_backend,
+            }
+        )
+    )
 
 
 def memory(run: Path, side: int, threads: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child-big", str(run), str(side), str(threads)],
-                          capture_output=True, text=True, env=os.environ.copy())
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child-big", str(run), str(side), str(threads)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     if proc.returncode != 0:
         raise SystemExit(f"child failed:\n{proc.stderr[-3000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -196,7 +220,7 @@ def memory(run: Path, side: int, threads: int) -> dict:
 def train_demo_model(workdir: Path, images: int, epochs: int | None) -> Path:
     from pixelwise.data.synthetic import make_demo_dataset
     from pixelwise.demo import DEMO_TRAIN
-    from pixelwise.trainer import TrainConfig, train
+    from pixelwise.training.trainer import TrainConfig, train
 
     run = workdir / "quality-run"
     if (run / "model.json").is_file():
@@ -226,15 +250,16 @@ def _data_of(run: Path, data: str | None) -> Path:
 
 def quality(run: Path, data: Path, max_images: int) -> dict:
     from pixelwise.data.folder import find_samples, read_image, read_mask, split_samples
-    from pixelwise.inference import InferenceConfig, error_rate_by_confidence
     from pixelwise.metrics import ConfusionMatrix
     from pixelwise.postprocess import PostprocessConfig, crf_backend_name, postprocess
-    from pixelwise.predict import load
+    from pixelwise.predict.engine import InferenceConfig, error_rate_by_confidence
+    from pixelwise.predict.predictor import load
 
     seg = load(run, "cpu", "auto")
-    tcfg = seg.meta.get("training", {}).get("config", {})
-    samples = split_samples(data, find_samples(data), tcfg.get("val_fraction", 0.2), tcfg.get("test_fraction", 0.0),
-                            tcfg.get("seed", 0))["val"][:max_images]
+    tcfg = seg.bundle.train_config
+    samples = split_samples(
+        data, find_samples(data), tcfg.get("val_fraction", 0.2), tcfg.get("test_fraction", 0.0), tcfg.get("seed", 0)
+    )["val"][:max_images]
     n, ignore = seg.num_classes, seg.classes.ignore_index
     post = {
         "none": PostprocessConfig(),
@@ -272,16 +297,20 @@ def quality(run: Path, data: Path, max_images: int) -> dict:
             mc = seg.predict_full(img, InferenceConfig(mc_dropout=8))
             var_all.append(mc.variance[valid])
     ok = np.concatenate(ok_all)
-    out = {"images": len(samples), "crf_backend": crf_backend_name(PostprocessConfig(crf=True)),
-           "miou": {k: cm.compute()["miou"] for k, cm in cms.items()},
-           "tiled_label_agreement": float(np.mean(agree_tiled)),
-           "uncertainty": {
-               "max probability": error_rate_by_confidence(np.concatenate(conf_all), ok, 0.1),
-               "entropy": error_rate_by_confidence(-np.concatenate(ent_all), ok, 0.1),
-           }}
+    out = {
+        "images": len(samples),
+        "crf_backend": crf_backend_name(PostprocessConfig(crf=True)),
+        "miou": {k: cm.compute()["miou"] for k, cm in cms.items()},
+        "tiled_label_agreement": float(np.mean(agree_tiled)),
+        "uncertainty": {
+            "max probability": error_rate_by_confidence(np.concatenate(conf_all), ok, 0.1),
+            "entropy": error_rate_by_confidence(-np.concatenate(ent_all), ok, 0.1),
+        },
+    }
     if var_all:
         out["uncertainty"]["MC-dropout variance (8 passes)"] = error_rate_by_confidence(
-            -np.concatenate(var_all), ok, 0.1)
+            -np.concatenate(var_all), ok, 0.1
+        )
     return out
 
 
@@ -291,12 +320,16 @@ def quality(run: Path, data: Path, max_images: int) -> dict:
 def print_speed(rows: list[dict], size, batch: int) -> None:
     threads = torch.get_num_threads()
     print(f"\n== speed: {size[0]}x{size[1]}, unet/resnet18 (TrainConfig defaults), {threads} threads ==")
-    print(f"{'path':<12} {'runs on':<12} {'latency ms':>10} {'images/s':>9} {'x eager lat':>11} {'x eager img/s':>13} "
-          f"{'max|dp|':>9} {'labels=':>8}")
+    print(
+        f"{'path':<12} {'runs on':<12} {'latency ms':>10} {'images/s':>9} {'x eager lat':>11} {'x eager img/s':>13} "
+        f"{'max|dp|':>9} {'labels=':>8}"
+    )
     for r in rows:
-        print(f"{r['path']:<12} {r['backend']:<12} {r['latency_ms']:>10.1f} {r['images_per_s']:>9.2f} "
-              f"{r['latency_x']:>11.2f} {r['throughput_x']:>13.2f} {r['max_abs_prob_diff']:>9.2e} "
-              f"{100 * r['label_agreement']:>7.3f}%")
+        print(
+            f"{r['path']:<12} {r['backend']:<12} {r['latency_ms']:>10.1f} {r['images_per_s']:>9.2f} "
+            f"{r['latency_x']:>11.2f} {r['throughput_x']:>13.2f} {r['max_abs_prob_diff']:>9.2e} "
+            f"{100 * r['label_agreement']:>7.3f}%"
+        )
     print(f"(latency: batch 1, median; images/s: predict_batch of {batch})")
 
 
@@ -304,8 +337,10 @@ def print_memory(m: dict) -> None:
     s = m["side"]
     print(f"\n== memory: one {s}x{s} image, default settings ({m['backend']}) ==")
     print(f"tiled={m['tiled']} tiles={m['tiles']} largest batch={m['max_batch']} time={m['seconds']:.1f}s")
-    print(f"peak RSS {m['peak_rss_mb']:.0f} MB (before predicting: {m['rss_before_predict_mb']:.0f} MB; "
-          f"probability + weight buffers alone: {m['output_buffers_mb']:.0f} MB)")
+    print(
+        f"peak RSS {m['peak_rss_mb']:.0f} MB (before predicting: {m['rss_before_predict_mb']:.0f} MB; "
+        f"probability + weight buffers alone: {m['output_buffers_mb']:.0f} MB)"
+    )
 
 
 def print_quality(q: dict) -> None:
@@ -321,8 +356,10 @@ def print_quality(q: dict) -> None:
     print("\nerrors among the least-certain 10% of pixels vs the other 90%:")
     print(f"{'ranked by':<32} {'error low10%':>12} {'error rest':>10} {'ratio':>7} {'errors in low10%':>16}")
     for k, r in q["uncertainty"].items():
-        print(f"{k:<32} {100 * r['low_error']:>11.2f}% {100 * r['rest_error']:>9.2f}% {r['ratio']:>7.1f} "
-              f"{100 * r['errors_in_low']:>15.1f}%")
+        print(
+            f"{k:<32} {100 * r['low_error']:>11.2f}% {100 * r['rest_error']:>9.2f}% {r['ratio']:>7.1f} "
+            f"{100 * r['errors_in_low']:>15.1f}%"
+        )
 
 
 def main() -> None:

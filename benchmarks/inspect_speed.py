@@ -51,15 +51,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="reader threads (default: as pixelwise chooses)")
     args = ap.parse_args()
 
-    from pixelwise.datacheck import inspect_data
+    from pixelwise.inspection import inspect_data
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     with tempfile.TemporaryDirectory(prefix="pixelwise-inspect-bench-") as tmp:
         data = Path(tmp) / "data"
         t = time.perf_counter()
         make_pairs(data, args.pairs, args.width, args.height)
-        print(f"wrote {args.pairs} pairs of {args.width}x{args.height} in {time.perf_counter() - t:.1f} s "
-              f"({cores} cores available)")
+        print(
+            f"wrote {args.pairs} pairs of {args.width}x{args.height} in {time.perf_counter() - t:.1f} s "
+            f"({cores} cores available)"
+        )
         for run in range(args.runs):
             t = time.perf_counter()
             report = inspect_data(data, out=Path(tmp) / "report", workers=args.workers)

@@ -44,8 +44,10 @@ def synthetic_image(size: int) -> bytes:
 
 def multipart(data: bytes, filename: str) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f"Content-Type: image/png\r\n\r\n"
+    ).encode()
     return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -62,8 +64,19 @@ def start_server(run: str, workers: int, device: str, token: str | None) -> tupl
     env = dict(os.environ)
     if token:
         env["PIXELWISE_TOKEN"] = token
-    cmd = [sys.executable, "-m", "pixelwise", "serve", run, "--port", "0", "--workers", str(workers),
-           "--device", device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pixelwise",
+        "serve",
+        run,
+        "--port",
+        "0",
+        "--workers",
+        str(workers),
+        "--device",
+        device,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     if " at http://" not in line:
@@ -72,8 +85,17 @@ def start_server(run: str, workers: int, device: str, token: str | None) -> tupl
     return proc, line.split(" at ")[1].split("/ ")[0]
 
 
-def client_loop(host: str, port: int, path: str, body: bytes, headers: dict, deadline: float,
-                latencies: list[float], statuses: Counter, lock: threading.Lock) -> None:
+def client_loop(
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict,
+    deadline: float,
+    latencies: list[float],
+    statuses: Counter,
+    lock: threading.Lock,
+) -> None:
     conn = None
     while time.perf_counter() < deadline:
         if conn is None:
@@ -154,9 +176,14 @@ def main() -> int:
         lock = threading.Lock()
         start = time.perf_counter()
         deadline = start + args.duration
-        threads = [threading.Thread(target=client_loop, args=(host, port, path, body, headers, deadline,
-                                                              latencies, statuses, lock), daemon=True)
-                   for _ in range(args.clients)]
+        threads = [
+            threading.Thread(
+                target=client_loop,
+                args=(host, port, path, body, headers, deadline, latencies, statuses, lock),
+                daemon=True,
+            )
+            for _ in range(args.clients)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -173,13 +200,19 @@ def main() -> int:
     total = sum(statuses.values())
     errors = total - statuses.get(200, 0)
     print(f"server   {url}" + (f" (started from {args.run}, --workers {args.workers})" if args.run else ""))
-    print(f"load     {args.clients} clients for {args.duration:g} s, POST /predict?format={args.format}, "
-          f"{w}x{h} PNG ({len(data)} bytes)")
-    print(f"requests {total} in {wall:.1f} s: {total / wall:.2f} requests/s, {errors} errors"
-          + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(statuses.items(), key=str) if k != 200)})" if errors else ""))
+    print(
+        f"load     {args.clients} clients for {args.duration:g} s, POST /predict?format={args.format}, "
+        f"{w}x{h} PNG ({len(data)} bytes)"
+    )
+    print(
+        f"requests {total} in {wall:.1f} s: {total / wall:.2f} requests/s, {errors} errors"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(statuses.items(), key=str) if k != 200)})" if errors else "")
+    )
     if len(latencies) >= 2:
         q = statistics.quantiles([x * 1000 for x in latencies], n=100, method="inclusive")
-        print(f"latency  p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms, max {max(latencies) * 1000:.1f} ms")
+        print(
+            f"latency  p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+        )
     return 0 if statuses.get(200) else 1
 
 

@@ -23,7 +23,7 @@ import torch
 from pixelwise.demo import DEMO_TRAIN
 from pixelwise.losses import build_loss
 from pixelwise.models import ModelConfig, build_model
-from pixelwise.trainer import cpu_supports_bf16
+from pixelwise.training.trainer import cpu_supports_bf16
 
 
 def main() -> None:
@@ -37,19 +37,30 @@ def main() -> None:
     bf16 = cpu_supports_bf16() if args.bf16 == "auto" else args.bf16 == "yes"
     crit = build_loss("ce+dice", ignore_index=255)
     settings = []
-    for enc, batch, dtype, cl in itertools.product(args.encoders.split(","), [int(b) for b in args.batches.split(",")],
-                                                   [None, torch.bfloat16] if bf16 else [None], (False, True)):
+    for enc, batch, dtype, cl in itertools.product(
+        args.encoders.split(","),
+        [int(b) for b in args.batches.split(",")],
+        [None, torch.bfloat16] if bf16 else [None],
+        (False, True),
+    ):
         torch.manual_seed(0)
         model = build_model(ModelConfig(DEMO_TRAIN["arch"], enc, 5, kwargs=dict(DEMO_TRAIN["model_kwargs"])))
         fmt = torch.channels_last if cl else torch.contiguous_format
-        settings.append({
-            "name": f"{enc} batch {batch} {'bf16' if dtype else 'float32'} {'channels_last' if cl else 'NCHW'}",
-            "model": model.to(memory_format=fmt), "opt": torch.optim.AdamW(model.parameters(), 1e-3),
-            "x": torch.randn(batch, 3, args.crop, args.crop).contiguous(memory_format=fmt),
-            "y": torch.randint(0, 5, (batch, args.crop, args.crop)), "dtype": dtype, "times": [],
-        })
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_supports_bf16()}, "
-          f"{args.crop}x{args.crop} crops, {args.rounds} rounds (first = warm-up)")
+        settings.append(
+            {
+                "name": f"{enc} batch {batch} {'bf16' if dtype else 'float32'} {'channels_last' if cl else 'NCHW'}",
+                "model": model.to(memory_format=fmt),
+                "opt": torch.optim.AdamW(model.parameters(), 1e-3),
+                "x": torch.randn(batch, 3, args.crop, args.crop).contiguous(memory_format=fmt),
+                "y": torch.randint(0, 5, (batch, args.crop, args.crop)),
+                "dtype": dtype,
+                "times": [],
+            }
+        )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_supports_bf16()}, "
+        f"{args.crop}x{args.crop} crops, {args.rounds} rounds (first = warm-up)"
+    )
     for _ in range(args.rounds):
         for s in settings:
             t = time.perf_counter()

@@ -48,6 +48,15 @@ def trained_run(tmp_path_factory, demo_data):
     from pixelwise import train
 
     out = tmp_path_factory.mktemp("runs") / "run"
-    train(data=str(demo_data), out=str(out), epochs=2, batch_size=4, crop_size=64, num_workers=0,
-          lr=3e-3, progress=False, **TINY_MODEL)
+    train(
+        data=str(demo_data),
+        out=str(out),
+        epochs=2,
+        batch_size=4,
+        crop_size=64,
+        num_workers=0,
+        lr=3e-3,
+        progress=False,
+        **TINY_MODEL,
+    )
     return out

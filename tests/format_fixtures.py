@@ -11,7 +11,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from pixelwise.viz import default_palette
+from pixelwise.classes import default_palette
 
 H, W = 20, 24
 
@@ -47,8 +47,27 @@ def write_voc(root, seed=0):
 
 
 # Cityscapes label ids -> train ids, written out from the Cityscapes label table for the test.
-CITYSCAPES_ID_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
-                          25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+CITYSCAPES_ID_TO_TRAIN = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
 
 
 def write_cityscapes(root, seed=0):
@@ -63,7 +82,9 @@ def write_cityscapes(root, seed=0):
             label_ids = rng.choice(ids, size=(H, W)).astype(np.uint8)
             Image.fromarray(label_ids, "L").save(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
             # Other gtFine files beside it must not be taken for masks.
-            Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(root / "gtFine" / split / city / f"{stem}_gtFine_color.png")
+            Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(
+                root / "gtFine" / split / city / f"{stem}_gtFine_color.png"
+            )
             Image.fromarray(_image(rng)).save(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
             expected[stem] = np.vectorize(lambda v: CITYSCAPES_ID_TO_TRAIN.get(int(v), 255))(label_ids).astype(np.int64)
     return root, expected
@@ -85,8 +106,13 @@ def write_camvid_segnet(root, seed=0):
     return root, expected
 
 
-CAMVID_COLOURS = {"Sky": (128, 128, 128), "Road": (128, 64, 128), "Car": (64, 0, 128), "Void": (0, 0, 0),
-                  "Pedestrian": (64, 64, 0)}
+CAMVID_COLOURS = {
+    "Sky": (128, 128, 128),
+    "Road": (128, 64, 128),
+    "Car": (64, 0, 128),
+    "Void": (0, 0, 0),
+    "Pedestrian": (64, 64, 0),
+}
 
 
 def write_camvid_color(root, seed=0):
@@ -163,15 +189,46 @@ def write_coco(root):
             entries.append({"id": iid, "file_name": name, "height": 40, "width": 50})
         # a.jpg: a large dog with a small cat on top (cat listed first: order in the file must not matter),
         # a crowd region partly under the dog, and a kite as compressed RLE.
-        anns += [
-            {"id": 1, "image_id": 1, "category_id": 3, "segmentation": [box(10, 10, 19, 19)], "area": 100, "iscrowd": 0},
-            {"id": 2, "image_id": 1, "category_id": 7, "segmentation": [box(5, 5, 29, 24)], "area": 500, "iscrowd": 0},
-            {"id": 3, "image_id": 1, "category_id": 7, "segmentation": {"size": [40, 50], "counts": runs},
-             "area": 42, "iscrowd": 1},
-            {"id": 4, "image_id": 1, "category_id": 9, "segmentation": compressed, "area": 42, "iscrowd": 0},
-        ] if split == "train" else [
-            {"id": 9, "image_id": 101, "category_id": 9, "segmentation": [box(40, 0, 49, 9)], "area": 100, "iscrowd": 0},
-        ]
+        anns += (
+            [
+                {
+                    "id": 1,
+                    "image_id": 1,
+                    "category_id": 3,
+                    "segmentation": [box(10, 10, 19, 19)],
+                    "area": 100,
+                    "iscrowd": 0,
+                },
+                {
+                    "id": 2,
+                    "image_id": 1,
+                    "category_id": 7,
+                    "segmentation": [box(5, 5, 29, 24)],
+                    "area": 500,
+                    "iscrowd": 0,
+                },
+                {
+                    "id": 3,
+                    "image_id": 1,
+                    "category_id": 7,
+                    "segmentation": {"size": [40, 50], "counts": runs},
+                    "area": 42,
+                    "iscrowd": 1,
+                },
+                {"id": 4, "image_id": 1, "category_id": 9, "segmentation": compressed, "area": 42, "iscrowd": 0},
+            ]
+            if split == "train"
+            else [
+                {
+                    "id": 9,
+                    "image_id": 101,
+                    "category_id": 9,
+                    "segmentation": [box(40, 0, 49, 9)],
+                    "area": 100,
+                    "iscrowd": 0,
+                },
+            ]
+        )
         (root / "annotations").mkdir(exist_ok=True)
         path = root / "annotations" / f"instances_{split}.json"
         path.write_text(json.dumps({"images": entries, "annotations": anns, "categories": cats}))
@@ -196,9 +253,19 @@ def write_labelme(root, with_labels_file=False):
     }
     for stem, shapes in docs.items():
         Image.fromarray(_image(rng)).save(root / f"{stem}.jpg", quality=95)
-        (root / f"{stem}.json").write_text(json.dumps({
-            "version": "5.4.1", "flags": {}, "shapes": [{**s, "group_id": None, "flags": {}} for s in shapes],
-            "imagePath": f"{stem}.jpg", "imageData": None, "imageHeight": H, "imageWidth": W}))
+        (root / f"{stem}.json").write_text(
+            json.dumps(
+                {
+                    "version": "5.4.1",
+                    "flags": {},
+                    "shapes": [{**s, "group_id": None, "flags": {}} for s in shapes],
+                    "imagePath": f"{stem}.jpg",
+                    "imageData": None,
+                    "imageHeight": H,
+                    "imageWidth": W,
+                }
+            )
+        )
     if with_labels_file:
         (root / "labels.txt").write_text("__ignore__\n_background_\nperson\ncar\nroad\nbicycle\n")
     return root

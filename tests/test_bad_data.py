@@ -13,15 +13,14 @@ import yaml
 from PIL import Image
 
 import pixelwise
+from conftest import TINY_MODEL, make_simple_dataset, write_pair
+from format_fixtures import write_camvid_segnet
 from pixelwise.cli import main
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.folder import read_image, read_sample
 from pixelwise.data.formats import open_dataset
 from pixelwise.data.transforms import train_transform
 from pixelwise.errors import PixelwiseError
-
-from conftest import TINY_MODEL, make_simple_dataset, write_pair
-from format_fixtures import write_camvid_segnet
 
 
 def _one_line(e) -> str:
@@ -122,11 +121,17 @@ def test_image_smaller_than_the_crop_is_padded_not_an_error(tmp_path):
 
 def _png_header_only(path, width, height):
     """A PNG that claims width x height but holds one row of data: a decompression-bomb header."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_is_refused_above_a_configurable_limit(simple_data):
@@ -149,8 +154,18 @@ def test_skip_bad_trains_on_the_rest_and_lists_what_was_skipped(tmp_path, capsys
     with pytest.raises(PixelwiseError):
         open_dataset(root)
     run = tmp_path / "run"
-    result = pixelwise.train(data=str(root), out=str(run), epochs=1, batch_size=2, crop_size=32, num_workers=0,
-                             skip_bad=True, val_fraction=0.25, progress=False, **TINY_MODEL)
+    result = pixelwise.train(
+        data=str(root),
+        out=str(run),
+        epochs=1,
+        batch_size=2,
+        crop_size=32,
+        num_workers=0,
+        skip_bad=True,
+        val_fraction=0.25,
+        progress=False,
+        **TINY_MODEL,
+    )
     meta = json.loads((run / "model.json").read_text())
     skipped = " ".join(meta["data"]["skipped"])
     assert all(name in skipped for name in ("s01.png", "s02.png", "s03.png"))

@@ -54,17 +54,39 @@ def test_train_without_data(capsys):
 
 
 def test_no_traceback_in_a_real_process(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pixelwise", "train", str(tmp_path / "missing")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelwise", "train", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "data folder not found" in proc.stderr
 
 
 def test_cli_flow_train_evaluate_predict(demo_data, tmp_path, capsys):
     run = tmp_path / "run"
-    rc = main(["train", str(demo_data), "--out", str(run), "--epochs", "1", "--batch-size", "4", "--crop-size", "48",
-               "--workers", "0", "--max-steps-per-epoch", "2", "--model-arg", "decoder_channels=[16,16,8,8,8]",
-               "--quiet"])
+    rc = main(
+        [
+            "train",
+            str(demo_data),
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--crop-size",
+            "48",
+            "--workers",
+            "0",
+            "--max-steps-per-epoch",
+            "2",
+            "--model-arg",
+            "decoder_channels=[16,16,8,8,8]",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "mIoU" in out and str(run) in out

@@ -7,10 +7,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import make_simple_dataset, write_pair
 from pixelwise.data.folder import find_samples, load_classes, open_folder, read_image, split_samples
 from pixelwise.errors import PixelwiseError
-
-from conftest import make_simple_dataset, write_pair
 
 
 def test_valid_folder_pairs_splits_and_counts(simple_data):

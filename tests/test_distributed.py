@@ -28,31 +28,79 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import pixelwise
-from pixelwise import distributed, trainer
-from pixelwise.data.folder import open_folder
-from pixelwise.distributed import DistContext, ShardSampler
-from pixelwise.errors import PixelwiseError
-from pixelwise.trainer import SeededSampler, TrainConfig
-
 from conftest import make_simple_dataset
+from pixelwise.data.folder import open_folder
+from pixelwise.errors import PixelwiseError
+from pixelwise.training import distributed, trainer
+from pixelwise.training.distributed import DistContext, ShardSampler
+from pixelwise.training.trainer import SeededSampler, TrainConfig
 
 NO_BATCHNORM_MODEL = {
-    "arch": "unet", "encoder": "tu-resnet18",
-    "model_kwargs": {"norm_layer": "groupnorm", "decoder_use_norm": False, "encoder_depth": 3, "decoder_channels": [16, 8, 8]},
+    "arch": "unet",
+    "encoder": "tu-resnet18",
+    "model_kwargs": {
+        "norm_layer": "groupnorm",
+        "decoder_use_norm": False,
+        "encoder_depth": 3,
+        "decoder_channels": [16, 8, 8],
+    },
 }
-OPTIONS = {"epochs": 2, "batch_size": 4, "crop_size": 32, "scale_range": (1.0, 1.0), "loss": "ce", "num_workers": 0,
-           "device": "cpu", "lr": 1e-3, "seed": 5, "amp": False, **NO_BATCHNORM_MODEL}
+OPTIONS = {
+    "epochs": 2,
+    "batch_size": 4,
+    "crop_size": 32,
+    "scale_range": (1.0, 1.0),
+    "loss": "ce",
+    "num_workers": 0,
+    "device": "cpu",
+    "lr": 1e-3,
+    "seed": 5,
+    "amp": False,
+    **NO_BATCHNORM_MODEL,
+}
 # amp off: on CPUs with native bf16 the default would train in bf16, whose rounding depends on
 # how a batch is split, so float32 is what makes one process and two comparable at 1e-5.
 
 
 def cli_args(data, out) -> list[str]:
     m = NO_BATCHNORM_MODEL["model_kwargs"]
-    return [str(data), "--out", str(out), "--arch", "unet", "--encoder", "tu-resnet18",
-            "--model-arg", f"norm_layer={m['norm_layer']}", "--model-arg", "decoder_use_norm=false",
-            "--model-arg", "encoder_depth=3", "--model-arg", "decoder_channels=[16,8,8]",
-            "--epochs", "2", "--batch-size", "4", "--crop-size", "32", "--scale-range", "1,1", "--loss", "ce",
-            "--workers", "0", "--device", "cpu", "--lr", "1e-3", "--seed", "5", "--no-amp", "--quiet"]
+    return [
+        str(data),
+        "--out",
+        str(out),
+        "--arch",
+        "unet",
+        "--encoder",
+        "tu-resnet18",
+        "--model-arg",
+        f"norm_layer={m['norm_layer']}",
+        "--model-arg",
+        "decoder_use_norm=false",
+        "--model-arg",
+        "encoder_depth=3",
+        "--model-arg",
+        "decoder_channels=[16,8,8]",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--crop-size",
+        "32",
+        "--scale-range",
+        "1,1",
+        "--loss",
+        "ce",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "5",
+        "--no-amp",
+        "--quiet",
+    ]
 
 
 def torchrun(args: list[str], *launcher: str, fail_at: str | None = None) -> subprocess.CompletedProcess:
@@ -62,8 +110,18 @@ def torchrun(args: list[str], *launcher: str, fail_at: str | None = None) -> sub
     if fail_at:
         env[distributed.FAIL_HOOK_ENV] = fail_at
     # --standalone: a private rendezvous on a free local port, so parallel test runs do not collide.
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *launcher,
-           "-m", "pixelwise", "train", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        *launcher,
+        "-m",
+        "pixelwise",
+        "train",
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -112,10 +170,16 @@ def test_two_processes_match_one_process(ddp_run, data, tmp_path):
     log = (ddp_run / "train.log").read_text().splitlines()
     assert sum(line.startswith("run ") for line in log) == 1
     assert sum(line.startswith("epoch ") for line in log) == 2
-    assert "distributed: 2 processes (gloo), global batch 4 = 2 x 2 per process, lr 0.001 for the global batch" in \
-        "\n".join(log)
+    assert (
+        "distributed: 2 processes (gloo), global batch 4 = 2 x 2 per process, lr 0.001 for the global batch"
+        in "\n".join(log)
+    )
     meta = json.loads((ddp_run / "model.json").read_text())
-    assert (meta["training"]["processes"], meta["training"]["batch_per_process"], meta["training"]["global_batch"]) == (2, 2, 4)
+    assert (meta["training"]["processes"], meta["training"]["batch_per_process"], meta["training"]["global_batch"]) == (
+        2,
+        2,
+        4,
+    )
     assert (ddp_run / "config.yaml").read_text().startswith("# pixelwise training configuration")
 
 
@@ -134,8 +198,9 @@ def test_validation_metrics_cover_the_split_once(ddp_run, data):
     assert logged["miou"] == one["miou"] and logged["pixel_accuracy"] == one["pixel_accuracy"]
     # Independent count of the ground truth: every validation pixel exactly once (3 x 32 x 32).
     masks = [np.asarray(Image.open(data / "masks" / f"s{i:02d}.png")) for i in (8, 9, 10)]
-    assert [c["gt_pixels"] for c in logged["per_class"]] == np.bincount(np.concatenate([m.ravel() for m in masks]),
-                                                                         minlength=3).tolist()
+    assert [c["gt_pixels"] for c in logged["per_class"]] == np.bincount(
+        np.concatenate([m.ravel() for m in masks]), minlength=3
+    ).tolist()
     assert logged["num_pixels"] == 3 * 32 * 32
 
 
@@ -180,9 +245,9 @@ def test_rank_batches_add_up_to_the_one_process_batches(n, batch, world):
     for r, items in enumerate(ranks):
         assert len(items) == len(SeededSampler(n, 3, num_replicas=world, rank=r))
     for k in range(steps):
-        union = sorted(x for items in ranks for x in items[k * per:(k + 1) * per])
+        union = sorted(x for items in ranks for x in items[k * per : (k + 1) * per])
         # Same samples and the same augmentation seeds as batch k of one process.
-        assert union == sorted(single[k * batch:(k + 1) * batch])
+        assert union == sorted(single[k * batch : (k + 1) * batch])
 
 
 def test_not_under_torchrun_means_one_plain_process(monkeypatch):

@@ -8,13 +8,12 @@ import torch
 import yaml
 from PIL import Image
 
+from conftest import write_pair
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.encodings import DecodeSpec, map_values, pack
 from pixelwise.data.folder import read_mask, read_sample
 from pixelwise.data.formats import open_dataset
 from pixelwise.errors import PixelwiseError
-
-from conftest import write_pair
 
 COLOURS = [(0, 0, 0), (220, 20, 60), (0, 0, 142)]  # background, person, car
 
@@ -85,8 +84,15 @@ def test_rgb_masks_through_the_classes_file_colours(tmp_path):
     m = np.array(Image.open(tmp_path / "masks" / "s0.png"))
     m[:8, :8] = (255, 255, 255)  # an ignore colour
     Image.fromarray(m).save(tmp_path / "masks" / "s0.png")
-    (tmp_path / "classes.yaml").write_text(yaml.safe_dump(
-        {"names": ["background", "person", "car"], "colors": [list(c) for c in COLOURS], "ignore_color": [255, 255, 255]}))
+    (tmp_path / "classes.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "names": ["background", "person", "car"],
+                "colors": [list(c) for c in COLOURS],
+                "ignore_color": [255, 255, 255],
+            }
+        )
+    )
     ds = open_dataset(tmp_path, val_fraction=0)
     assert ds.spec.encoding == "rgb" and "rgb colour-coded" in ds.notes[2]
     got = _decoded(ds)
@@ -101,8 +107,9 @@ def test_rgb_unknown_colour_names_colour_file_and_pixel(tmp_path):
     m = np.array(Image.open(tmp_path / "masks" / "s1.png"))
     m[9, 17] = (10, 200, 10)
     Image.fromarray(m).save(tmp_path / "masks" / "s1.png")
-    (tmp_path / "classes.yaml").write_text(yaml.safe_dump({"names": ["bg", "person", "car"],
-                                                           "colors": [list(c) for c in COLOURS]}))
+    (tmp_path / "classes.yaml").write_text(
+        yaml.safe_dump({"names": ["bg", "person", "car"], "colors": [list(c) for c in COLOURS]})
+    )
     with pytest.raises(PixelwiseError) as e:
         open_dataset(tmp_path, val_fraction=0)
     msg = str(e.value)
@@ -132,8 +139,9 @@ def _nearest(arr, palette):
 
 def test_jpeg_colour_masks_are_snapped_and_the_moved_pixels_counted(tmp_path):
     labels = _write(tmp_path, 2, lambda lab: np.array(COLOURS, np.uint8)[lab], ext=".jpg")
-    (tmp_path / "classes.yaml").write_text(yaml.safe_dump({"names": ["bg", "person", "car"],
-                                                           "colors": [list(c) for c in COLOURS]}))
+    (tmp_path / "classes.yaml").write_text(
+        yaml.safe_dump({"names": ["bg", "person", "car"], "colors": [list(c) for c in COLOURS]})
+    )
     ds = open_dataset(tmp_path, val_fraction=0)
     assert ds.spec.encoding == "rgb" and ds.spec.snap
     moved = 0
@@ -183,8 +191,9 @@ def test_16bit_masks(tmp_path):
         Image.fromarray(lab).save(tmp_path / "masks" / f"s{i}.png")
         labels[f"s{i}"] = lab.astype(np.int64)
     assert Image.open(tmp_path / "masks" / "s0.png").mode.startswith("I;16")
-    (tmp_path / "classes.yaml").write_text(yaml.safe_dump({"names": [f"c{i}" for i in range(300)],
-                                                           "ignore_index": 65535}))
+    (tmp_path / "classes.yaml").write_text(
+        yaml.safe_dump({"names": [f"c{i}" for i in range(300)], "ignore_index": 65535})
+    )
     ds = open_dataset(tmp_path, val_fraction=0)
     assert ds.spec.encoding == "16bit"
     got = _decoded(ds)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from pixelwise.cli import main
 from pixelwise.errors import PixelwiseError
 from pixelwise.export import export_model, weights_fingerprint
-from pixelwise.predict import load
+from pixelwise.predict.predictor import load
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,9 @@ def test_onnx_batch_runs_image_by_image_in_parallel_with_the_same_result(exporte
     x = torch.rand(3, 3, 40, 56, generator=torch.Generator().manual_seed(1))
     together = member.logits(x)
     assert member._single is not None  # the batch went through the single-threaded session
-    one_by_one = torch.cat([torch.from_numpy(member.session.run(["logits"], {"image": x[i:i + 1].numpy()})[0])
-                            for i in range(3)])
+    one_by_one = torch.cat(
+        [torch.from_numpy(member.session.run(["logits"], {"image": x[i : i + 1].numpy()})[0]) for i in range(3)]
+    )
     torch.testing.assert_close(together, one_by_one, atol=1e-5, rtol=0)
     labels = seg.predict_batch([(255 * x[i].permute(1, 2, 0).numpy()).astype(np.uint8) for i in range(3)])
     assert [m.shape for m in labels] == [(40, 56)] * 3
@@ -115,8 +116,20 @@ def test_onnx_of_another_model_is_refused(exported_run, tmp_path, capsys):
     from PIL import Image
 
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(img)
-    rc = main(["predict", str(other), str(img), "--out", str(tmp_path / "p"), "--backend", "onnxruntime",
-               "--onnx", str(exported_run / "model.onnx"), "--quiet"])
+    rc = main(
+        [
+            "predict",
+            str(other),
+            str(img),
+            "--out",
+            str(tmp_path / "p"),
+            "--backend",
+            "onnxruntime",
+            "--onnx",
+            str(exported_run / "model.onnx"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "exported from another model" in err and "Traceback" not in err
     # a stale RUN/model.onnx: explicit onnxruntime refuses it, auto re-exports the current weights
@@ -147,7 +160,7 @@ def test_onnx_that_is_not_from_pixelwise_or_not_onnx(exported_run, tmp_path):
 def test_unknown_format_and_mc_dropout_on_onnx(exported_run):
     with pytest.raises(PixelwiseError, match="unknown export format"):
         export_model(exported_run, "tflite")
-    from pixelwise.inference import InferenceConfig
+    from pixelwise.predict.engine import InferenceConfig
 
     seg = load(exported_run, "cpu", backend="onnxruntime")
     with pytest.raises(PixelwiseError, match="MC dropout needs the PyTorch model"):
@@ -155,8 +168,10 @@ def test_unknown_format_and_mc_dropout_on_onnx(exported_run):
 
 
 def test_export_and_predict_help(capsys):
-    for cmd, words in [("export", ["--format", "--tolerance", "onnx"]),
-                       ("predict", ["--tile-size", "--hflip", "--mc-dropout", "--crf", "--backend", "--overwrite"])]:
+    for cmd, words in [
+        ("export", ["--format", "--tolerance", "onnx"]),
+        ("predict", ["--tile-size", "--hflip", "--mc-dropout", "--crf", "--backend", "--overwrite"]),
+    ]:
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         out = capsys.readouterr().out

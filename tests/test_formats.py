@@ -9,18 +9,30 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import TINY_MODEL, make_simple_dataset
+from format_fixtures import (
+    CAMVID_COLOURS,
+    H,
+    W,
+    write_ade20k,
+    write_camvid_color,
+    write_camvid_segnet,
+    write_cityscapes,
+    write_coco,
+    write_labelme,
+    write_voc,
+)
 from pixelwise.cli import main
 from pixelwise.data.folder import read_sample
 from pixelwise.data.formats import (
-    ADE20K_CLASSES, CAMVID_32, FORMATS, VOC_CLASSES, detect_format, open_dataset,
+    ADE20K_CLASSES,
+    CAMVID_32,
+    FORMATS,
+    VOC_CLASSES,
+    detect_format,
+    open_dataset,
 )
 from pixelwise.errors import PixelwiseError
-
-from conftest import TINY_MODEL, make_simple_dataset
-from format_fixtures import (
-    CAMVID_COLOURS, H, W, write_ade20k, write_camvid_color, write_camvid_segnet, write_cityscapes, write_coco,
-    write_labelme, write_voc,
-)
 
 
 def _masks(ds):
@@ -229,8 +241,25 @@ def test_classes_file_option_overrides_the_data_set(tmp_path):
 def test_train_and_evaluate_a_detected_format_from_the_cli(tmp_path, capsys):
     root, expected = write_cityscapes(tmp_path / "cs")
     run = tmp_path / "run"
-    rc = main(["train", str(root), "--out", str(run), "--epochs", "1", "--batch-size", "2", "--crop-size", "16",
-               "--workers", "0", "--quiet", "--model-arg", "decoder_channels=[32,16,16,8,8]"])
+    rc = main(
+        [
+            "train",
+            str(root),
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--crop-size",
+            "16",
+            "--workers",
+            "0",
+            "--quiet",
+            "--model-arg",
+            "decoder_channels=[32,16,16,8,8]",
+        ]
+    )
     assert rc == 0
     log = (run / "train.log").read_text()
     assert "format: cityscapes (detected" in log and "Cityscapes labelId -> trainId" in log
@@ -259,10 +288,15 @@ def test_labelme_mask_shape(tmp_path):
     bits[1:4, 2:5] = 255
     buf = io.BytesIO()
     Image.fromarray(bits, "L").save(buf, format="PNG")
-    shape = {"label": "blob", "points": [[10, 7], [15, 11]], "shape_type": "mask",
-             "mask": base64.b64encode(buf.getvalue()).decode("ascii")}
-    (root / "m.json").write_text(json.dumps({"shapes": [shape], "imagePath": "m.png", "imageHeight": H,
-                                             "imageWidth": W}))
+    shape = {
+        "label": "blob",
+        "points": [[10, 7], [15, 11]],
+        "shape_type": "mask",
+        "mask": base64.b64encode(buf.getvalue()).decode("ascii"),
+    }
+    (root / "m.json").write_text(
+        json.dumps({"shapes": [shape], "imagePath": "m.png", "imageHeight": H, "imageWidth": W})
+    )
     ds = open_dataset(root, "labelme", val_fraction=0)
     m = _masks(ds)["m"]
     want = np.zeros((H, W), np.int64)

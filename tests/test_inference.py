@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pixelwise.errors import PixelwiseError
-from pixelwise.inference import (
+from pixelwise.predict.engine import (
     BLENDS,
     InferenceConfig,
     SlidingWindow,
@@ -89,8 +89,9 @@ def test_tiled_equals_whole_image_for_a_context_free_model(blend):
     img = _image(50, 70)
     m = PointwiseMember()
     whole = predict_image(img, [m], InferenceConfig(tile="never"))
-    tiled = predict_image(img, [m], InferenceConfig(tile="always", tile_size=16, tile_overlap=0.4, blend=blend,
-                                                    tile_batch=3))
+    tiled = predict_image(
+        img, [m], InferenceConfig(tile="always", tile_size=16, tile_overlap=0.4, blend=blend, tile_batch=3)
+    )
     assert tiled.stats["tiled"] and tiled.stats["tiles"] > 10
     np.testing.assert_allclose(tiled.probs, whole.probs, atol=1e-5)
     # and whole-image inference is the plain softmax of the logits
@@ -103,8 +104,9 @@ def test_tiles_in_flight_are_bounded_by_the_tile_batch():
     # Stand-in for the 8000x8000 case: the network never sees more than tile_batch tiles at once.
     img = _image(300, 410)
     m = PointwiseMember()
-    cfg = InferenceConfig(tile="auto", max_pixels=100 * 100, tile_size=64, tile_overlap=0.25, tile_batch=3,
-                          scales=(1.0, 1.25))
+    cfg = InferenceConfig(
+        tile="auto", max_pixels=100 * 100, tile_size=64, tile_overlap=0.25, tile_batch=3, scales=(1.0, 1.25)
+    )
     pred = predict_image(img, [m], cfg)
     grid = SlidingWindow(300, 410, 64, 0.25)
     assert pred.stats["tiles"] == len(grid) == 6 * 9  # rows 0, 48, ..., 192, 236; columns 0, 48, ..., 336, 346
@@ -165,7 +167,7 @@ def test_two_members_are_averaged():
 
 def test_uncertainty_maps():
     probs = np.array([[0.5, 1.0], [0.25, 0.0], [0.25, 0.0]], dtype=np.float32).reshape(3, 1, 2)
-    from pixelwise.inference import Prediction
+    from pixelwise.predict.engine import Prediction
 
     p = Prediction(probs)
     np.testing.assert_allclose(p.confidence, [[0.5, 1.0]])
@@ -190,9 +192,10 @@ def test_error_rate_by_confidence():
 
 def _segmenter(dropout=0.0, backend="torch"):
     """A Segmenter around a two-layer convolutional net (fast to build; dropout optional)."""
-    from pixelwise.data.folder import ClassInfo
+    from pixelwise.bundle import Bundle, Normalization
+    from pixelwise.classes import ClassInfo
     from pixelwise.models import ModelConfig, SegmentationModel
-    from pixelwise.predict import Segmenter
+    from pixelwise.predict.predictor import Segmenter
 
     torch.manual_seed(0)
     layers = [torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU()]
@@ -201,9 +204,12 @@ def _segmenter(dropout=0.0, backend="torch"):
     layers.append(torch.nn.Conv2d(16, 3, 1))
     cfg = ModelConfig(arch="custom", num_classes=3, dropout=dropout)
     model = SegmentationModel(torch.nn.Sequential(*layers), stride=4, config=cfg)
-    meta = {"classes": ClassInfo(["a", "b", "c"], [(0, 0, 0), (255, 0, 0), (0, 255, 0)]).to_dict(),
-            "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}, "model": cfg.to_dict()}
-    return Segmenter(model, meta, "cpu", backend=backend)
+    bundle = Bundle(
+        cfg,
+        ClassInfo(["a", "b", "c"], [(0, 0, 0), (255, 0, 0), (0, 255, 0)]),
+        Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+    )
+    return Segmenter(model, bundle, "cpu", backend=backend)
 
 
 def test_mc_dropout_variance_and_a_clear_error_without_dropout():
@@ -225,7 +231,7 @@ def test_mc_dropout_variance_and_a_clear_error_without_dropout():
 
 
 def test_real_model_single_tile_equals_whole_and_tiles_stay_close(trained_run):
-    from pixelwise.predict import load
+    from pixelwise.predict.predictor import load
 
     seg = load(trained_run, "cpu", backend="torch")
     img = _image(64, 80, seed=5)
@@ -240,9 +246,14 @@ def test_real_model_single_tile_equals_whole_and_tiles_stay_close(trained_run):
 
 
 def test_bad_configs_are_clear_errors():
-    for kwargs, msg in [(dict(tile="sometimes"), "tile must be"), (dict(blend="cosine"), "blending window"),
-                        (dict(tile_overlap=1.0), "overlap"), (dict(scales=(0.0,)), "scales"),
-                        (dict(tile_batch=0), "tile batch"), (dict(mc_dropout=-1), "mc_dropout")]:
+    for kwargs, msg in [
+        (dict(tile="sometimes"), "tile must be"),
+        (dict(blend="cosine"), "blending window"),
+        (dict(tile_overlap=1.0), "overlap"),
+        (dict(scales=(0.0,)), "scales"),
+        (dict(tile_batch=0), "tile batch"),
+        (dict(mc_dropout=-1), "mc_dropout"),
+    ]:
         with pytest.raises(PixelwiseError, match=msg):
             InferenceConfig(**kwargs)
 
@@ -261,17 +272,17 @@ def test_sixteen_bit_and_alpha_arrays_are_accepted():
 
 
 def test_bf16_precision_is_close_to_fp32_and_runs_on_pytorch():
-    from pixelwise.predict import Segmenter
+    from pixelwise.predict.predictor import Segmenter
 
     seg = _segmenter()
     img = _image(40, 56, seed=2)
     fp32 = seg.predict_proba(img)
-    fast = Segmenter(seg.model, seg.meta, "cpu", backend="auto", precision="bf16")
+    fast = Segmenter(seg.model, seg.bundle, "cpu", backend="auto", precision="bf16")
     assert fast.active_backend == "torch"
     p = fast.predict_proba(img)
     assert p.dtype == np.float32 and p.shape == fp32.shape
     assert np.abs(p - fp32).max() < 0.05 and (p.argmax(0) == fp32.argmax(0)).mean() > 0.97
     with pytest.raises(PixelwiseError, match="bf16 runs the PyTorch model"):
-        Segmenter(seg.model, seg.meta, "cpu", backend="onnxruntime", precision="bf16")
+        Segmenter(seg.model, seg.bundle, "cpu", backend="onnxruntime", precision="bf16")
     with pytest.raises(PixelwiseError, match="unknown precision"):
-        Segmenter(seg.model, seg.meta, "cpu", precision="fp8")
+        Segmenter(seg.model, seg.bundle, "cpu", precision="fp8")

@@ -10,11 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from pixelwise.cli import main
-from pixelwise.datacheck import format_report, inspect_data
-
 from conftest import write_pair
 from format_fixtures import write_voc
+from pixelwise.cli import main
+from pixelwise.inspection import format_report, inspect_data
 
 NAMES = ["road", "car", "person", "bike"]
 
@@ -98,9 +97,18 @@ def test_every_problem_is_listed_with_files_and_what_to_do(street, tmp_path, cap
     rc = main(["inspect", str(root), "--out", str(tmp_path / "o"), "--quiet"])
     out = capsys.readouterr().out
     assert rc == 1
-    for expected in ("images cannot be read", "f0.png", "masks differ in size", "f4.png is 5x5, image is 30x20",
-                     "neither a class nor the ignore index", "f5.png (value 9)", "masks have no image", "f9.png",
-                     "what to do:", "--skip-bad"):
+    for expected in (
+        "images cannot be read",
+        "f0.png",
+        "masks differ in size",
+        "f4.png is 5x5, image is 30x20",
+        "neither a class nor the ignore index",
+        "f5.png (value 9)",
+        "masks have no image",
+        "f9.png",
+        "what to do:",
+        "--skip-bad",
+    ):
         assert expected in out, expected
     assert "3 checked" not in out and "8 checked, 5 usable" in out
     rc = main(["inspect", str(root), "--json", "--skip-bad", "--out", str(tmp_path / "o")])

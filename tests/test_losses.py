@@ -219,14 +219,12 @@ def test_class_weights_median_and_inverse():
 
 def test_class_weights_sqrt_is_the_root_of_median():
     counts = np.array([10, 30, 60, 0])
-    np.testing.assert_allclose(class_weights_from_counts(counts, "sqrt"), [3 ** 0.5, 1.0, 0.5 ** 0.5, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(class_weights_from_counts(counts, "sqrt"), [3**0.5, 1.0, 0.5**0.5, 0.0], rtol=1e-6)
 
 
 def test_class_weights_zero_count_gets_zero():
     # Present frequencies 0.1, 0.3, 0.6 as before: the empty class changes nothing else.
-    np.testing.assert_allclose(
-        class_weights_from_counts(np.array([10, 0, 30, 60])), [3.0, 0.0, 1.0, 0.5], rtol=1e-6
-    )
+    np.testing.assert_allclose(class_weights_from_counts(np.array([10, 0, 30, 60])), [3.0, 0.0, 1.0, 0.5], rtol=1e-6)
     np.testing.assert_allclose(class_weights_from_counts(np.array([0, 50, 50]), "inverse"), [0.0, 1.0, 1.0])
     # Even number of present classes: median is the mean of the middle two frequencies (0.2, 0.3).
     np.testing.assert_allclose(

@@ -7,14 +7,25 @@ import json
 import pytest
 
 from pixelwise.errors import PixelwiseError
-from pixelwise.planner import (
-    CANDIDATES, CONTEXT_MIN_EPOCHS, CONTEXT_MIN_STEPS, MIN_EPOCHS, MIN_STEPS, Fingerprint, Measurement, make_plan,
-    parse_budget, usable_crops, worth_measuring,
+from pixelwise.training.planner import (
+    CANDIDATES,
+    CONTEXT_MIN_EPOCHS,
+    CONTEXT_MIN_STEPS,
+    MIN_EPOCHS,
+    MIN_STEPS,
+    Fingerprint,
+    Measurement,
+    make_plan,
+    parse_budget,
+    usable_crops,
+    worth_measuring,
 )
 
 
-@pytest.mark.parametrize("text,seconds", [("90s", 90), ("20m", 1200), ("2h", 7200), ("1d", 86400),
-                                          ("1h30m", 5400), ("300", 300), (" 2H ", 7200)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [("90s", 90), ("20m", 1200), ("2h", 7200), ("1d", 86400), ("1h30m", 5400), ("300", 300), (" 2H ", 7200)],
+)
 def test_parse_budget(text, seconds):
     assert parse_budget(text) == seconds
 
@@ -35,11 +46,11 @@ def measurements(base=40.0):
     out = []
     for i, c in enumerate(CANDIDATES):
         for crop in (128, 192, 256, 320):
-            out.append(Measurement(c.name, crop, base / (1.6 ** i) * (128 / crop) ** 2))
+            out.append(Measurement(c.name, crop, base / (1.6**i) * (128 / crop) ** 2))
     return out
 
 
-EVALS = {c.name: 0.1 * (1.5 ** i) for i, c in enumerate(CANDIDATES)}
+EVALS = {c.name: 0.1 * (1.5**i) for i, c in enumerate(CANDIDATES)}
 
 
 def _train_seconds_used(plan):
@@ -58,7 +69,8 @@ def test_plan_fits_the_budget(budget):
     assert plan.choices["epochs"] * per_epoch <= e["train_seconds"] * e["images_per_s"] * 1.001
     assert (plan.choices["epochs"] + 1) * per_epoch > e["train_seconds"] * e["images_per_s"] * 0.999
     assert plan.choices["time_limit"] == pytest.approx(
-        e["train_seconds"] + (e["validations"] - 1) * e["validation_seconds"], abs=0.2)
+        e["train_seconds"] + (e["validations"] - 1) * e["validation_seconds"], abs=0.2
+    )
     json.dumps(plan.to_dict())  # plan.json must be writable
     assert set(plan.reasons) >= set(plan.choices)
 
@@ -69,8 +81,9 @@ def test_more_time_buys_a_bigger_model_or_crop():
     names = [c.name for c in CANDIDATES]
 
     def size(p):
-        cand = next(c for c in CANDIDATES if c.encoder == p.choices["encoder"]
-                    and c.model_kwargs == p.choices["model_kwargs"])
+        cand = next(
+            c for c in CANDIDATES if c.encoder == p.choices["encoder"] and c.model_kwargs == p.choices["model_kwargs"]
+        )
         return names.index(cand.name), p.choices["crop_size"]
 
     assert size(large) > size(small)
@@ -79,7 +92,9 @@ def test_more_time_buys_a_bigger_model_or_crop():
 
 
 def test_overrides_win_and_are_listed():
-    plan = make_plan(fingerprint(), 1200, 5, measurements(), EVALS, overrides={"crop_size": 192, "batch_size": 4, "lr": 3e-4})
+    plan = make_plan(
+        fingerprint(), 1200, 5, measurements(), EVALS, overrides={"crop_size": 192, "batch_size": 4, "lr": 3e-4}
+    )
     assert plan.choices["crop_size"] == 192 and plan.choices["batch_size"] == 4 and plan.choices["lr"] == 3e-4
     assert plan.overridden == ["batch_size", "crop_size", "lr"]
     assert plan.reasons["crop_size"] == "given on the command line"
@@ -114,16 +129,23 @@ def test_budget_run_end_to_end(tmp_path):
     import time
 
     from conftest import make_simple_dataset
-
     from pixelwise import train
-    from pixelwise.predict import load
+    from pixelwise.predict.predictor import load
 
     data = make_simple_dataset(tmp_path / "data", n=12, size=(48, 48))
     start = time.perf_counter()
     from conftest import TINY_MODEL
 
-    result = train(data=str(data), out=str(tmp_path / "run"), budget="45s", lr=3e-3, num_workers=0,
-                   device="cpu", progress=False, **TINY_MODEL)
+    result = train(
+        data=str(data),
+        out=str(tmp_path / "run"),
+        budget="45s",
+        lr=3e-3,
+        num_workers=0,
+        device="cpu",
+        progress=False,
+        **TINY_MODEL,
+    )
     took = time.perf_counter() - start
     run = result.run_dir
     plan = json.loads((run / "plan.json").read_text())
@@ -132,7 +154,8 @@ def test_budget_run_end_to_end(tmp_path):
     assert plan["overridden"] == ["arch", "encoder", "lr", "model_kwargs"]
     assert plan["choices"]["model_kwargs"] == TINY_MODEL["model_kwargs"]
     assert (run / "model.safetensors").is_file() and load(run, "cpu").predict(
-        __import__("numpy").zeros((48, 48, 3), "uint8")).shape == (48, 48)
+        __import__("numpy").zeros((48, 48, 3), "uint8")
+    ).shape == (48, 48)
     history = result.history
     # The epochs filled the training window (what is missing went on writing checkpoints).
     assert sum(r["seconds"] for r in history) >= 0.7 * plan["choices"]["time_limit"]
@@ -150,7 +173,7 @@ def test_short_of_steps_the_largest_crop_with_enough_epochs_wins():
     # 367 training images, 20 minutes: no option reaches MIN_STEPS, several reach MIN_EPOCHS.
     fp = fingerprint(n=367, val=101)
     rates = {128: 10.0, 192: 8.0, 256: 4.0, 320: 2.0}
-    ms = [Measurement(c.name, crop, rate / (1.6 ** i)) for i, c in enumerate(CANDIDATES) for crop, rate in rates.items()]
+    ms = [Measurement(c.name, crop, rate / (1.6**i)) for i, c in enumerate(CANDIDATES) for crop, rate in rates.items()]
     plan = make_plan(fp, 1200, 10, ms, EVALS)
     assert plan.estimates["steps"] < MIN_STEPS
     assert plan.estimates["steps"] >= CONTEXT_MIN_STEPS and plan.estimates["epochs"] >= CONTEXT_MIN_EPOCHS
@@ -170,8 +193,9 @@ def _measured_as_the_trainer_would(fp, budget, table, elapsed=10.0, overrides=No
     crops = sorted({m.crop_size for m in table})
     measured, evals = [], {}
     for cand in CANDIDATES:
-        if not any(worth_measuring(fp, budget, elapsed, measured, evals, overrides or {}, CANDIDATES, cand, c)
-                   for c in crops):
+        if not any(
+            worth_measuring(fp, budget, elapsed, measured, evals, overrides or {}, CANDIDATES, cand, c) for c in crops
+        ):
             continue
         evals[cand.name] = EVALS[cand.name]
         for crop in crops:
@@ -185,8 +209,10 @@ def _measured_as_the_trainer_would(fp, budget, table, elapsed=10.0, overrides=No
 def test_measuring_only_what_can_change_the_plan_gives_the_same_plan(budget, n):
     fp = fingerprint(n=n, val=101)
     # Rates that fall faster than the pixel count grows (as on CPUs) and slower (as on GPUs).
-    for table in (measurements(), [Measurement(m.candidate, m.crop_size, m.images_per_s * (m.crop_size / 128) ** 1.2)
-                                   for m in measurements()]):
+    for table in (
+        measurements(),
+        [Measurement(m.candidate, m.crop_size, m.images_per_s * (m.crop_size / 128) ** 1.2) for m in measurements()],
+    ):
         measured, evals = _measured_as_the_trainer_would(fp, budget, table)
         full = make_plan(fp, budget, 10, table, EVALS)
         pruned = make_plan(fp, budget, 10, measured, evals)
@@ -197,7 +223,7 @@ def test_measuring_only_what_can_change_the_plan_gives_the_same_plan(budget, n):
 def test_short_budgets_measure_a_fraction_of_the_configurations():
     fp = fingerprint(n=367, val=101)
     rates = {128: 14.4, 192: 8.0, 256: 3.9, 320: 2.2}  # the lightest candidate on a 2-core CPU (images/s)
-    table = [Measurement(c.name, crop, r / (1.6 ** i)) for i, c in enumerate(CANDIDATES) for crop, r in rates.items()]
+    table = [Measurement(c.name, crop, r / (1.6**i)) for i, c in enumerate(CANDIDATES) for crop, r in rates.items()]
     measured, _ = _measured_as_the_trainer_would(fp, 1200, table)
     # The lightest up to the first crop that misses 800 steps; no heavier model, since the lightest
     # does not reach MIN_STEPS at the chosen crop.
@@ -213,14 +239,15 @@ def test_measuring_leaves_the_seeded_initialisation_alone(tmp_path):
     import time
 
     import torch
-    from conftest import TINY_MODEL, make_simple_dataset
 
+    from conftest import TINY_MODEL, make_simple_dataset
     from pixelwise.data.formats import open_dataset
-    from pixelwise.trainer import TrainConfig, _plan_for_budget
+    from pixelwise.training.trainer import TrainConfig, _plan_for_budget
 
     data = open_dataset(str(make_simple_dataset(tmp_path / "data", n=12, size=(48, 48))))
-    config = TrainConfig(data=str(tmp_path / "data"), budget=60, device="cpu", keep=["arch", "encoder", "model_kwargs"],
-                         **TINY_MODEL)
+    config = TrainConfig(
+        data=str(tmp_path / "data"), budget=60, device="cpu", keep=["arch", "encoder", "model_kwargs"], **TINY_MODEL
+    )
     torch.manual_seed(0)
     expected = torch.rand(4)
     torch.manual_seed(0)

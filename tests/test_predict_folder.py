@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-import pixelwise.predict as predict_mod
+import pixelwise.predict.predictor as predict_mod
 from pixelwise.cli import main
 from pixelwise.errors import PixelwiseError
-from pixelwise.inference import InferenceConfig
-from pixelwise.predict import Ensemble, load, predict_files
+from pixelwise.predict.engine import InferenceConfig
+from pixelwise.predict.predictor import Ensemble, load, predict_files
 
 
 @pytest.fixture
@@ -97,9 +97,28 @@ def test_images_are_decoded_in_worker_threads(seg, folder, tmp_path, monkeypatch
 
 
 def test_cli_lists_unreadable_files_at_the_end(trained_run, folder, tmp_path, capsys):
-    rc = main(["predict", str(trained_run), str(folder), "--out", str(tmp_path / "o"), "--quiet",
-               "--backend", "torch", "--min-size", "4", "--fill-holes", "4", "--tile", "always", "--tile-size", "32",
-               "--tile-batch", "4"])
+    rc = main(
+        [
+            "predict",
+            str(trained_run),
+            str(folder),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--backend",
+            "torch",
+            "--min-size",
+            "4",
+            "--fill-holes",
+            "4",
+            "--tile",
+            "always",
+            "--tile-size",
+            "32",
+            "--tile-batch",
+            "4",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 1
     assert "7 images predicted with 1 model" in captured.out
@@ -127,8 +146,20 @@ def test_ensemble_averages_probabilities(trained_run, tmp_path, capsys):
     img_dir.mkdir()
     img = np.random.default_rng(3).integers(0, 256, (28, 36, 3), dtype=np.uint8)
     Image.fromarray(img).save(img_dir / "a.png")
-    rc = main(["predict", str(trained_run), str(second), str(img_dir), "--out", str(tmp_path / "o"), "--probs",
-               "--backend", "torch", "--quiet"])
+    rc = main(
+        [
+            "predict",
+            str(trained_run),
+            str(second),
+            str(img_dir),
+            "--out",
+            str(tmp_path / "o"),
+            "--probs",
+            "--backend",
+            "torch",
+            "--quiet",
+        ]
+    )
     assert rc == 0 and "an ensemble of 2 models" in capsys.readouterr().out
     a = load(trained_run, "cpu", "torch").predict_proba(img)
     b = load(second, "cpu", "torch").predict_proba(img)

@@ -71,11 +71,12 @@ def assert_good_request_works(client, segmenter, headers=None):
 
 # --- the API -------------------------------------------------------------------------------------
 
+
 def test_health_and_model(client, segmenter):
     r = client.get("/health")
     assert r.status_code == 200 and r.json()["status"] == "ok"
     info = client.get("/model").json()
-    meta = segmenter.meta
+    meta = segmenter.bundle.to_dict()
     assert info["architecture"]["arch"] == meta["model"]["arch"] == "unet"
     assert info["architecture"]["encoder"] == "resnet18"
     assert [c["name"] for c in info["classes"]] == meta["classes"]["names"]
@@ -136,8 +137,10 @@ def test_openapi_schema_describes_the_api(client):
     body_ref = post["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].split("/")[-1]
     body = schema["components"]["schemas"][body_ref]
     assert body["required"] == ["file"]
-    assert body["properties"]["file"].get("format") == "binary" or \
-        body["properties"]["file"].get("contentMediaType") == "application/octet-stream"
+    assert (
+        body["properties"]["file"].get("format") == "binary"
+        or body["properties"]["file"].get("contentMediaType") == "application/octet-stream"
+    )
     params = {p["name"]: p for p in post["parameters"]}
     fmt_schema = params["format"]["schema"]
     enum = fmt_schema.get("enum") or schema["components"]["schemas"][fmt_schema["$ref"].split("/")[-1]]["enum"]
@@ -159,6 +162,7 @@ def test_page_and_its_files_are_served(client):
 
 # --- bad input: a 4xx JSON error each, and the next good request still works ------------------------
 
+
 def _bad_requests():
     good = encode(rgb())
     truncated_png = encode(rgb(64, 64, seed=4))
@@ -166,18 +170,29 @@ def _bad_requests():
     return {
         "not an image": ({"files": upload(b"this is plain text, not a picture")}, 400, "not an image"),
         "truncated png": ({"files": upload(truncated_png[: len(truncated_png) * 2 // 3])}, 400, "truncated"),
-        "truncated jpeg": ({"files": upload(truncated_jpeg[: len(truncated_jpeg) // 2], "x.jpg", "image/jpeg")},
-                           400, "truncated"),
-        "empty body": ({"content": b"", "headers": {"content-type": "multipart/form-data; boundary=abc"}},
-                       400, "empty request body"),
+        "truncated jpeg": (
+            {"files": upload(truncated_jpeg[: len(truncated_jpeg) // 2], "x.jpg", "image/jpeg")},
+            400,
+            "truncated",
+        ),
+        "empty body": (
+            {"content": b"", "headers": {"content-type": "multipart/form-data; boundary=abc"}},
+            400,
+            "empty request body",
+        ),
         "empty file": ({"files": upload(b"")}, 400, "empty"),
         "over the size limit": ({"files": upload(b"\x89PNG" + bytes(300_000))}, 413, "too large"),
-        "more pixels than the limit": ({"files": upload(encode(np.zeros((600, 600), np.uint8)))}, 413,
-                                       "over the limit of 250000"),
-        "bomb header past Pillow's own limit": ({"files": upload(png_claiming_size(30_000, 30_000))}, 413,
-                                                "refused"),
-        "request is not multipart": ({"content": good, "headers": {"content-type": "image/png"}}, 415,
-                                     "multipart/form-data"),
+        "more pixels than the limit": (
+            {"files": upload(encode(np.zeros((600, 600), np.uint8)))},
+            413,
+            "over the limit of 250000",
+        ),
+        "bomb header past Pillow's own limit": ({"files": upload(png_claiming_size(30_000, 30_000))}, 413, "refused"),
+        "request is not multipart": (
+            {"content": good, "headers": {"content-type": "image/png"}},
+            415,
+            "multipart/form-data",
+        ),
         "file sent as text": ({"files": upload(good, "x.txt", "text/plain")}, 415, "text/plain"),
         "missing field": ({"files": {"image": ("x.png", good, "image/png")}}, 422, "file"),
         "unknown format": ({"files": upload(good), "params": {"format": "gif"}}, 422, "format"),
@@ -209,8 +224,12 @@ def test_token(segmenter):
     with TestClient(app) as c:
         assert c.get("/health").status_code == 200
         assert c.get("/").status_code == 200  # the page asks for the token itself
-        for headers in (None, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"},
-                        {"Authorization": "s3cret"}):
+        for headers in (
+            None,
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Basic s3cret"},
+            {"Authorization": "s3cret"},
+        ):
             for method, path in (("GET", "/model"), ("POST", "/predict"), ("GET", "/openapi.json")):
                 r = c.request(method, path, headers=headers, files=upload(encode(rgb())) if method == "POST" else None)
                 assert r.status_code == 401, (headers, path)
@@ -229,16 +248,16 @@ def test_config_is_validated():
 
 
 def test_model_is_loaded_once(trained_run, monkeypatch):
-    import pixelwise.predict
+    import pixelwise.predict.predictor
 
     calls = []
-    real = pixelwise.predict.load
+    real = pixelwise.predict.predictor.load
 
     def counting_load(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pixelwise.predict, "load", counting_load)
+    monkeypatch.setattr(pixelwise.predict.predictor, "load", counting_load)
     with TestClient(create_app(trained_run, ServeConfig(device="cpu"))) as c:
         for seed in range(3):
             assert c.post("/predict", files=upload(encode(rgb(seed=seed)))).status_code == 200
@@ -269,6 +288,7 @@ def test_serve_help(capsys):
 
 
 # --- a real server on a localhost port ---------------------------------------------------------------
+
 
 def _slow(service, seconds: float):
     real = service.segment
@@ -371,16 +391,22 @@ def test_real_server_refuses_large_uploads_before_reading_them(segmenter):
     app = create_app(segmenter, ServeConfig(max_upload_bytes=100_000))
     with serve_in_background(app) as url:
         # Declared too large: answered from the headers alone, no body byte sent.
-        head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                b"Content-Length: 50000000\r\n\r\n")
+        head = (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 50000000\r\n\r\n"
+        )
         answer, _ = _http_exchange(url, head)
         assert answer.startswith(b"HTTP/1.1 413") and b"upload too large" in answer
 
         # No length given (chunked): cut off once the limit is passed, long before 50 MB.
-        head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n")
-        part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n' \
-               b"Content-Type: image/png\r\n\r\n" + b"\0" * 1000
+        head = (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        part = (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + b"\0" * 1000
+        )
         piece = 16 * 1024
         chunk = f"{piece:x}\r\n".encode() + b"\0" * piece + b"\r\n"
         first = f"{len(part):x}\r\n".encode() + part + b"\r\n"
@@ -399,8 +425,13 @@ def test_real_server_refuses_large_uploads_before_reading_them(segmenter):
 
 def test_cli_serve_in_a_real_process(trained_run):
     env = dict(os.environ, PIXELWISE_TOKEN="tok", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "pixelwise", "serve", str(trained_run), "--port", "0",
-                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixelwise", "serve", str(trained_run), "--port", "0", "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()  # printed once the socket listens
         assert line.startswith("serving ") and "http://127.0.0.1:" in line, line + proc.stderr.read()

@@ -78,7 +78,9 @@ def test_page_upload_shows_overlay_legend_and_areas(browser, segmenter, tmp_path
         # The area table shows the same counts as the JSON API for the same image.
         api = httpx.post(url + "/predict", files={"file": ("street.png", path.read_bytes(), "image/png")}).json()
         shown = [int(t) for t in page.locator("#areas tbody td.pixels").all_inner_texts()]
-        assert shown == [c["pixels"] for c in api["classes"]] == np.bincount(mask.ravel(), minlength=len(colors)).tolist()
+        assert (
+            shown == [c["pixels"] for c in api["classes"]] == np.bincount(mask.ravel(), minlength=len(colors)).tolist()
+        )
 
         # Opacity 100%: the canvas is the colour mask; 0%: the image itself.
         page.fill("#opacity", "100")

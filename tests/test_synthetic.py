@@ -82,8 +82,10 @@ def test_objects_stand_out_from_background():
 
 def _pixels(samples):
     """All pixels (N, 3) float and their labels (N,)."""
-    return (np.concatenate([image.reshape(-1, 3).astype(np.float64) for image, _ in samples]),
-            np.concatenate([mask.reshape(-1) for _, mask in samples]))
+    return (
+        np.concatenate([image.reshape(-1, 3).astype(np.float64) for image, _ in samples]),
+        np.concatenate([mask.reshape(-1) for _, mask in samples]),
+    )
 
 
 def _colour_bins(x):
@@ -120,7 +122,7 @@ def test_each_shape_class_paints_with_its_own_hues():
     for c in sorted(hues):
         a = np.concatenate(hues[c]) / 255.0 * 2 * np.pi
         means.append(np.degrees(np.arctan2(np.sin(a).mean(), np.cos(a).mean())) % 360)
-    gaps = [min(abs(a - b), 360 - abs(a - b)) for i, a in enumerate(means) for b in means[i + 1:]]
+    gaps = [min(abs(a - b), 360 - abs(a - b)) for i, a in enumerate(means) for b in means[i + 1 :]]
     assert len(means) == len(DEMO_CLASSES) - 1 and min(gaps) > 30, means
 
 
@@ -215,8 +217,14 @@ def test_make_demo_dataset_cleans_up_after_failure(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(num_images=0), dict(val_fraction=1.0), dict(val_fraction=-0.1), dict(size=16),
-     dict(num_images=1, val_fraction=0.2), dict(seed=-1)],
+    [
+        dict(num_images=0),
+        dict(val_fraction=1.0),
+        dict(val_fraction=-0.1),
+        dict(size=16),
+        dict(num_images=1, val_fraction=0.2),
+        dict(seed=-1),
+    ],
 )
 def test_make_demo_dataset_rejects_bad_arguments(tmp_path, kwargs):
     with pytest.raises(PixelwiseError):

@@ -12,15 +12,22 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import pixelwise
-from pixelwise.errors import PixelwiseError
-from pixelwise.trainer import lr_factor
-
 from conftest import TINY_MODEL
+from pixelwise.errors import PixelwiseError
+from pixelwise.training.trainer import lr_factor
 
 
 def test_run_directory_contents(trained_run):
-    for name in ["config.yaml", "checkpoint.json", "checkpoint.safetensors", "model.json",
-                 "model.safetensors", "metrics.csv", "curves.png", "train.log"]:
+    for name in [
+        "config.yaml",
+        "checkpoint.json",
+        "checkpoint.safetensors",
+        "model.json",
+        "model.safetensors",
+        "metrics.csv",
+        "curves.png",
+        "train.log",
+    ]:
         assert (trained_run / name).is_file(), name
     rows = list(csv.DictReader(open(trained_run / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -107,7 +114,7 @@ def _uninterrupted_and_resumed(common: dict, tmp_path, monkeypatch) -> tuple[dic
     """
     pixelwise.train(out=str(tmp_path / "a"), **common)
 
-    import pixelwise.trainer as trainer
+    import pixelwise.training.trainer as trainer
 
     real = trainer.run_validation
     calls = {"n": 0}
@@ -133,8 +140,16 @@ def _uninterrupted_and_resumed(common: dict, tmp_path, monkeypatch) -> tuple[dic
 
 
 def test_resume_after_interrupt_equals_uninterrupted(demo_data, tmp_path, monkeypatch):
-    common = dict(data=str(demo_data), epochs=3, batch_size=4, crop_size=48, num_workers=0,
-                  max_steps_per_epoch=2, progress=False, **TINY_MODEL)
+    common = dict(
+        data=str(demo_data),
+        epochs=3,
+        batch_size=4,
+        crop_size=48,
+        num_workers=0,
+        max_steps_per_epoch=2,
+        progress=False,
+        **TINY_MODEL,
+    )
     _uninterrupted_and_resumed(common, tmp_path, monkeypatch)
     rows_a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
     rows_b = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
@@ -142,7 +157,7 @@ def test_resume_after_interrupt_equals_uninterrupted(demo_data, tmp_path, monkey
 
 
 def test_class_weights_loss_and_early_stopping(demo_data, tmp_path, monkeypatch):
-    import pixelwise.trainer as trainer
+    import pixelwise.training.trainer as trainer
     from pixelwise.metrics import ConfusionMatrix
 
     scores = iter([0.5, 0.7, 0.6, 0.6, 0.9, 0.9])
@@ -157,9 +172,20 @@ def test_class_weights_loss_and_early_stopping(demo_data, tmp_path, monkeypatch)
         return 1.0, cm
 
     monkeypatch.setattr(trainer, "run_validation", fake_validation)
-    res = pixelwise.train(data=str(demo_data), out=str(tmp_path / "r"), epochs=6, batch_size=4, crop_size=48,
-                          num_workers=0, max_steps_per_epoch=1, patience=2, class_weights="auto", loss="focal",
-                          progress=False, **TINY_MODEL)
+    res = pixelwise.train(
+        data=str(demo_data),
+        out=str(tmp_path / "r"),
+        epochs=6,
+        batch_size=4,
+        crop_size=48,
+        num_workers=0,
+        max_steps_per_epoch=1,
+        patience=2,
+        class_weights="auto",
+        loss="focal",
+        progress=False,
+        **TINY_MODEL,
+    )
     # Best at epoch 2; epochs 3 and 4 do not improve, so patience 2 stops after epoch 4.
     assert res.stopped_early and len(res.history) == 4 and res.best_epoch == 2
     meta = json.loads((tmp_path / "r" / "model.json").read_text())
@@ -190,8 +216,18 @@ def test_ema_weights_are_validated_and_saved(demo_data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(AveragedModel, "update_parameters", record)
     decay = 0.6
-    pixelwise.train(data=str(demo_data), out=str(tmp_path / "e"), epochs=2, batch_size=4, crop_size=48, num_workers=0,
-                    max_steps_per_epoch=2, ema=decay, progress=False, **TINY_MODEL)
+    pixelwise.train(
+        data=str(demo_data),
+        out=str(tmp_path / "e"),
+        epochs=2,
+        batch_size=4,
+        crop_size=48,
+        num_workers=0,
+        max_steps_per_epoch=2,
+        ema=decay,
+        progress=False,
+        **TINY_MODEL,
+    )
     assert len(seen) == 4  # one update per optimizer step
     expected = seen[0]
     for w in seen[1:]:
@@ -209,8 +245,17 @@ def test_ema_weights_are_validated_and_saved(demo_data, tmp_path, monkeypatch):
 
 
 def test_ema_resume_equals_uninterrupted(demo_data, tmp_path, monkeypatch):
-    common = dict(data=str(demo_data), epochs=2, batch_size=4, crop_size=48, num_workers=0,
-                  max_steps_per_epoch=2, ema=0.9, progress=False, **TINY_MODEL)
+    common = dict(
+        data=str(demo_data),
+        epochs=2,
+        batch_size=4,
+        crop_size=48,
+        num_workers=0,
+        max_steps_per_epoch=2,
+        ema=0.9,
+        progress=False,
+        **TINY_MODEL,
+    )
     a, _ = _uninterrupted_and_resumed(common, tmp_path, monkeypatch)
     assert any(k.startswith("ema/") for k in a)
 
@@ -218,27 +263,61 @@ def test_ema_resume_equals_uninterrupted(demo_data, tmp_path, monkeypatch):
 @pytest.mark.parametrize("decay", [1.0, -0.1])
 def test_ema_decay_out_of_range(demo_data, tmp_path, decay):
     with pytest.raises(PixelwiseError, match="--ema"):
-        pixelwise.train(data=str(demo_data), out=str(tmp_path / "x"), epochs=1, ema=decay, num_workers=0,
-                        progress=False, **TINY_MODEL)
+        pixelwise.train(
+            data=str(demo_data),
+            out=str(tmp_path / "x"),
+            epochs=1,
+            ema=decay,
+            num_workers=0,
+            progress=False,
+            **TINY_MODEL,
+        )
 
 
 @pytest.mark.parametrize("share", [1.5, -0.1])
 def test_class_crops_out_of_range(demo_data, tmp_path, share):
     with pytest.raises(PixelwiseError, match="--class-crops"):
-        pixelwise.train(data=str(demo_data), out=str(tmp_path / "x"), epochs=1, class_crops=share, num_workers=0,
-                        progress=False, **TINY_MODEL)
+        pixelwise.train(
+            data=str(demo_data),
+            out=str(tmp_path / "x"),
+            epochs=1,
+            class_crops=share,
+            num_workers=0,
+            progress=False,
+            **TINY_MODEL,
+        )
 
 
 def test_class_crops_train(demo_data, tmp_path):
-    res = pixelwise.train(data=str(demo_data), out=str(tmp_path / "c"), epochs=1, batch_size=4, crop_size=48,
-                          num_workers=0, max_steps_per_epoch=2, class_crops=0.5, progress=False, **TINY_MODEL)
+    res = pixelwise.train(
+        data=str(demo_data),
+        out=str(tmp_path / "c"),
+        epochs=1,
+        batch_size=4,
+        crop_size=48,
+        num_workers=0,
+        max_steps_per_epoch=2,
+        class_crops=0.5,
+        progress=False,
+        **TINY_MODEL,
+    )
     assert len(res.history) == 1 and (tmp_path / "c" / "model.safetensors").is_file()
 
 
 def test_time_limit_with_epochs_ending_first_still_decays(demo_data, tmp_path):
     """On the clock but faster than the clock: the schedule follows the steps and ends on the last one."""
-    res = pixelwise.train(data=str(demo_data), out=str(tmp_path / "t"), epochs=3, batch_size=4, crop_size=48,
-                          num_workers=0, max_steps_per_epoch=2, time_limit=3600.0, progress=False, **TINY_MODEL)
+    res = pixelwise.train(
+        data=str(demo_data),
+        out=str(tmp_path / "t"),
+        epochs=3,
+        batch_size=4,
+        crop_size=48,
+        num_workers=0,
+        max_steps_per_epoch=2,
+        time_limit=3600.0,
+        progress=False,
+        **TINY_MODEL,
+    )
     assert len(res.history) == 3
     # The last of 6 steps: 5/6 of the schedule (time is far below 5/6 of an hour), 3% warm-up.
     assert res.history[-1]["lr"] == pytest.approx(1e-3 * lr_factor(int(5 / 6 * 10000), 10000, 300, "cosine"))
@@ -246,8 +325,17 @@ def test_time_limit_with_epochs_ending_first_still_decays(demo_data, tmp_path):
 
 
 def test_time_limit_stops_before_the_epochs(demo_data, tmp_path):
-    res = pixelwise.train(data=str(demo_data), out=str(tmp_path / "t"), epochs=500, batch_size=4, crop_size=48,
-                          num_workers=0, time_limit=3.0, progress=False, **TINY_MODEL)
+    res = pixelwise.train(
+        data=str(demo_data),
+        out=str(tmp_path / "t"),
+        epochs=500,
+        batch_size=4,
+        crop_size=48,
+        num_workers=0,
+        time_limit=3.0,
+        progress=False,
+        **TINY_MODEL,
+    )
     assert res.stopped_early and len(res.history) < 500
     assert "val_miou" in res.history[-1]  # validated when the time was up
     assert "time limit reached" in (tmp_path / "t" / "train.log").read_text()

@@ -55,8 +55,10 @@ def test_small_image_is_padded_with_ignore():
 
 
 def test_pad_collate_pads_masks_with_ignore():
-    batch = [(torch.ones(3, 4, 5), torch.zeros(4, 5, dtype=torch.long)),
-             (torch.ones(3, 6, 3), torch.ones(6, 3, dtype=torch.long))]
+    batch = [
+        (torch.ones(3, 4, 5), torch.zeros(4, 5, dtype=torch.long)),
+        (torch.ones(3, 6, 3), torch.ones(6, 3, dtype=torch.long)),
+    ]
     x, y = pad_collate(255)(batch)
     assert x.shape == (2, 3, 6, 5) and y.shape == (2, 6, 5)
     assert (y[0, 4:] == 255).all() and (y[1, :, 3:] == 255).all() and (y[1, :, :3] == 1).all()
@@ -66,7 +68,7 @@ def test_pad_collate_pads_masks_with_ignore():
 def _rare_pair(h=100, w=100):
     """Class 0 on the left half, 1 on the right, a 2x2 patch of class 3 and a 4x4 ignored patch."""
     mask = np.zeros((h, w), np.int64)
-    mask[:, w // 2:] = 1
+    mask[:, w // 2 :] = 1
     mask[70:72, 10:12] = 3
     mask[5:9, 80:84] = 255
     image = np.stack([mask * 60 % 256, np.full_like(mask, 30), np.full_like(mask, 90)], 0).astype(np.uint8)

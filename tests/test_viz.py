@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pixelwise.classes import default_palette
 from pixelwise.viz import (
     colorize,
-    default_palette,
     overlay,
     plot_confusion_matrix,
     plot_training_curves,
@@ -150,9 +150,7 @@ def test_save_png_round_trip(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grey.png", "sub"]
 
 
-@pytest.mark.parametrize(
-    "array", [np.zeros((4, 4), np.float32), np.zeros((4, 4, 2), np.uint8), np.zeros(4, np.uint8)]
-)
+@pytest.mark.parametrize("array", [np.zeros((4, 4), np.float32), np.zeros((4, 4, 2), np.uint8), np.zeros(4, np.uint8)])
 def test_save_png_rejects_bad_arrays(tmp_path, array):
     with pytest.raises(ValueError):
         save_png(tmp_path / "bad.png", array)

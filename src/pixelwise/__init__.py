@@ -17,25 +17,27 @@ from .errors import PixelwiseError  # noqa: E402
 def __getattr__(name):
     # Imported lazily so that `import pixelwise` and `pixelwise --help` stay fast.
     if name in ("train", "TrainConfig", "TrainResult"):
-        from . import trainer as _t
+        from .training import trainer as _t
 
         return getattr(_t, name)
-    if name in ("load", "Segmenter", "predict_files", "Ensemble", "load_ensemble"):
+    if name in ("load", "Segmenter", "predict_files", "Ensemble", "load_ensemble", "InferenceConfig"):
         from . import predict as _p
 
         return getattr(_p, name)
-    if name in ("InferenceConfig", "PostprocessConfig", "export_model"):
-        from . import export as _e
-        from . import inference as _i
-        from . import postprocess as _pp
+    if name == "PostprocessConfig":
+        from .postprocess import PostprocessConfig
 
-        return getattr({"InferenceConfig": _i, "PostprocessConfig": _pp, "export_model": _e}[name], name)
+        return PostprocessConfig
+    if name == "export_model":
+        from .export import export_model
+
+        return export_model
     if name == "evaluate":
         from .evaluation import evaluate
 
         return evaluate
     if name == "inspect_data":
-        from .datacheck import inspect_data
+        from .inspection import inspect_data
 
         return inspect_data
     if name == "run_demo":
@@ -45,6 +47,21 @@ def __getattr__(name):
     raise AttributeError(f"module 'pixelwise' has no attribute {name!r}")
 
 
-__all__ = ["PixelwiseError", "train", "TrainConfig", "TrainResult", "evaluate", "load", "Segmenter",
-           "predict_files", "run_demo", "inspect_data", "__version__", "Ensemble", "load_ensemble",
-           "InferenceConfig", "PostprocessConfig", "export_model"]
+__all__ = [
+    "PixelwiseError",
+    "train",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "load",
+    "Segmenter",
+    "predict_files",
+    "run_demo",
+    "inspect_data",
+    "__version__",
+    "Ensemble",
+    "load_ensemble",
+    "InferenceConfig",
+    "PostprocessConfig",
+    "export_model",
+]

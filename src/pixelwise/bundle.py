@@ -1,27 +1,191 @@
-"""A trained model on disk: ``model.safetensors`` (weights) + ``model.json`` (everything else).
+"""A trained model on disk: ``model.safetensors`` (weights) + ``model.json`` (a :class:`Bundle`).
 
-Loading never unpickles anything: tensors come from safetensors, metadata from JSON. The JSON
-carries what is needed to use the model with no other file: architecture and encoder, class
-names and colours, ignore index, input normalisation, the training configuration, validation
-metrics and the library versions it was made with.
+This module is the only code that reads or writes ``model.json``. Loading never unpickles
+anything: tensors come from safetensors, metadata from JSON. The JSON carries what is needed to
+use the model with no other file: architecture and encoder, class names and colours, ignore
+index, input normalisation, the training configuration, validation metrics and the library
+versions it was made with.
+
+Schema versions: 1 is the untyped ``model.json`` of pixelwise 0.1 (key ``format_version``);
+2 adds ``schema_version`` and is what is written now. Both load.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import platform
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .classes import ClassInfo
 from .errors import PixelwiseError
-from .io import atomic_path, write_json
+from .fileio import atomic_path, write_json
 from .models import ModelConfig, SegmentationModel, build_model
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
-FORMAT_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel input normalisation: ``(x - mean) / std`` on RGB values in [0, 1]."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+
+@dataclass
+class TrainingSummary:
+    """How the model was trained: the saved ``TrainConfig`` (as a dict) and where it ran."""
+
+    config: dict = field(default_factory=dict)
+    device: str = ""
+    amp: str | None = None
+    processes: int = 1
+    batch_per_process: int | None = None
+    global_batch: int | None = None
+    epoch: int | None = None  # the epoch whose weights these are
+    best_epoch: int | None = None
+
+
+@dataclass
+class Bundle:
+    """Everything in ``model.json``, typed. ``metrics`` holds ``{"val": metrics dict}`` when validated."""
+
+    model: ModelConfig
+    classes: ClassInfo
+    normalization: Normalization
+    training: TrainingSummary = field(default_factory=TrainingSummary)
+    data: dict = field(default_factory=dict)  # what the training data was: root, counts, format, encoding
+    metrics: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "model": self.model.to_dict(),
+            "classes": self.classes.to_dict(),
+            "normalization": self.normalization.to_dict(),
+            "training": asdict(self.training),
+            "data": dict(self.data),
+            "metrics": dict(self.metrics),
+            "versions": dict(self.versions),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | Path = META) -> Bundle:
+        """Check and read a ``model.json`` dict of any readable schema; errors name ``source``."""
+        if not isinstance(d, dict):
+            raise PixelwiseError(f"{source}: expected a JSON object; not a pixelwise bundle")
+        version = d.get("schema_version", d.get("format_version", 1))
+        if version not in READABLE_SCHEMAS:
+            raise PixelwiseError(
+                f"{source}: schema version {version!r} is not one this pixelwise reads ({READABLE_SCHEMAS}); "
+                "upgrade pixelwise or retrain"
+            )
+        for key in ("model", "classes", "normalization"):
+            if not isinstance(d.get(key), dict):
+                raise PixelwiseError(f"{source}: missing or malformed '{key}'; not a pixelwise bundle")
+        return cls(
+            model=_model_config(d["model"], source),
+            classes=_classes(d["classes"], source),
+            normalization=_normalization(d["normalization"], source),
+            training=_training(d.get("training") or {}, source),
+            data=_mapping(d.get("data"), "data", source),
+            metrics=_mapping(d.get("metrics"), "metrics", source),
+            versions=_mapping(d.get("versions"), "versions", source),
+            schema_version=SCHEMA_VERSION,
+        )
+
+    @property
+    def train_config(self) -> dict:
+        """The training configuration as saved (empty for a bundle made outside ``pixelwise train``)."""
+        return self.training.config
+
+
+def _mapping(value, key: str, source) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PixelwiseError(f"{source}: '{key}' must be a JSON object")
+    return dict(value)
+
+
+def _model_config(d: dict, source) -> ModelConfig:
+    unknown = set(d) - set(ModelConfig.__dataclass_fields__)
+    if unknown:
+        raise PixelwiseError(f"{source}: unknown model keys {sorted(unknown)}; not a pixelwise bundle")
+    ok = (
+        isinstance(d.get("arch"), str)
+        and isinstance(d.get("encoder", ""), str)
+        and _is_int(d.get("num_classes"), 1)
+        and _is_int(d.get("in_channels", 3), 1)
+        and isinstance(d.get("dropout", 0.0), (int, float))
+        and not isinstance(d.get("dropout", 0.0), bool)
+        and 0.0 <= float(d.get("dropout", 0.0)) < 1.0
+        and isinstance(d.get("kwargs", {}), dict)
+    )
+    if not ok:
+        raise PixelwiseError(
+            f"{source}: 'model' needs arch (text), num_classes (>= 1), dropout in [0, 1) and kwargs (an object)"
+        )
+    return ModelConfig.from_dict(d)
+
+
+def _classes(d: dict, source) -> ClassInfo:
+    names, colors, ignore = d.get("names"), d.get("colors"), d.get("ignore_index", 255)
+    ok = (
+        isinstance(names, list)
+        and names
+        and all(isinstance(n, str) for n in names)
+        and isinstance(colors, list)
+        and len(colors) == len(names)
+        and all(isinstance(c, list) and len(c) == 3 and all(_is_int(v, 0, 255) for v in c) for c in colors)
+        and _is_int(ignore, 0, 65535)
+    )
+    if not ok:
+        raise PixelwiseError(
+            f"{source}: 'classes' needs names (text), one [r, g, b] colour (0..255) per name and an integer ignore_index"
+        )
+    return ClassInfo.from_dict(d)
+
+
+def _normalization(d: dict, source) -> Normalization:
+    def triple(v, positive: bool) -> bool:
+        return (
+            isinstance(v, list)
+            and len(v) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+            and (not positive or all(x > 0 for x in v))
+        )
+
+    mean, std = d.get("mean"), d.get("std")
+    if not (triple(mean, False) and triple(std, True)):
+        raise PixelwiseError(f"{source}: 'normalization' needs mean and std, three finite numbers each (std > 0)")
+    return Normalization(tuple(float(x) for x in mean), tuple(float(x) for x in std))
+
+
+def _training(d, source) -> TrainingSummary:
+    if not isinstance(d, dict):
+        raise PixelwiseError(f"{source}: 'training' must be a JSON object")
+    known = {k: d[k] for k in TrainingSummary.__dataclass_fields__ if k in d}
+    if not isinstance(known.get("config", {}), dict):
+        raise PixelwiseError(f"{source}: 'training.config' must be a JSON object")
+    return TrainingSummary(**known)
+
+
+def _is_int(v, lo: int, hi: int | None = None) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
 
 
 def library_versions() -> dict:
@@ -55,25 +219,24 @@ def state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def save_bundle(directory: str | Path, model: SegmentationModel, meta: dict) -> Path:
+def save_bundle(directory: str | Path, model: SegmentationModel, bundle: Bundle) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``directory`` (each atomically).
 
-    ``meta`` must hold ``classes`` (ClassInfo.to_dict()) and ``normalization`` ({mean, std});
-    ``model`` (the ModelConfig), ``format_version`` and ``versions`` are filled in here.
+    ``bundle.model`` is replaced by the network's own config and ``versions`` is filled in when empty.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    full = dict(meta)
-    full["format_version"] = FORMAT_VERSION
-    full["model"] = model.config.to_dict()
-    full.setdefault("versions", library_versions())
+    bundle.model = model.config
+    if not bundle.versions:
+        bundle.versions = library_versions()
     with atomic_path(directory / WEIGHTS) as tmp:
-        save_file(state_dict_for_saving(model), str(tmp), metadata={"format": "pt", "pixelwise": str(FORMAT_VERSION)})
-    write_json(directory / META, full)
+        save_file(state_dict_for_saving(model), str(tmp), metadata={"format": "pt", "pixelwise": str(SCHEMA_VERSION)})
+    write_json(directory / META, bundle.to_dict())
     return directory
 
 
-def read_meta(directory: str | Path) -> dict:
+def read_bundle(directory: str | Path) -> Bundle:
+    """The checked :class:`Bundle` of ``directory/model.json`` (weights must be present too)."""
     directory = Path(directory)
     path = directory / META
     if not directory.exists():
@@ -84,28 +247,27 @@ def read_meta(directory: str | Path) -> dict:
             "give a run directory that finished at least one epoch"
         )
     try:
-        meta = json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise PixelwiseError(f"{path}: not valid JSON; the bundle is damaged, retrain or restore it") from None
-    for key in ("model", "classes", "normalization"):
-        if key not in meta:
-            raise PixelwiseError(f"{path}: missing '{key}'; not a pixelwise bundle")
-    return meta
+    return Bundle.from_dict(raw, path)
 
 
-def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> tuple[SegmentationModel, dict]:
-    """Rebuild the network from ``model.json`` and load ``model.safetensors``; returns (model in eval mode, meta)."""
+def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> tuple[SegmentationModel, Bundle]:
+    """Rebuild the network from ``model.json`` and load ``model.safetensors``; returns (model in eval mode, bundle)."""
     directory = Path(directory)
-    meta = read_meta(directory)
-    model = build_model(ModelConfig.from_dict(meta["model"]))
+    bundle = read_bundle(directory)
+    model = build_model(bundle.model)
     try:
         state = load_file(str(directory / WEIGHTS), device="cpu")
     except Exception as e:
-        raise PixelwiseError(f"{directory / WEIGHTS}: cannot read weights ({e.__class__.__name__}); the bundle is damaged") from None
+        raise PixelwiseError(
+            f"{directory / WEIGHTS}: cannot read weights ({e.__class__.__name__}); the bundle is damaged"
+        ) from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise PixelwiseError(
             f"{directory / WEIGHTS}: weights do not match {META} ({str(e).splitlines()[0][:120]}); the bundle is damaged"
         ) from None
-    return model.to(device).eval(), meta
+    return model.to(device).eval(), bundle

@@ -13,8 +13,8 @@ from pathlib import Path
 from .data.synthetic import make_demo_dataset
 from .evaluation import evaluate
 from .metrics import format_metrics_table
-from .predict import load, predict_files
-from .trainer import TrainConfig, train
+from .predict.predictor import load, predict_files
+from .training.trainer import TrainConfig, train
 
 # A small U-Net that trains to a useful model on 2 CPU cores in a few minutes. The encoder is
 # timm's resnet10t (one residual block per stage, deep stem): on a 2-core CPU without native bf16
@@ -42,8 +42,14 @@ DEMO_TRAIN = dict(
 )
 
 
-def run_demo(out: str = "", num_images: int | None = None, epochs: int | None = None, seed: int = 0,
-             device: str = "auto", progress: bool = True) -> dict:
+def run_demo(
+    out: str = "",
+    num_images: int | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
     """Run the demo end to end; returns {"run": path, "metrics": held-out metrics dict}."""
     run = Path(out) if out else Path("runs") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     data = run / "data"

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bundle import Bundle, load_bundle
 from .errors import PixelwiseError
-from .io import atomic_path
+from .fileio import atomic_path
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 DEFAULT_TOLERANCE = 1e-3
@@ -71,42 +72,54 @@ class ExportableModel(nn.Module):
         return out[:, :, :h, :w]
 
 
-def _exportable(model: nn.Module, meta: dict) -> ExportableModel:
-    norm = meta["normalization"]
-    return ExportableModel(model, norm["mean"], norm["std"]).to("cpu").eval()
+def _exportable(model: nn.Module, bundle: Bundle) -> ExportableModel:
+    norm = bundle.normalization
+    return ExportableModel(model, norm.mean, norm.std).to("cpu").eval()
 
 
-def onnx_bytes(model: nn.Module, meta: dict, opset: int = 17) -> bytes:
+def onnx_bytes(model: nn.Module, bundle: Bundle, opset: int = 17) -> bytes:
     """The model as an in-memory ONNX graph with dynamic batch, height and width."""
-    wrapped = _exportable(model, meta)
+    wrapped = _exportable(model, bundle)
     buf = io.BytesIO()
     sample = torch.rand(1, 3, 67, 93)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                wrapped, (sample,), buf, dynamo=False, opset_version=opset,
-                input_names=["image"], output_names=["logits"],
-                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                              "logits": {0: "batch", 2: "height", 3: "width"}},
+                wrapped,
+                (sample,),
+                buf,
+                dynamo=False,
+                opset_version=opset,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={
+                    "image": {0: "batch", 2: "height", 3: "width"},
+                    "logits": {0: "batch", 2: "height", 3: "width"},
+                },
             )
         except Exception as e:
-            cfg = meta.get("model", {})
+            cfg = bundle.model
             raise PixelwiseError(
-                f"cannot export {cfg.get('arch')}/{cfg.get('encoder')} to ONNX "
+                f"cannot export {cfg.arch}/{cfg.encoder} to ONNX "
                 f"({e.__class__.__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}); "
                 "use --backend torch or --format torchscript"
             ) from None
     return buf.getvalue()
 
 
-def _metadata(model: nn.Module, meta: dict) -> dict[str, str]:
-    keep = {k: meta[k] for k in ("classes", "normalization", "model") if k in meta}
+def _metadata(model: nn.Module, bundle: Bundle) -> dict[str, str]:
+    full = bundle.to_dict()
+    keep = {k: full[k] for k in ("classes", "normalization", "model")}
     return {META_KEY: json.dumps(keep), FINGERPRINT_KEY: weights_fingerprint(model)}
 
 
-def onnx_session(model_source: str | Path | bytes, device: str | torch.device = "cpu", threads: int | None = None,
-                 fixed: dict[str, int] | None = None):
+def onnx_session(
+    model_source: str | Path | bytes,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    fixed: dict[str, int] | None = None,
+):
     """An ONNX Runtime session (CUDA provider when asked for and available, else CPU).
 
     ``threads`` defaults to PyTorch's intra-op thread count, so both backends use the same cores.
@@ -213,8 +226,9 @@ class OnnxMember:
             seen = self._seen[key[1:]] = self._seen.get(key[1:], 0) + 1
             if seen < 2:
                 return free
-            session = onnx_session(self.source, "cpu", threads=threads,
-                                   fixed={"batch": 1, "height": height, "width": width})
+            session = onnx_session(
+                self.source, "cpu", threads=threads, fixed={"batch": 1, "height": height, "width": width}
+            )
             self._static[key] = session
             while len(self._static) > 2 * self.STATIC_SIZES:  # two thread counts per size
                 self._static.popitem(last=False)
@@ -232,8 +246,9 @@ class OnnxMember:
         elif n > 1 and self.threads > 1:
             pool, single = self._pool_and_single()
             session = self._session_for(h, w, 1, single)
-            out = np.concatenate(list(pool.map(lambda i: session.run(["logits"], {"image": x[i:i + 1]})[0],
-                                               range(n))))
+            out = np.concatenate(
+                list(pool.map(lambda i: session.run(["logits"], {"image": x[i : i + 1]})[0], range(n)))
+            )
         elif n == 1:
             out = self._session_for(h, w, self.threads, self.session).run(["logits"], {"image": x})[0]
         else:
@@ -254,34 +269,41 @@ def parity(reference: nn.Module, run_exported, sizes=PARITY_SIZES) -> float:
             ref = reference(x).numpy()
             got = np.asarray(run_exported(x))
             if got.shape != ref.shape:
-                raise PixelwiseError(f"exported model returned shape {got.shape} for input {tuple(x.shape)}, "
-                                     f"PyTorch {ref.shape}; the export is broken")
+                raise PixelwiseError(
+                    f"exported model returned shape {got.shape} for input {tuple(x.shape)}, "
+                    f"PyTorch {ref.shape}; the export is broken"
+                )
             worst = max(worst, float(np.abs(got - ref).max()))
     return worst
 
 
-def export_model(run: str | Path, fmt: str = "onnx", out: str | Path | None = None, opset: int = 17,
-                 tolerance: float = DEFAULT_TOLERANCE, sizes=PARITY_SIZES) -> dict:
+def export_model(
+    run: str | Path,
+    fmt: str = "onnx",
+    out: str | Path | None = None,
+    opset: int = 17,
+    tolerance: float = DEFAULT_TOLERANCE,
+    sizes=PARITY_SIZES,
+) -> dict:
     """Export the model of ``run`` and check it against PyTorch on random inputs of several sizes.
 
     Writes ``RUN/model.onnx`` or ``RUN/model.torchscript.pt`` (or ``out``) only if the largest
     absolute logit difference is within ``tolerance``; otherwise raises :class:`PixelwiseError`
     and leaves no file. Returns ``{"path", "format", "max_abs_diff", "sizes", "fingerprint"}``.
     """
-    from .bundle import load_bundle
 
     if fmt not in FORMATS:
         raise PixelwiseError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    model, meta = load_bundle(run, "cpu")
+    model, bundle = load_bundle(run, "cpu")
     path = Path(out) if out else Path(run) / FORMATS[fmt]
-    reference = _exportable(model, meta)
+    reference = _exportable(model, bundle)
     fingerprint = weights_fingerprint(model)
     with atomic_path(path) as tmp:
         if fmt == "onnx":
             import onnx
 
-            proto = onnx.load_from_string(onnx_bytes(model, meta, opset))
-            for k, v in _metadata(model, meta).items():
+            proto = onnx.load_from_string(onnx_bytes(model, bundle, opset))
+            for k, v in _metadata(model, bundle).items():
                 entry = proto.metadata_props.add()
                 entry.key, entry.value = k, v
             onnx.save(proto, str(tmp))
@@ -291,7 +313,7 @@ def export_model(run: str | Path, fmt: str = "onnx", out: str | Path | None = No
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 traced = torch.jit.trace(reference, torch.rand(1, 3, 67, 93), check_trace=False)
-                torch.jit.save(traced, str(tmp), _extra_files={"pixelwise.json": json.dumps(_metadata(model, meta))})
+                torch.jit.save(traced, str(tmp), _extra_files={"pixelwise.json": json.dumps(_metadata(model, bundle))})
                 reloaded = torch.jit.load(str(tmp), map_location="cpu")
             diff = parity(reference, lambda x: reloaded(x).numpy(), sizes)
         if not np.isfinite(diff) or diff > tolerance:
@@ -299,5 +321,10 @@ def export_model(run: str | Path, fmt: str = "onnx", out: str | Path | None = No
                 f"{fmt} export of {run} differs from PyTorch by {diff:.3g} (tolerance {tolerance:g}); "
                 "the file was not written"
             )
-    return {"path": str(path), "format": fmt, "max_abs_diff": diff, "sizes": [list(s) for s in sizes],
-            "fingerprint": fingerprint}
+    return {
+        "path": str(path),
+        "format": fmt,
+        "max_abs_diff": diff,
+        "sizes": [list(s) for s in sizes],
+        "fingerprint": fingerprint,
+    }

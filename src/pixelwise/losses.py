@@ -9,14 +9,14 @@ because softmax and log over fp16/bf16 lose too much precision near 0 and 1.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelwise.errors import PixelwiseError
+from .errors import PixelwiseError
 
 __all__ = [
     "CrossEntropyLoss",

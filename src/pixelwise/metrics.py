@@ -70,9 +70,7 @@ class ConfusionMatrix:
             t_min, t_max = int(t.min()), int(t.max())
             if t_min < 0 or t_max >= c:
                 bad = t_min if t_min < 0 else t_max
-                raise ValueError(
-                    f"target value {bad} outside [0, {c}) and not the ignore index {self.ignore_index}"
-                )
+                raise ValueError(f"target value {bad} outside [0, {c}) and not the ignore index {self.ignore_index}")
             p_min, p_max = int(p.min()), int(p.max())
             if p_min < 0 or p_max >= c:
                 bad = p_min if p_min < 0 else p_max
@@ -92,12 +90,10 @@ class ConfusionMatrix:
         """Zero all counts (keeps the device)."""
         self._matrix.zero_()
 
-    def merge(self, other: "ConfusionMatrix") -> None:
+    def merge(self, other: ConfusionMatrix) -> None:
         """Add the counts of ``other`` (same number of classes) into this matrix."""
         if other.num_classes != self.num_classes:
-            raise ValueError(
-                f"cannot merge a {other.num_classes}-class matrix into a {self.num_classes}-class one"
-            )
+            raise ValueError(f"cannot merge a {other.num_classes}-class matrix into a {self.num_classes}-class one")
         self._matrix += other.matrix.to(self._matrix.device)
 
     def all_reduce(self) -> None:

@@ -38,7 +38,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
@@ -236,5 +236,3 @@ def describe(model: nn.Module) -> str:
     cfg = getattr(model, "config", None)
     name = f"{cfg.arch}/{cfg.encoder}" if cfg else model.__class__.__name__
     return f"{name}, {n / 1e6:.2f} M parameters"
-
-

@@ -163,8 +163,9 @@ def _appearance_message(q: torch.Tensor, feats: torch.Tensor, offsets, spatial: 
     return msg / norm.clamp_min(1e-12)
 
 
-def crf_offsets(sxy: float, samples: int = 11, radius: float | None = None,
-                step: int | None = None) -> list[tuple[int, int]]:
+def crf_offsets(
+    sxy: float, samples: int = 11, radius: float | None = None, step: int | None = None
+) -> list[tuple[int, int]]:
     """Offsets (dy, dx), centre excluded, on a square grid of ``step`` pixels within ``radius``.
 
     Defaults: radius 2 x ``sxy``, about ``samples`` offsets per axis.
@@ -177,9 +178,18 @@ def crf_offsets(sxy: float, samples: int = 11, radius: float | None = None,
 
 
 @torch.inference_mode()
-def dense_crf_torch(probs: np.ndarray, image: np.ndarray, iterations: int = 5, sxy: float = 80.0,
-                    srgb: float = 13.0, weight: float = 10.0, smooth_sxy: float = 3.0, smooth_weight: float = 3.0,
-                    offsets: list[tuple[int, int]] | None = None, device: str = "cpu") -> np.ndarray:
+def dense_crf_torch(
+    probs: np.ndarray,
+    image: np.ndarray,
+    iterations: int = 5,
+    sxy: float = 80.0,
+    srgb: float = 13.0,
+    weight: float = 10.0,
+    smooth_sxy: float = 3.0,
+    smooth_weight: float = 3.0,
+    offsets: list[tuple[int, int]] | None = None,
+    device: str = "cpu",
+) -> np.ndarray:
     """Mean-field inference of a fully connected Potts CRF; returns refined ``(C, H, W)`` probabilities.
 
     ``probs``: ``(C, H, W)`` softmax output (the unary is ``-log p``); ``image``: ``(H, W, 3)``
@@ -212,9 +222,16 @@ def dense_crf_torch(probs: np.ndarray, image: np.ndarray, iterations: int = 5, s
     return q.cpu().numpy()
 
 
-def dense_crf_pydensecrf(probs: np.ndarray, image: np.ndarray, iterations: int = 5, sxy: float = 80.0,
-                         srgb: float = 13.0, weight: float = 10.0, smooth_sxy: float = 3.0,
-                         smooth_weight: float = 3.0) -> np.ndarray:
+def dense_crf_pydensecrf(
+    probs: np.ndarray,
+    image: np.ndarray,
+    iterations: int = 5,
+    sxy: float = 80.0,
+    srgb: float = 13.0,
+    weight: float = 10.0,
+    smooth_sxy: float = 3.0,
+    smooth_weight: float = 3.0,
+) -> np.ndarray:
     """The same CRF through pydensecrf (permutohedral-lattice filtering); ``(C, H, W)`` probabilities."""
     import pydensecrf.densecrf as dcrf
 
@@ -239,8 +256,14 @@ def pydensecrf_available() -> bool:
 def dense_crf(probs: np.ndarray, image: np.ndarray, config: PostprocessConfig | None = None) -> np.ndarray:
     """Refine ``(C, H, W)`` probabilities with a dense CRF on the ``(H, W, 3)`` uint8 image colours."""
     cfg = config or PostprocessConfig(crf=True)
-    kw = dict(iterations=cfg.crf_iterations, sxy=cfg.crf_sxy, srgb=cfg.crf_srgb, weight=cfg.crf_weight,
-              smooth_sxy=cfg.crf_smooth_sxy, smooth_weight=cfg.crf_smooth_weight)
+    kw = dict(
+        iterations=cfg.crf_iterations,
+        sxy=cfg.crf_sxy,
+        srgb=cfg.crf_srgb,
+        weight=cfg.crf_weight,
+        smooth_sxy=cfg.crf_smooth_sxy,
+        smooth_weight=cfg.crf_smooth_weight,
+    )
     backend = cfg.crf_backend
     if backend == "auto":
         backend = "pydensecrf" if pydensecrf_available() else "torch"

@@ -11,35 +11,11 @@ import csv
 import math
 import os
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
-
-
-def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
-    """Distinct, deterministic RGB colours for `num_classes` classes.
-
-    Uses the bit-interleaving scheme popularised by Pascal VOC: the bits of the class index are
-    dealt round-robin to R, G and B, most significant colour bit first. Class 0 is black and
-    colours stay distinct for up to 2**24 classes.
-
-    Returns:
-        list of `num_classes` (r, g, b) tuples of ints in [0, 255].
-    """
-    if num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-    palette = []
-    for index in range(num_classes):
-        rgb = [0, 0, 0]
-        bits = index
-        for shift in range(7, -1, -1):
-            for channel in range(3):
-                rgb[channel] |= (bits & 1) << shift
-                bits >>= 1
-        palette.append((rgb[0], rgb[1], rgb[2]))
-    return palette
 
 
 def colorize(mask: np.ndarray, colors: Sequence[Sequence[int]]) -> np.ndarray:
@@ -66,9 +42,7 @@ def colorize(mask: np.ndarray, colors: Sequence[Sequence[int]]) -> np.ndarray:
     return lut[np.where(valid, mask, len(colors))]
 
 
-def overlay(
-    image: np.ndarray, mask: np.ndarray, colors: Sequence[Sequence[int]], alpha: float = 0.5
-) -> np.ndarray:
+def overlay(image: np.ndarray, mask: np.ndarray, colors: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
     """Blend the colourised mask over an image; the inputs are not modified.
 
     Args:
@@ -177,8 +151,7 @@ def plot_confusion_matrix(
             for j in range(n):
                 v = values[i, j]
                 text = f"{v:.2f}" if normalize else _compact_count(v)
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                        color="white" if v > 0.6 * vmax else "black")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if v > 0.6 * vmax else "black")
     fig.tight_layout()
     _save_figure(fig, out_png)
 

@@ -73,9 +73,17 @@ class DecodeSpec:
         if self.lut_name:
             text += f" through the {self.lut_name} table"
         if self.snap:
-            text = "jpeg-snap: lossy masks snapped to the nearest valid " + (
-                "colour" if self.encoding == "rgb" else "value (threshold 128)" if self.encoding == "binary" else "value"
-            ) + f"; underlying encoding {text}"
+            text = (
+                "jpeg-snap: lossy masks snapped to the nearest valid "
+                + (
+                    "colour"
+                    if self.encoding == "rgb"
+                    else "value (threshold 128)"
+                    if self.encoding == "binary"
+                    else "value"
+                )
+                + f"; underlying encoding {text}"
+            )
         return text
 
 
@@ -108,14 +116,19 @@ def _short(e: BaseException) -> str:
     return text or e.__class__.__name__
 
 
-def too_large(path: str | Path, width: int | None, height: int | None, max_pixels: int,
-              pixels: int | None = None) -> FileError:
+def too_large(
+    path: str | Path, width: int | None, height: int | None, max_pixels: int, pixels: int | None = None
+) -> FileError:
     if width and height:
         size = f"{width} x {height} = {width * height:,} pixels"
     else:
         size = f"{pixels:,} pixels" if pixels else "its size"
-    return FileError(path, f"refused: {size} is above the limit of {max_pixels:,} pixels (decompression bomb?)",
-                     "pass --max-pixels N to allow it if the file is genuine", kind="too_large")
+    return FileError(
+        path,
+        f"refused: {size} is above the limit of {max_pixels:,} pixels (decompression bomb?)",
+        "pass --max-pixels N to allow it if the file is genuine",
+        kind="too_large",
+    )
 
 
 def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image") -> Image.Image:
@@ -140,7 +153,9 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, what: str
         found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow: "Image size (N pixels) exceeds limit ..."
         raise too_large(path, None, None, max_pixels, int(found.group(1)) if found else None) from None
     except Exception as e:  # any failure to identify a damaged or foreign file is the file's fault
-        raise FileError(path, f"cannot read this {what}: not an image format Pillow can decode ({_short(e)})", todo) from None
+        raise FileError(
+            path, f"cannot read this {what}: not an image format Pillow can decode ({_short(e)})", todo
+        ) from None
     w, h = im.size
     if w * h > max_pixels:
         im.close()
@@ -177,9 +192,11 @@ def raw_from_image(im: Image.Image, path: str | Path) -> RawMask:
             return RawMask(np.ascontiguousarray(r), "gray", mode, 8, lossy)  # grey stored as RGB
         packed = (r.astype(np.int32) << 16) | (g.astype(np.int32) << 8) | b.astype(np.int32)
         return RawMask(packed, "rgb", mode, 24, lossy)
-    raise FileError(path, f"mask mode {mode} is not supported",
-                    "save each pixel's class index as an 8-bit or 16-bit grayscale or palette PNG, "
-                    "or class colours as an RGB PNG")
+    raise FileError(
+        path,
+        f"mask mode {mode} is not supported",
+        "save each pixel's class index as an 8-bit or 16-bit grayscale or palette PNG, or class colours as an RGB PNG",
+    )
 
 
 def read_raw_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> RawMask:
@@ -273,7 +290,9 @@ def decode(raw: RawMask, spec: DecodeSpec) -> np.ndarray:
     return map_values(keys, raw.kind, spec)[inv].reshape(arr.shape)
 
 
-def first_position(path: str | Path, key: int, kind: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
+def first_position(
+    path: str | Path, key: int, kind: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int] | None:
     """(x, y) of the first pixel holding ``key`` in a mask file, for error messages; None if absent."""
     try:
         raw = read_raw_mask(path, max_pixels)
@@ -286,7 +305,10 @@ def first_position(path: str | Path, key: int, kind: str, max_pixels: int = DEFA
 
 
 def describe_key(key: int, kind: str) -> str:
-    return "colour (%d, %d, %d)" % unpack(key) if kind == "rgb" else f"value {int(key)}"
+    if kind == "rgb":
+        r, g, b = unpack(key)
+        return f"colour ({r}, {g}, {b})"
+    return f"value {int(key)}"
 
 
 def with_classes(spec: DecodeSpec, num_classes: int | None, ignore_index: int) -> DecodeSpec:

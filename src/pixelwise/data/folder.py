@@ -21,11 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image, ImageOps
 
+from ..classes import ClassInfo, read_classes_file
 from ..errors import PixelwiseError
-from .encodings import DEFAULT_MAX_PIXELS, INVALID, DecodeSpec, FileError, decode, describe_key, open_image, read_raw_mask
+from .encodings import (
+    DEFAULT_MAX_PIXELS,
+    INVALID,
+    DecodeSpec,
+    FileError,
+    decode,
+    describe_key,
+    open_image,
+    read_raw_mask,
+)
 from .problems import Problem, listing, raise_first
 from .render import VectorMask, render
 
@@ -35,34 +44,6 @@ LOSSY_MASK_EXTENSIONS = (".jpg", ".jpeg")
 SPLIT_NAMES = ("train", "val", "test")
 # Index masks must be read as indices, never through a colour conversion.
 INDEX_MASK_MODES = ("L", "P", "I;16", "I;16L", "I;16B", "I", "1")
-
-
-@dataclass
-class ClassInfo:
-    """Class names, display colours and the ignore index of a data set or a trained model."""
-
-    names: list[str]
-    colors: list[tuple[int, int, int]]
-    ignore_index: int = 255
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.names)
-
-    def to_dict(self) -> dict:
-        return {
-            "names": list(self.names),
-            "colors": [list(c) for c in self.colors],
-            "ignore_index": self.ignore_index,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClassInfo":
-        return cls(
-            names=[str(n) for n in d["names"]],
-            colors=[tuple(int(v) for v in c) for c in d["colors"]],
-            ignore_index=int(d.get("ignore_index", 255)),
-        )
 
 
 @dataclass(frozen=True)
@@ -90,7 +71,7 @@ class DataReport:
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # stem -> (H, W)
     values: dict[str, dict[int, int]] = field(default_factory=dict)  # stem -> {mask value: pixels}
 
-    def subset(self, stems, num_classes: int, ignore_index: int) -> "DataReport":
+    def subset(self, stems, num_classes: int, ignore_index: int) -> DataReport:
         """The report restricted to some samples (e.g. the training split), without re-reading files."""
         counts = np.zeros(num_classes, dtype=np.int64)
         ignored = 0
@@ -101,76 +82,6 @@ class DataReport:
                 else:
                     counts[v] += c
         return DataReport(counts, ignored, {s: self.sizes[s] for s in stems}, {s: self.values[s] for s in stems})
-
-
-
-_listing = listing  # kept for callers of the earlier private name
-
-
-def _palette(num_classes: int) -> list[tuple[int, int, int]]:
-    from ..viz import default_palette
-
-    return default_palette(num_classes)
-
-
-@dataclass
-class ClassesFile:
-    """A parsed classes file: the classes, and whether it gave colours that masks may be coded in."""
-
-    info: ClassInfo
-    colors_given: bool
-    ignore_colors: list[tuple[int, int, int]]
-    path: Path
-
-
-def _color_list(value, path: Path, key: str, count: int | None) -> list[tuple[int, int, int]]:
-    ok = isinstance(value, list) and (count is None or len(value) == count) and all(
-        isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
-        for c in value
-    )
-    if not ok:
-        what = f"one [r, g, b] (0..255) per class ({count} classes)" if count is not None else "[r, g, b] values (0..255)"
-        raise PixelwiseError(f"{path}: '{key}' must list {what}")
-    return [tuple(c) for c in value]
-
-
-def read_classes_file(path: str | Path) -> ClassesFile:
-    """Parse a classes YAML file.
-
-    Accepted keys: ``names`` (list, required), ``colors`` (list of [r, g, b], optional),
-    ``ignore_index`` (int, optional, default 255), ``ignore_color`` ([r, g, b] or a list of them,
-    optional: the colour(s) of ignored pixels in colour-coded masks).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise PixelwiseError(f"{path}: classes file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise PixelwiseError(f"{path}: not valid YAML ({e.__class__.__name__}); fix the file") from None
-    if isinstance(raw, list):
-        raw = {"names": raw}
-    if not isinstance(raw, dict) or not isinstance(raw.get("names"), list) or not raw["names"]:
-        raise PixelwiseError(f"{path}: needs a non-empty list 'names:' of class names")
-    names = [str(n) for n in raw["names"]]
-    if len(set(names)) != len(names):
-        raise PixelwiseError(f"{path}: class names must be unique")
-    ignore = raw.get("ignore_index", 255)
-    if not isinstance(ignore, int) or isinstance(ignore, bool) or not 0 <= ignore <= 65535:
-        raise PixelwiseError(f"{path}: ignore_index must be an integer (usually 255)")
-    if ignore < len(names):
-        raise PixelwiseError(
-            f"{path}: ignore_index {ignore} is also a class index (0..{len(names) - 1}); "
-            "use a value outside the classes, such as 255"
-        )
-    colors = raw.get("colors")
-    given = colors is not None
-    colors = _color_list(colors, path, "colors", len(names)) if given else _palette(len(names))
-    ignore_colors = raw.get("ignore_color") or []
-    if ignore_colors and isinstance(ignore_colors[0], int):
-        ignore_colors = [ignore_colors]
-    ignore_colors = _color_list(ignore_colors, path, "ignore_color", None) if ignore_colors else []
-    return ClassesFile(ClassInfo(names=names, colors=colors, ignore_index=ignore), given, ignore_colors, path)
 
 
 def load_classes(root: str | Path) -> ClassInfo | None:
@@ -219,29 +130,45 @@ def list_folder(root: str | Path) -> tuple[list[Sample], list[Problem], list[str
             f"{images_dir}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}); add images or fix the path"
         )
     if foreign:
-        problems.append(Problem(
-            "files are not images by their extension and were left out", "move them out of images/ and masks/",
-            foreign, severity="warning"))
+        problems.append(
+            Problem(
+                "files are not images by their extension and were left out",
+                "move them out of images/ and masks/",
+                foreign,
+                severity="warning",
+            )
+        )
     bad: set[str] = set()
     for what, table in (("image", images), ("mask", masks)):
         dup = {s: ps for s, ps in table.items() if len(ps) > 1}
         if dup:
-            problems.append(Problem(
-                f"stems have more than one {what}", "keep one file per stem",
-                [f"{s} ({', '.join(p.name for p in ps)})" for s, ps in dup.items()],
-                stems=[s for s in dup if s in images]))
+            problems.append(
+                Problem(
+                    f"stems have more than one {what}",
+                    "keep one file per stem",
+                    [f"{s} ({', '.join(p.name for p in ps)})" for s, ps in dup.items()],
+                    stems=[s for s in dup if s in images],
+                )
+            )
             bad |= set(dup)
     missing = [s for s in images if s not in masks]
     if missing:
-        problems.append(Problem(
-            "images have no mask", f"add {masks_dir}/<stem>.png for each or remove the images",
-            [str(images[s][0]) for s in missing], stems=missing))
+        problems.append(
+            Problem(
+                "images have no mask",
+                f"add {masks_dir}/<stem>.png for each or remove the images",
+                [str(images[s][0]) for s in missing],
+                stems=missing,
+            )
+        )
     orphans = [s for s in masks if s not in images]
     if orphans:
-        problems.append(Problem(
-            "masks have no image", "add the images or remove the masks", [str(masks[s][0]) for s in orphans]))
-    samples = [Sample(stem=s, image=images[s][0], mask=masks[s][0])
-               for s in sorted(images) if s in masks and s not in bad]
+        problems.append(
+            Problem("masks have no image", "add the images or remove the masks", [str(masks[s][0]) for s in orphans])
+        )
+    samples = [
+        Sample(stem=s, image=images[s][0], mask=masks[s][0]) for s in sorted(images) if s in masks and s not in bad
+    ]
     return samples, problems, notes
 
 
@@ -300,8 +227,9 @@ def split_samples(
     return seeded_split(root, samples, val_fraction, test_fraction, seed)
 
 
-def seeded_split(root, samples: list[Sample], val_fraction: float = 0.2, test_fraction: float = 0.0,
-                 seed: int = 0) -> dict[str, list[Sample]]:
+def seeded_split(
+    root, samples: list[Sample], val_fraction: float = 0.2, test_fraction: float = 0.0, seed: int = 0
+) -> dict[str, list[Sample]]:
     """Split samples by a seeded permutation of their sorted stems: same data and seed, same split."""
     n = len(samples)
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
@@ -346,7 +274,9 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     try:
         return image_to_rgb(im)
     except Exception as e:  # a conversion failure is the file's fault, not a bug to show as a traceback
-        raise FileError(path, f"cannot convert this image to RGB ({e.__class__.__name__})", "re-save it as PNG or JPEG") from None
+        raise FileError(
+            path, f"cannot convert this image to RGB ({e.__class__.__name__})", "re-save it as PNG or JPEG"
+        ) from None
     finally:
         im.close()
 
@@ -362,17 +292,23 @@ def read_mask(path: str | Path, spec: DecodeSpec | None = None) -> np.ndarray:
     raw = read_raw_mask(path, spec.max_pixels if spec else DEFAULT_MAX_PIXELS)
     if spec is None or spec.encoding in ("auto",):
         if raw.kind == "rgb":
-            raise FileError(path, f"mask is {raw.mode}, not a single-channel or palette PNG of class indices",
-                            "save each pixel's class index (0, 1, 2, ...) as an 8-bit grayscale or palette PNG, "
-                            "or give the class colours in classes.yaml (see --encoding rgb)")
+            raise FileError(
+                path,
+                f"mask is {raw.mode}, not a single-channel or palette PNG of class indices",
+                "save each pixel's class index (0, 1, 2, ...) as an 8-bit grayscale or palette PNG, "
+                "or give the class colours in classes.yaml (see --encoding rgb)",
+            )
         return raw.array.astype(np.int64)
     out = decode(raw, spec)
     bad = out == INVALID
     if bad.any():
         ys, xs = np.nonzero(bad)
         key = int(raw.array[ys[0], xs[0]])
-        raise FileError(path, f"{describe_key(key, raw.kind)} at pixel x={xs[0]}, y={ys[0]} is no class",
-                        "fix the mask or the class list")
+        raise FileError(
+            path,
+            f"{describe_key(key, raw.kind)} at pixel x={xs[0]}, y={ys[0]} is no class",
+            "fix the mask or the class list",
+        )
     return out
 
 
@@ -394,8 +330,11 @@ def read_sample_mask(sample: Sample, size: tuple[int, int] | None = None) -> np.
     if size is not None and mask.shape != tuple(size):
         if spec is not None and spec.resize_masks == "nearest":
             return resize_nearest(mask, size)
-        raise FileError(sample.mask, f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {size[1]}x{size[0]}",
-                        "masks must have exactly the image's height and width (or pass --resize-masks nearest)")
+        raise FileError(
+            sample.mask,
+            f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {size[1]}x{size[0]}",
+            "masks must have exactly the image's height and width (or pass --resize-masks nearest)",
+        )
     return mask
 
 
@@ -461,5 +400,12 @@ def open_folder(
     """
     from .formats import open_dataset
 
-    return open_dataset(root, "folder", val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                        classes=classes, validate_splits=validate_splits)
+    return open_dataset(
+        root,
+        "folder",
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        classes=classes,
+        validate_splits=validate_splits,
+    )

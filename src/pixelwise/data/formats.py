@@ -27,15 +27,21 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
+from ..classes import ClassInfo, default_palette, read_classes_file
 from ..errors import PixelwiseError
 from .encodings import DEFAULT_MAX_PIXELS, ENCODINGS, INVALID, DecodeSpec
 from .folder import (
-    IMAGE_EXTENSIONS, SPLIT_NAMES, ClassInfo, FolderDataset, Sample, _palette, list_folder, read_classes_file,
-    seeded_split, split_samples,
+    IMAGE_EXTENSIONS,
+    SPLIT_NAMES,
+    FolderDataset,
+    Sample,
+    list_folder,
+    seeded_split,
+    split_samples,
 )
 from .problems import Problem, raise_first
 from .render import Shape, VectorMask
@@ -44,63 +50,267 @@ from .validation import CheckResult, check_samples
 # ----------------------------------------------------------------------------- class lists
 
 VOC_CLASSES = [
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 ]
 VOC_BOUNDARY_COLOR = (224, 224, 192)  # palette entry 255, the "void" outline around objects
 
 # Cityscapes: (label id, name, colour) of the 19 classes used for training, in train-id order.
 CITYSCAPES_TRAIN = [
-    (7, "road", (128, 64, 128)), (8, "sidewalk", (244, 35, 232)), (11, "building", (70, 70, 70)),
-    (12, "wall", (102, 102, 156)), (13, "fence", (190, 153, 153)), (17, "pole", (153, 153, 153)),
-    (19, "traffic light", (250, 170, 30)), (20, "traffic sign", (220, 220, 0)), (21, "vegetation", (107, 142, 35)),
-    (22, "terrain", (152, 251, 152)), (23, "sky", (70, 130, 180)), (24, "person", (220, 20, 60)),
-    (25, "rider", (255, 0, 0)), (26, "car", (0, 0, 142)), (27, "truck", (0, 0, 70)), (28, "bus", (0, 60, 100)),
-    (31, "train", (0, 80, 100)), (32, "motorcycle", (0, 0, 230)), (33, "bicycle", (119, 11, 32)),
+    (7, "road", (128, 64, 128)),
+    (8, "sidewalk", (244, 35, 232)),
+    (11, "building", (70, 70, 70)),
+    (12, "wall", (102, 102, 156)),
+    (13, "fence", (190, 153, 153)),
+    (17, "pole", (153, 153, 153)),
+    (19, "traffic light", (250, 170, 30)),
+    (20, "traffic sign", (220, 220, 0)),
+    (21, "vegetation", (107, 142, 35)),
+    (22, "terrain", (152, 251, 152)),
+    (23, "sky", (70, 130, 180)),
+    (24, "person", (220, 20, 60)),
+    (25, "rider", (255, 0, 0)),
+    (26, "car", (0, 0, 142)),
+    (27, "truck", (0, 0, 70)),
+    (28, "bus", (0, 60, 100)),
+    (31, "train", (0, 80, 100)),
+    (32, "motorcycle", (0, 0, 230)),
+    (33, "bicycle", (119, 11, 32)),
 ]
 CITYSCAPES_NUM_IDS = 34  # label ids 0..33; every id not in the table above is ignored
 
 CAMVID_CLASSES = [
-    ("sky", (128, 128, 128)), ("building", (128, 0, 0)), ("pole", (192, 192, 128)), ("road", (128, 64, 128)),
-    ("pavement", (60, 40, 222)), ("tree", (128, 128, 0)), ("sign_symbol", (192, 128, 128)),
-    ("fence", (64, 64, 128)), ("car", (64, 0, 128)), ("pedestrian", (64, 64, 0)), ("bicyclist", (0, 128, 192)),
+    ("sky", (128, 128, 128)),
+    ("building", (128, 0, 0)),
+    ("pole", (192, 192, 128)),
+    ("road", (128, 64, 128)),
+    ("pavement", (60, 40, 222)),
+    ("tree", (128, 128, 0)),
+    ("sign_symbol", (192, 128, 128)),
+    ("fence", (64, 64, 128)),
+    ("car", (64, 0, 128)),
+    ("pedestrian", (64, 64, 0)),
+    ("bicyclist", (0, 128, 192)),
 ]
 CAMVID_VOID = 11
 
 # The 32 colour codes of the original CamVid labels; Void is ignored.
 CAMVID_32 = [
-    ("Animal", (64, 128, 64)), ("Archway", (192, 0, 128)), ("Bicyclist", (0, 128, 192)), ("Bridge", (0, 128, 64)),
-    ("Building", (128, 0, 0)), ("Car", (64, 0, 128)), ("CartLuggagePram", (64, 0, 192)), ("Child", (192, 128, 64)),
-    ("Column_Pole", (192, 192, 128)), ("Fence", (64, 64, 128)), ("LaneMkgsDriv", (128, 0, 192)),
-    ("LaneMkgsNonDriv", (192, 0, 64)), ("Misc_Text", (128, 128, 64)), ("MotorcycleScooter", (192, 0, 192)),
-    ("OtherMoving", (128, 64, 64)), ("ParkingBlock", (64, 192, 128)), ("Pedestrian", (64, 64, 0)),
-    ("Road", (128, 64, 128)), ("RoadShoulder", (128, 128, 192)), ("Sidewalk", (0, 0, 192)),
-    ("SignSymbol", (192, 128, 128)), ("Sky", (128, 128, 128)), ("SUVPickupTruck", (64, 128, 192)),
-    ("TrafficCone", (0, 0, 64)), ("TrafficLight", (0, 64, 64)), ("Train", (192, 64, 128)), ("Tree", (128, 128, 0)),
-    ("Truck_Bus", (192, 128, 192)), ("Tunnel", (64, 0, 64)), ("VegetationMisc", (192, 192, 0)), ("Void", (0, 0, 0)),
+    ("Animal", (64, 128, 64)),
+    ("Archway", (192, 0, 128)),
+    ("Bicyclist", (0, 128, 192)),
+    ("Bridge", (0, 128, 64)),
+    ("Building", (128, 0, 0)),
+    ("Car", (64, 0, 128)),
+    ("CartLuggagePram", (64, 0, 192)),
+    ("Child", (192, 128, 64)),
+    ("Column_Pole", (192, 192, 128)),
+    ("Fence", (64, 64, 128)),
+    ("LaneMkgsDriv", (128, 0, 192)),
+    ("LaneMkgsNonDriv", (192, 0, 64)),
+    ("Misc_Text", (128, 128, 64)),
+    ("MotorcycleScooter", (192, 0, 192)),
+    ("OtherMoving", (128, 64, 64)),
+    ("ParkingBlock", (64, 192, 128)),
+    ("Pedestrian", (64, 64, 0)),
+    ("Road", (128, 64, 128)),
+    ("RoadShoulder", (128, 128, 192)),
+    ("Sidewalk", (0, 0, 192)),
+    ("SignSymbol", (192, 128, 128)),
+    ("Sky", (128, 128, 128)),
+    ("SUVPickupTruck", (64, 128, 192)),
+    ("TrafficCone", (0, 0, 64)),
+    ("TrafficLight", (0, 64, 64)),
+    ("Train", (192, 64, 128)),
+    ("Tree", (128, 128, 0)),
+    ("Truck_Bus", (192, 128, 192)),
+    ("Tunnel", (64, 0, 64)),
+    ("VegetationMisc", (192, 192, 0)),
+    ("Void", (0, 0, 0)),
     ("Wall", (64, 192, 0)),
 ]
 
 ADE20K_CLASSES = [
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
-    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
-    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
-    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
-    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
-    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
-    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light",
-    "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
-    "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
-    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool",
-    "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
-    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture",
-    "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
-    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+    "wall",
+    "building",
+    "sky",
+    "floor",
+    "tree",
+    "ceiling",
+    "road",
+    "bed",
+    "windowpane",
+    "grass",
+    "cabinet",
+    "sidewalk",
+    "person",
+    "earth",
+    "door",
+    "table",
+    "mountain",
+    "plant",
+    "curtain",
+    "chair",
+    "car",
+    "water",
+    "painting",
+    "sofa",
+    "shelf",
+    "house",
+    "sea",
+    "mirror",
+    "rug",
+    "field",
+    "armchair",
+    "seat",
+    "fence",
+    "desk",
+    "rock",
+    "wardrobe",
+    "lamp",
+    "bathtub",
+    "railing",
+    "cushion",
+    "base",
+    "box",
+    "column",
+    "signboard",
+    "chest of drawers",
+    "counter",
+    "sand",
+    "sink",
+    "skyscraper",
+    "fireplace",
+    "refrigerator",
+    "grandstand",
+    "path",
+    "stairs",
+    "runway",
+    "case",
+    "pool table",
+    "pillow",
+    "screen door",
+    "stairway",
+    "river",
+    "bridge",
+    "bookcase",
+    "blind",
+    "coffee table",
+    "toilet",
+    "flower",
+    "book",
+    "hill",
+    "bench",
+    "countertop",
+    "stove",
+    "palm",
+    "kitchen island",
+    "computer",
+    "swivel chair",
+    "boat",
+    "bar",
+    "arcade machine",
+    "hovel",
+    "bus",
+    "towel",
+    "light",
+    "truck",
+    "tower",
+    "chandelier",
+    "awning",
+    "streetlight",
+    "booth",
+    "television receiver",
+    "airplane",
+    "dirt track",
+    "apparel",
+    "pole",
+    "land",
+    "bannister",
+    "escalator",
+    "ottoman",
+    "bottle",
+    "buffet",
+    "poster",
+    "stage",
+    "van",
+    "ship",
+    "fountain",
+    "conveyer belt",
+    "canopy",
+    "washer",
+    "plaything",
+    "swimming pool",
+    "stool",
+    "barrel",
+    "basket",
+    "waterfall",
+    "tent",
+    "bag",
+    "minibike",
+    "cradle",
+    "oven",
+    "ball",
+    "food",
+    "step",
+    "tank",
+    "trade name",
+    "microwave",
+    "pot",
+    "animal",
+    "bicycle",
+    "lake",
+    "dishwasher",
+    "screen",
+    "blanket",
+    "sculpture",
+    "hood",
+    "sconce",
+    "vase",
+    "traffic light",
+    "tray",
+    "ashcan",
+    "fan",
+    "pier",
+    "crt screen",
+    "plate",
+    "monitor",
+    "bulletin board",
+    "shower",
+    "radiator",
+    "glass",
+    "clock",
+    "flag",
 ]
 
-SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-               "test": "test", "testing": "test"}
+SPLIT_WORDS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 @dataclass
@@ -132,31 +342,48 @@ def _images_in(folder: Path) -> dict[str, list[Path]]:
     return out
 
 
-def _pair(images: dict[str, list[Path]], masks: dict[str, list[Path]], problems: list[Problem],
-          where: str, mask_hint: str) -> list[Sample]:
+def _pair(
+    images: dict[str, list[Path]], masks: dict[str, list[Path]], problems: list[Problem], where: str, mask_hint: str
+) -> list[Sample]:
     """Samples for stems with exactly one image and one mask; the rest become problems."""
     bad = set()
     for what, table in (("image", images), ("mask", masks)):
         dup = {s: ps for s, ps in table.items() if len(ps) > 1}
         if dup:
-            problems.append(Problem(f"stems have more than one {what} in {where}", "keep one file per stem",
-                                    [f"{s} ({', '.join(p.name for p in ps)})" for s, ps in dup.items()],
-                                    stems=[s for s in dup if s in images]))
+            problems.append(
+                Problem(
+                    f"stems have more than one {what} in {where}",
+                    "keep one file per stem",
+                    [f"{s} ({', '.join(p.name for p in ps)})" for s, ps in dup.items()],
+                    stems=[s for s in dup if s in images],
+                )
+            )
             bad |= set(dup)
     missing = [s for s in images if s not in masks]
     if missing:
-        problems.append(Problem(f"images in {where} have no mask", f"add {mask_hint} or remove the images",
-                                [str(images[s][0]) for s in missing], stems=missing))
+        problems.append(
+            Problem(
+                f"images in {where} have no mask",
+                f"add {mask_hint} or remove the images",
+                [str(images[s][0]) for s in missing],
+                stems=missing,
+            )
+        )
     orphans = [s for s in masks if s not in images]
     if orphans:
-        problems.append(Problem(f"masks in {where} have no image", "add the images or remove the masks",
-                                [str(masks[s][0]) for s in orphans]))
+        problems.append(
+            Problem(
+                f"masks in {where} have no image",
+                "add the images or remove the masks",
+                [str(masks[s][0]) for s in orphans],
+            )
+        )
     return [Sample(s, images[s][0], masks[s][0]) for s in sorted(images) if s in masks and s not in bad]
 
 
 def _split_of(name: str) -> str | None:
     for word, split in SPLIT_WORDS.items():
-        if name.lower() == word or name.lower().startswith(word) and name[len(word):].isdigit():
+        if name.lower() == word or name.lower().startswith(word) and name[len(word) :].isdigit():
             return split
     return None
 
@@ -208,8 +435,16 @@ def read_voc(root: Path) -> DataSource:
     images = {s: all_images[s] for s in masks if s in all_images}
     samples = _pair(images, masks, problems, str(base / "SegmentationClass"), "the image to JPEGImages/")
     # Only images with a mask are samples: most of JPEGImages/ is not annotated for segmentation.
-    src = DataSource("voc", base, samples, ClassInfo(list(VOC_CLASSES), _palette(21), 255), "Pascal VOC 2012",
-                     colors=_palette(21), ignore_colors=[VOC_BOUNDARY_COLOR], problems=problems)
+    src = DataSource(
+        "voc",
+        base,
+        samples,
+        ClassInfo(list(VOC_CLASSES), default_palette(21), 255),
+        "Pascal VOC 2012",
+        colors=default_palette(21),
+        ignore_colors=[VOC_BOUNDARY_COLOR],
+        problems=problems,
+    )
     sets = base / "ImageSets" / "Segmentation"
     if sets.is_dir():
         by_stem = {s.stem: s for s in samples}
@@ -224,8 +459,14 @@ def read_voc(root: Path) -> DataSource:
                 src.notes.append(f"{path}: none of its {len(stems)} images has a mask (not annotated); left out")
                 continue
             if missing:
-                problems.append(Problem(f"names in {path} have no image/mask pair",
-                                        "add the files or remove the names", missing, stems=missing))
+                problems.append(
+                    Problem(
+                        f"names in {path} have no image/mask pair",
+                        "add the files or remove the names",
+                        missing,
+                        stems=missing,
+                    )
+                )
             splits[name] = [by_stem[s] for s in stems if s in by_stem]
         src.splits = splits
     return src
@@ -251,8 +492,9 @@ def read_cityscapes(root: Path) -> DataSource:
         if images and not masks:
             notes.append(f"{left / split}: no gtFine labelIds masks for this split; left out")
             continue
-        splits[split] = _pair(images, masks, problems, f"{left / split}",
-                              f"gtFine/{split}/<city>/<name>_gtFine_labelIds.png")
+        splits[split] = _pair(
+            images, masks, problems, f"{left / split}", f"gtFine/{split}/<city>/<name>_gtFine_labelIds.png"
+        )
     lut = [INVALID] * 256
     for i in range(CITYSCAPES_NUM_IDS):
         lut[i] = 255
@@ -261,9 +503,17 @@ def read_cityscapes(root: Path) -> DataSource:
         lut[label_id] = train_id
     classes = ClassInfo([n for _, n, _ in CITYSCAPES_TRAIN], [c for _, _, c in CITYSCAPES_TRAIN], 255)
     samples = [s for n in SPLIT_NAMES for s in splits[n]]
-    return DataSource("cityscapes", root, samples, classes, "Cityscapes (19 training classes)",
-                      spec=DecodeSpec(encoding="index", lut=tuple(lut), lut_name="Cityscapes labelId -> trainId"),
-                      splits=splits, problems=problems, notes=notes)
+    return DataSource(
+        "cityscapes",
+        root,
+        samples,
+        classes,
+        "Cityscapes (19 training classes)",
+        spec=DecodeSpec(encoding="index", lut=tuple(lut), lut_name="Cityscapes labelId -> trainId"),
+        splits=splits,
+        problems=problems,
+        notes=notes,
+    )
 
 
 def read_camvid(root: Path) -> DataSource:
@@ -273,12 +523,21 @@ def read_camvid(root: Path) -> DataSource:
     for split in SPLIT_NAMES:
         img_dir, ann_dir = root / split, root / f"{split}annot"
         if img_dir.is_dir() and ann_dir.is_dir():
-            splits[split] = _pair(_images_in(img_dir), _images_in(ann_dir), problems, str(img_dir),
-                                  f"{ann_dir}/<name>.png")
+            splits[split] = _pair(
+                _images_in(img_dir), _images_in(ann_dir), problems, str(img_dir), f"{ann_dir}/<name>.png"
+            )
     classes = ClassInfo([n for n, _ in CAMVID_CLASSES], [c for _, c in CAMVID_CLASSES], CAMVID_VOID)
     samples = [s for n in SPLIT_NAMES for s in splits[n]]
-    return DataSource("camvid", root, samples, classes, "CamVid (SegNet, 11 classes, 11 = void)",
-                      colors=[c for _, c in CAMVID_CLASSES], splits=splits, problems=problems)
+    return DataSource(
+        "camvid",
+        root,
+        samples,
+        classes,
+        "CamVid (SegNet, 11 classes, 11 = void)",
+        colors=[c for _, c in CAMVID_CLASSES],
+        splits=splits,
+        problems=problems,
+    )
 
 
 def _camvid_color_classes(root: Path) -> tuple[list[tuple[str, tuple[int, int, int]]], str]:
@@ -291,15 +550,21 @@ def _camvid_color_classes(root: Path) -> tuple[list[tuple[str, tuple[int, int, i
             for row in csv.DictReader(f):
                 rows.append((row["name"].strip(), (int(row["r"]), int(row["g"]), int(row["b"]))))
     except (KeyError, ValueError, TypeError) as e:
-        raise PixelwiseError(f"{path}: expected columns name,r,g,b with integer colours ({e.__class__.__name__})") from None
+        raise PixelwiseError(
+            f"{path}: expected columns name,r,g,b with integer colours ({e.__class__.__name__})"
+        ) from None
     return rows, str(path)
 
 
 def read_camvid_color(root: Path) -> DataSource:
     """Original CamVid: frames <name>.png with colour-coded labels <name>_L.png (any subfolders)."""
     problems: list[Problem] = []
-    files = sorted(p for pattern in ("*", "*/*") for p in root.glob(pattern)
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(
+        p
+        for pattern in ("*", "*/*")
+        for p in root.glob(pattern)
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
     masks: dict[str, list[Path]] = {}
     images: dict[str, list[Path]] = {}
     for p in files:
@@ -312,8 +577,16 @@ def read_camvid_color(root: Path) -> DataSource:
     void = [c for n, c in table if n.lower() in ("void", "unlabelled", "unlabeled")]
     named = [(n, c) for n, c in table if n.lower() not in ("void", "unlabelled", "unlabeled")]
     classes = ClassInfo([n for n, _ in named], [c for _, c in named], 255)
-    src = DataSource("camvid-color", root, samples, classes, source, colors=[c for _, c in named],
-                     ignore_colors=void, problems=problems)
+    src = DataSource(
+        "camvid-color",
+        root,
+        samples,
+        classes,
+        source,
+        colors=[c for _, c in named],
+        ignore_colors=void,
+        problems=problems,
+    )
     parents = {s.stem: _split_of(s.image.parent.name) for s in samples}
     if samples and all(parents.values()):
         src.splits = {n: [s for s in samples if parents[s.stem] == n] for n in SPLIT_NAMES}
@@ -332,8 +605,9 @@ def read_ade20k(root: Path) -> DataSource:
     for folder, split in (("training", "train"), ("validation", "val")):
         img_dir, ann_dir = base / "images" / folder, base / "annotations" / folder
         if img_dir.is_dir():
-            splits[split] = _pair(_images_in(img_dir), _images_in(ann_dir), problems, str(img_dir),
-                                  f"{ann_dir}/<name>.png")
+            splits[split] = _pair(
+                _images_in(img_dir), _images_in(ann_dir), problems, str(img_dir), f"{ann_dir}/<name>.png"
+            )
     names, source = list(ADE20K_CLASSES), "ADE20K scene parsing (150 classes)"
     info = next((p for p in (base / "objectInfo150.csv", root / "objectInfo150.csv") if p.is_file()), None)
     if info is not None:
@@ -346,9 +620,16 @@ def read_ade20k(root: Path) -> DataSource:
     for v in range(1, 151):
         lut[v] = v - 1
     samples = [s for n in SPLIT_NAMES for s in splits[n]]
-    return DataSource("ade20k", base, samples, ClassInfo(names, _palette(150), 255), source,
-                      spec=DecodeSpec(encoding="index", lut=tuple(lut), lut_name="ADE20K (0 = other -> ignore, v -> v-1)"),
-                      splits=splits, problems=problems)
+    return DataSource(
+        "ade20k",
+        base,
+        samples,
+        ClassInfo(names, default_palette(150), 255),
+        source,
+        spec=DecodeSpec(encoding="index", lut=tuple(lut), lut_name="ADE20K (0 = other -> ignore, v -> v-1)"),
+        splits=splits,
+        problems=problems,
+    )
 
 
 def _is_coco(path: Path) -> bool:
@@ -393,8 +674,9 @@ def read_coco(root: Path) -> DataSource:
     """
     files = _coco_files(root)
     if not files:
-        raise PixelwiseError(f"{root}: no COCO JSON found (a .json with images, annotations, categories in "
-                             f"{root} or {root}/annotations)")
+        raise PixelwiseError(
+            f"{root}: no COCO JSON found (a .json with images, annotations, categories in {root} or {root}/annotations)"
+        )
     problems: list[Problem] = []
     categories: dict[int, str] | None = None
     per_split: dict[str, list[Sample]] = {n: [] for n in SPLIT_NAMES}
@@ -407,7 +689,9 @@ def read_coco(root: Path) -> DataSource:
         if categories is None:
             categories = cats
         elif cats != categories:
-            raise PixelwiseError(f"{jp}: its categories differ from those of {files[0]}; every file needs the same list")
+            raise PixelwiseError(
+                f"{jp}: its categories differ from those of {files[0]}; every file needs the same list"
+            )
         split = _split_from_file_name(jp.stem) or "train"
         split_dir = next((part for part in jp.stem.split("_") if _split_of(part)), "")
         anns: dict[int, list[dict]] = {}
@@ -419,11 +703,15 @@ def read_coco(root: Path) -> DataSource:
             try:
                 iid, name, h, w = im["id"], str(im["file_name"]), int(im["height"]), int(im["width"])
             except (KeyError, TypeError, ValueError):
-                raise PixelwiseError(f"{jp}: an image entry lacks id, file_name, height or width; fix the file") from None
+                raise PixelwiseError(
+                    f"{jp}: an image entry lacks id, file_name, height or width; fix the file"
+                ) from None
             shapes = []
             mine = anns.get(iid, [])
             crowd = [a for a in mine if a.get("iscrowd")]
-            objects = sorted((a for a in mine if not a.get("iscrowd")), key=lambda a: (-float(a.get("area", 0)), a.get("id", 0)))
+            objects = sorted(
+                (a for a in mine if not a.get("iscrowd")), key=lambda a: (-float(a.get("area", 0)), a.get("id", 0))
+            )
             for a in crowd + objects:
                 if a.get("category_id") not in label_of:
                     bad_cat.append(f"{name} (annotation {a.get('id')}: category {a.get('category_id')})")
@@ -438,8 +726,15 @@ def read_coco(root: Path) -> DataSource:
             vm = VectorMask(h, w, tuple(shapes), f"{jp} (image {name})")
             per_split[split].append(Sample(Path(name).stem, path, jp, vector=vm))
         if bad_cat:
-            problems.append(Problem(f"annotations in {jp} name a category that is not in its categories",
-                                    "fix the category ids", bad_cat, severity="warning", skippable=False))
+            problems.append(
+                Problem(
+                    f"annotations in {jp} name a category that is not in its categories",
+                    "fix the category ids",
+                    bad_cat,
+                    severity="warning",
+                    skippable=False,
+                )
+            )
     names = ["background"] + [categories[c] for c in sorted(categories or {})]
     if len(set(names)) != len(names):
         raise PixelwiseError(f"{files[0]}: category names must be unique (and none named 'background')")
@@ -449,12 +744,22 @@ def read_coco(root: Path) -> DataSource:
         stems[s.stem] = stems.get(s.stem, 0) + 1
     dup = [s for s, n in stems.items() if n > 1]
     if dup:
-        problems.append(Problem("image names occur more than once in the COCO files", "give each image a unique name",
-                                dup, stems=dup))
-    classes = ClassInfo(names, _palette(len(names)), 255)
-    return DataSource("coco", root, samples, classes, f"COCO categories of {', '.join(p.name for p in files)}",
-                      splits=per_split, problems=problems,
-                      notes=[f"COCO: {len(files)} JSON file(s); crowd regions ignored; overlaps: smaller objects on top"])
+        problems.append(
+            Problem(
+                "image names occur more than once in the COCO files", "give each image a unique name", dup, stems=dup
+            )
+        )
+    classes = ClassInfo(names, default_palette(len(names)), 255)
+    return DataSource(
+        "coco",
+        root,
+        samples,
+        classes,
+        f"COCO categories of {', '.join(p.name for p in files)}",
+        splits=per_split,
+        problems=problems,
+        notes=[f"COCO: {len(files)} JSON file(s); crowd regions ignored; overlaps: smaller objects on top"],
+    )
 
 
 def _labelme_files(root: Path) -> list[Path]:
@@ -497,13 +802,18 @@ def read_labelme(root: Path) -> DataSource:
         if "_background_" in names:
             names.remove("_background_")
         names = ["_background_"] + names
-        src.classes, src.classes_from = ClassInfo(names, _palette(len(names)), 255), str(root / "labels.txt")
+        src.classes, src.classes_from = ClassInfo(names, default_palette(len(names)), 255), str(root / "labels.txt")
     elif (root / "classes.yaml").is_file():
         _classes_file_source(src, root / "classes.yaml")
     else:
-        found = sorted({str(s.get("label")) for _, d in docs for s in d.get("shapes", [])} - ignore_labels - {"_background_"})
+        found = sorted(
+            {str(s.get("label")) for _, d in docs for s in d.get("shapes", [])} - ignore_labels - {"_background_"}
+        )
         names = ["_background_"] + found
-        src.classes, src.classes_from = ClassInfo(names, _palette(len(names)), 255), "labels found in the JSON files"
+        src.classes, src.classes_from = (
+            ClassInfo(names, default_palette(len(names)), 255),
+            "labels found in the JSON files",
+        )
     index = {n: i for i, n in enumerate(src.classes.names)}
     ignore = src.classes.ignore_index
     unknown: list[str] = []
@@ -551,9 +861,14 @@ def read_labelme(root: Path) -> DataSource:
                 unknown_stems.append(jp.stem)
         samples.append(Sample(jp.stem, image, jp, vector=VectorMask(h, w, tuple(shapes), str(jp))))
     if unknown:
-        problems.append(Problem("LabelMe shapes cannot be used",
-                                f"labels must be one of the classes ({src.classes_from}); fix the files",
-                                unknown, stems=sorted(set(unknown_stems))))
+        problems.append(
+            Problem(
+                "LabelMe shapes cannot be used",
+                f"labels must be one of the classes ({src.classes_from}); fix the files",
+                unknown,
+                stems=sorted(set(unknown_stems)),
+            )
+        )
     if no_area:
         notes.append(f"LabelMe: {no_area} line/point shapes carry no area and were left out")
     notes.append("LabelMe: shapes painted in file order, a later shape covers an earlier one")
@@ -633,17 +948,31 @@ class ScannedData:
     notes: list[str]
 
 
-def scan_dataset(root: str | Path, format: str = "auto", encoding: str = "auto", *, val_fraction: float = 0.2,
-                 test_fraction: float = 0.0, seed: int = 0, classes: ClassInfo | None = None,
-                 classes_file: str | Path | None = None, validate_splits: tuple[str, ...] = SPLIT_NAMES,
-                 resize_masks: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, skip_missing: bool = False,
-                 workers: int | None = None, progress: bool = False) -> ScannedData:
+def scan_dataset(
+    root: str | Path,
+    format: str = "auto",
+    encoding: str = "auto",
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    classes: ClassInfo | None = None,
+    classes_file: str | Path | None = None,
+    validate_splits: tuple[str, ...] = SPLIT_NAMES,
+    resize_masks: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    skip_missing: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+) -> ScannedData:
     """Read a data set of any format and check every sample of ``validate_splits``; raises only when
     the data set as a whole cannot be understood (no folder, unknown format, bad classes file)."""
     if encoding not in ENCODINGS:
         raise PixelwiseError(f"unknown encoding '{encoding}'; use one of {', '.join(ENCODINGS)}")
     if resize_masks not in (None, "", "nearest"):
-        raise PixelwiseError(f"--resize-masks {resize_masks}: only 'nearest' is offered (a class index is never interpolated)")
+        raise PixelwiseError(
+            f"--resize-masks {resize_masks}: only 'nearest' is offered (a class index is never interpolated)"
+        )
     if max_pixels < 1:
         raise PixelwiseError("--max-pixels must be at least 1")
     src, line = load_source(root, format)
@@ -651,7 +980,9 @@ def scan_dataset(root: str | Path, format: str = "auto", encoding: str = "auto",
     if classes_file:
         _classes_file_source(src, Path(classes_file))
     if src.classes_from:
-        notes.append(f"classes: {src.classes.num_classes} from {src.classes_from}, ignore index {src.classes.ignore_index}")
+        notes.append(
+            f"classes: {src.classes.num_classes} from {src.classes_from}, ignore index {src.classes.ignore_index}"
+        )
     if classes is not None:
         if src.classes is not None and src.classes.names != classes.names:
             raise PixelwiseError(
@@ -661,19 +992,30 @@ def scan_dataset(root: str | Path, format: str = "auto", encoding: str = "auto",
         effective = classes
     else:
         effective = src.classes
-    spec = replace(src.spec, colors=tuple(tuple(c) for c in src.colors), ignore_colors=tuple(tuple(c) for c in src.ignore_colors),
-                   resize_masks=resize_masks or None, max_pixels=max_pixels,
-                   ignore_index=effective.ignore_index if effective else 255)
+    spec = replace(
+        src.spec,
+        colors=tuple(tuple(c) for c in src.colors),
+        ignore_colors=tuple(tuple(c) for c in src.ignore_colors),
+        resize_masks=resize_masks or None,
+        max_pixels=max_pixels,
+        ignore_index=effective.ignore_index if effective else 255,
+    )
     if encoding != "auto":
-        spec = replace(spec, encoding=encoding, lut=() if encoding in ("rgb", "binary") else spec.lut,
-                       lut_name="" if encoding in ("rgb", "binary") else spec.lut_name)
+        spec = replace(
+            spec,
+            encoding=encoding,
+            lut=() if encoding in ("rgb", "binary") else spec.lut,
+            lut_name="" if encoding in ("rgb", "binary") else spec.lut_name,
+        )
     if src.splits is not None:
         splits = {n: list(src.splits.get(n, [])) for n in SPLIT_NAMES}
         if not splits["val"] and val_fraction > 0 and len(splits["train"]) >= 2:
             held = seeded_split(root, splits["train"], val_fraction, 0.0, seed)
             splits["train"], splits["val"] = held["train"], held["val"]
-            notes.append(f"no validation split in the data set: {len(held['val'])} training samples held out "
-                         f"(--val-fraction {val_fraction}, seed {seed})")
+            notes.append(
+                f"no validation split in the data set: {len(held['val'])} training samples held out "
+                f"(--val-fraction {val_fraction}, seed {seed})"
+            )
     else:
         if not src.samples:
             splits = {n: [] for n in SPLIT_NAMES}
@@ -690,11 +1032,23 @@ def scan_dataset(root: str | Path, format: str = "auto", encoding: str = "auto",
     return ScannedData(src, splits, result, src.problems + result.problems, notes + src.notes + result.notes)
 
 
-def open_dataset(root: str | Path, format: str = "auto", encoding: str = "auto", *, val_fraction: float = 0.2,
-                 test_fraction: float = 0.0, seed: int = 0, classes: ClassInfo | None = None,
-                 classes_file: str | Path | None = None, validate_splits: tuple[str, ...] = SPLIT_NAMES,
-                 resize_masks: str | None = None, skip_bad: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 workers: int | None = None, progress: bool = False) -> FolderDataset:
+def open_dataset(
+    root: str | Path,
+    format: str = "auto",
+    encoding: str = "auto",
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    classes: ClassInfo | None = None,
+    classes_file: str | Path | None = None,
+    validate_splits: tuple[str, ...] = SPLIT_NAMES,
+    resize_masks: str | None = None,
+    skip_bad: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int | None = None,
+    progress: bool = False,
+) -> FolderDataset:
     """Read, split and validate a data set of any format for training or evaluation.
 
     Every problem stops it with one line naming the files, unless ``skip_bad``: then the samples
@@ -702,10 +1056,22 @@ def open_dataset(root: str | Path, format: str = "auto", encoding: str = "auto",
     as a whole still stop it). The returned samples carry the resolved decode spec, so
     :func:`pixelwise.data.folder.read_sample` decodes them as validation did.
     """
-    scanned = scan_dataset(root, format, encoding, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                           classes=classes, classes_file=classes_file, validate_splits=validate_splits,
-                           resize_masks=resize_masks, max_pixels=max_pixels, skip_missing=skip_bad,
-                           workers=workers, progress=progress)
+    scanned = scan_dataset(
+        root,
+        format,
+        encoding,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        classes=classes,
+        classes_file=classes_file,
+        validate_splits=validate_splits,
+        resize_masks=resize_masks,
+        max_pixels=max_pixels,
+        skip_missing=skip_bad,
+        workers=workers,
+        progress=progress,
+    )
     result, splits = scanned.result, scanned.splits
     errs = [p for p in scanned.problems if p.severity == "error"]
     skipped: list[str] = []
@@ -719,17 +1085,28 @@ def open_dataset(root: str | Path, format: str = "auto", encoding: str = "auto",
             skipped += p.items
         splits = {n: [s for s in ss if s.stem not in drop] for n, ss in splits.items()}
     if not any(splits.get(n) for n in validate_splits):
-        raise PixelwiseError(f"{root}: the {'/'.join(validate_splits)} split is empty"
-                             + (" after --skip-bad" if skipped else "")
-                             + f"; choose another split or list names in {root}/splits/<split>.txt")
+        raise PixelwiseError(
+            f"{root}: the {'/'.join(validate_splits)} split is empty"
+            + (" after --skip-bad" if skipped else "")
+            + f"; choose another split or list names in {root}/splits/<split>.txt"
+        )
     if "train" in validate_splits and not splits["train"]:
-        raise PixelwiseError(f"{root}: the train split is empty" + (" after --skip-bad" if skipped else "")
-                             + "; add training samples")
+        raise PixelwiseError(
+            f"{root}: the train split is empty" + (" after --skip-bad" if skipped else "") + "; add training samples"
+        )
     spec = result.spec
     splits = {n: [replace(s, spec=spec) for s in ss] for n, ss in splits.items()}
     train_stems = [s.stem for s in splits["train"] if s.stem in result.report.values]
     report = result.report.subset(train_stems, result.classes.num_classes, result.classes.ignore_index)
     warnings = [p for p in scanned.problems if p.severity == "warning"]
-    return FolderDataset(root=Path(root), classes=result.classes, splits=splits, report=report,
-                         format=scanned.source.format, spec=spec, notes=scanned.notes, skipped=skipped,
-                         warnings=warnings)
+    return FolderDataset(
+        root=Path(root),
+        classes=result.classes,
+        splits=splits,
+        report=report,
+        format=scanned.source.format,
+        spec=spec,
+        notes=scanned.notes,
+        skipped=skipped,
+        warnings=warnings,
+    )

@@ -45,8 +45,15 @@ class Problem:
         return f"{len(self.items)} {self.title}: {listing(self.items)}; {self.todo}"
 
     def to_dict(self) -> dict:
-        return {"severity": self.severity, "title": self.title, "count": len(self.items), "files": list(self.items),
-                "todo": self.todo, "samples": list(self.stems), "skippable": self.skippable}
+        return {
+            "severity": self.severity,
+            "title": self.title,
+            "count": len(self.items),
+            "files": list(self.items),
+            "todo": self.todo,
+            "samples": list(self.stems),
+            "skippable": self.skippable,
+        }
 
 
 def errors(problems: list[Problem]) -> list[Problem]:

@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
-from pixelwise.errors import PixelwiseError
+from ..errors import PixelwiseError
 
 DEMO_CLASSES: list[str] = ["background", "disc", "square", "triangle", "ring"]
 DEMO_COLORS: list[tuple[int, int, int]] = [
@@ -143,9 +143,7 @@ def make_demo_dataset(
     if seed < 0:
         raise PixelwiseError(f"seed must be >= 0, got {seed}")
     if root.exists() and not (root.is_dir() and not any(root.iterdir())):
-        raise PixelwiseError(
-            f"{root} already exists and is not an empty folder; delete it or choose another path"
-        )
+        raise PixelwiseError(f"{root} already exists and is not an empty folder; delete it or choose another path")
 
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"

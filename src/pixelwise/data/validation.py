@@ -15,12 +15,22 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..classes import ClassInfo, default_palette
 from ..errors import PixelwiseError
 from .encodings import (
-    INVALID, DecodeSpec, FileError, describe_key, first_position, histogram, map_values, open_image, pack,
-    raw_from_image, unpack,
+    INVALID,
+    DecodeSpec,
+    FileError,
+    describe_key,
+    first_position,
+    histogram,
+    map_values,
+    open_image,
+    pack,
+    raw_from_image,
+    unpack,
 )
-from .folder import ClassInfo, DataReport, Sample, _palette, resize_nearest
+from .folder import DataReport, Sample, resize_nearest
 from .problems import Problem
 from .render import render
 
@@ -91,8 +101,9 @@ def _scan_one(sample: Sample, spec: DecodeSpec) -> SampleCheck:
         c.mask_error = e
         return c
     except Exception as e:  # malformed annotations can fail inside pycocotools in many ways
-        c.mask_error = FileError(sample.mask, f"annotation cannot be drawn ({e.__class__.__name__}: {e})",
-                                 "fix the annotation")
+        c.mask_error = FileError(
+            sample.mask, f"annotation cannot be drawn ({e.__class__.__name__}: {e})", "fix the annotation"
+        )
         return c
     c.mask_size = arr.shape
     if c.size is not None and arr.shape != c.size and spec.resize_masks == "nearest":
@@ -102,7 +113,9 @@ def _scan_one(sample: Sample, spec: DecodeSpec) -> SampleCheck:
     return c
 
 
-def scan(samples: list[Sample], spec: DecodeSpec, workers: int | None = None, progress: bool = False) -> list[SampleCheck]:
+def scan(
+    samples: list[Sample], spec: DecodeSpec, workers: int | None = None, progress: bool = False
+) -> list[SampleCheck]:
     """Open every image and mask once, in parallel threads; one :class:`SampleCheck` per sample, in order."""
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -135,13 +148,21 @@ def _looks_binary(hist: dict[int, int], lossy: bool) -> bool:
     return extreme >= 0.99 * total and any(k >= 192 for k in hist) and max(hist) <= 255
 
 
-def _resolve(good: list[SampleCheck], spec: DecodeSpec, classes: ClassInfo | None,
-             problems: list[Problem], notes: list[str], bad: dict[str, str]) -> tuple[DecodeSpec, list[SampleCheck]]:
+def _resolve(
+    good: list[SampleCheck],
+    spec: DecodeSpec,
+    classes: ClassInfo | None,
+    problems: list[Problem],
+    notes: list[str],
+    bad: dict[str, str],
+) -> tuple[DecodeSpec, list[SampleCheck]]:
     """Decide the data set's encoding from the scanned masks; returns the spec and the usable checks."""
     files = [c for c in good if c.kind in ("gray", "rgb")]
     rendered = [c for c in good if c.kind == "rendered"]
     if not files:
-        return replace(spec, encoding="rendered" if rendered else (spec.encoding if spec.encoding != "auto" else "index")), good
+        return replace(
+            spec, encoding="rendered" if rendered else (spec.encoding if spec.encoding != "auto" else "index")
+        ), good
     forced = spec.encoding not in ("auto", "jpeg-snap")
     n_rgb = sum(c.kind == "rgb" for c in files)
     if forced:
@@ -153,14 +174,21 @@ def _resolve(good: list[SampleCheck], spec: DecodeSpec, classes: ClassInfo | Non
         want = "colour (RGB) class colours" if kind == "rgb" else "single-channel class indices"
         others = "--encoding rgb" if kind == "rgb" else "the other masks"
         first = odd[0]
-        problems.append(Problem(
-            f"masks are {'single-channel' if kind == 'rgb' else 'colour (RGB)'} while the data set's masks hold {want}",
-            "save every mask the same way", [f"{c.sample.mask} ({c.mode})" for c in odd],
-            stems=[c.sample.stem for c in odd],
-            solo=(f"{first.sample.mask}: mask is {first.mode}, not what {others} hold ({want}); save each pixel's "
-                  "class index (0, 1, 2, ...) as an 8-bit grayscale or palette PNG" if kind == "gray" else
-                  f"{first.sample.mask}: mask is single-channel ({first.mode}) but the data set's masks are colour-coded; "
-                  "save it with the class colours")))
+        problems.append(
+            Problem(
+                f"masks are {'single-channel' if kind == 'rgb' else 'colour (RGB)'} while the data set's masks hold {want}",
+                "save every mask the same way",
+                [f"{c.sample.mask} ({c.mode})" for c in odd],
+                stems=[c.sample.stem for c in odd],
+                solo=(
+                    f"{first.sample.mask}: mask is {first.mode}, not what {others} hold ({want}); save each pixel's "
+                    "class index (0, 1, 2, ...) as an 8-bit grayscale or palette PNG"
+                    if kind == "gray"
+                    else f"{first.sample.mask}: mask is single-channel ({first.mode}) but the data set's masks are colour-coded; "
+                    "save it with the class colours"
+                ),
+            )
+        )
         for c in odd:
             bad[c.sample.stem] = f"{c.sample.mask} ({c.mode} mask)"
         files = [c for c in files if c.kind == kind]
@@ -182,26 +210,39 @@ def _resolve(good: list[SampleCheck], spec: DecodeSpec, classes: ClassInfo | Non
         enc = "index"
     out = replace(spec, encoding=enc, snap=snap)
     if enc == "rgb" and not spec.colors:
-        problems.append(Problem(
-            f"{len(files)} masks are colour-coded (RGB) but no class colours are known",
-            "add classes.yaml with names: and colors: (one [r, g, b] per class; ignore_color: for ignored pixels) "
-            f"or pass --classes FILE; colours found: {_colour_summary(hist)}",
-            skippable=False))
+        problems.append(
+            Problem(
+                f"{len(files)} masks are colour-coded (RGB) but no class colours are known",
+                "add classes.yaml with names: and colors: (one [r, g, b] per class; ignore_color: for ignored pixels) "
+                f"or pass --classes FILE; colours found: {_colour_summary(hist)}",
+                skippable=False,
+            )
+        )
     if snap and enc == "index" and classes is None:
-        problems.append(Problem(
-            f"{sum(c.lossy for c in files)} masks are lossy (JPEG) and the classes are unknown, so their values "
-            "cannot be snapped", "add classes.yaml listing the classes (or pass --classes FILE), or save masks as PNG",
-            skippable=False))
+        problems.append(
+            Problem(
+                f"{sum(c.lossy for c in files)} masks are lossy (JPEG) and the classes are unknown, so their values "
+                "cannot be snapped",
+                "add classes.yaml listing the classes (or pass --classes FILE), or save masks as PNG",
+                skippable=False,
+            )
+        )
     if enc == "binary" and not snap:
-        notes.append("masks are binary 0/255: 0 -> class 0, 255 -> class 1 "
-                     "(pass --encoding index if 255 means 'ignore')")
+        notes.append(
+            "masks are binary 0/255: 0 -> class 0, 255 -> class 1 (pass --encoding index if 255 means 'ignore')"
+        )
     if any(c.kind == "gray" and c.mode in ("RGB", "RGBA") for c in files):
         notes.append("grey masks stored as RGB (equal channels) were read as single-channel values")
     return out, good
 
 
-def check_samples(samples: list[Sample], classes: ClassInfo | None, spec: DecodeSpec | None = None,
-                  workers: int | None = None, progress: bool = False) -> CheckResult:
+def check_samples(
+    samples: list[Sample],
+    classes: ClassInfo | None,
+    spec: DecodeSpec | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> CheckResult:
     """Read every sample once and return what was found; raises nothing for problems in files.
 
     ``classes`` None: inferred from the masks (0..max value, or background/foreground for
@@ -219,17 +260,34 @@ def check_samples(samples: list[Sample], classes: ClassInfo | None, spec: Decode
     big = [c for c in checks if (c.image_error or c.mask_error) and (c.image_error or c.mask_error).kind == "too_large"]
     unreadable = [c for c in img_bad if c not in big]
     if unreadable:
-        problems.append(Problem("images cannot be read", "replace or remove them",
-                                [c.image_error.item for c in unreadable], [c.sample.stem for c in unreadable]))
+        problems.append(
+            Problem(
+                "images cannot be read",
+                "replace or remove them",
+                [c.image_error.item for c in unreadable],
+                [c.sample.stem for c in unreadable],
+            )
+        )
     if big:
-        problems.append(Problem(
-            "files are above the pixel limit and were not decoded",
-            f"pass --max-pixels N (now {spec.max_pixels:,}) if they are genuine, or remove them",
-            [(c.image_error or c.mask_error).item for c in big], [c.sample.stem for c in big]))
+        problems.append(
+            Problem(
+                "files are above the pixel limit and were not decoded",
+                f"pass --max-pixels N (now {spec.max_pixels:,}) if they are genuine, or remove them",
+                [(c.image_error or c.mask_error).item for c in big],
+                [c.sample.stem for c in big],
+            )
+        )
     mask_bad = [c for c in checks if c.mask_error and not c.image_error and c not in big]
     if mask_bad:
-        problems.append(Problem("masks cannot be used", "fix them", [c.mask_error.item for c in mask_bad],
-                                [c.sample.stem for c in mask_bad], solo=str(mask_bad[0].mask_error)))
+        problems.append(
+            Problem(
+                "masks cannot be used",
+                "fix them",
+                [c.mask_error.item for c in mask_bad],
+                [c.sample.stem for c in mask_bad],
+                solo=str(mask_bad[0].mask_error),
+            )
+        )
     for c in img_bad + mask_bad:
         err = c.image_error or c.mask_error
         bad[c.sample.stem] = err.item
@@ -237,42 +295,57 @@ def check_samples(samples: list[Sample], classes: ClassInfo | None, spec: Decode
 
     mismatch = [c for c in good if c.size is not None and c.mask_size != c.size and not c.resized]
     if mismatch:
-        items = [f"{c.sample.mask} is {c.mask_size[1]}x{c.mask_size[0]}, image is {c.size[1]}x{c.size[0]}"
-                 for c in mismatch]
-        problems.append(Problem("masks differ in size from their images",
-                                "masks must have exactly the image's height and width "
-                                "(or pass --resize-masks nearest to resize them)", items,
-                                [c.sample.stem for c in mismatch]))
+        items = [
+            f"{c.sample.mask} is {c.mask_size[1]}x{c.mask_size[0]}, image is {c.size[1]}x{c.size[0]}" for c in mismatch
+        ]
+        problems.append(
+            Problem(
+                "masks differ in size from their images",
+                "masks must have exactly the image's height and width (or pass --resize-masks nearest to resize them)",
+                items,
+                [c.sample.stem for c in mismatch],
+            )
+        )
         for c, item in zip(mismatch, items):
             bad[c.sample.stem] = item
         good = [c for c in good if c not in mismatch]
     resized = [c for c in good if c.resized]
     if resized:
-        problems.append(Problem(
-            "masks differ in size from their images and are resized (nearest neighbour)",
-            "check that each mask belongs to its image",
-            [f"{c.sample.mask} {c.mask_size[1]}x{c.mask_size[0]} -> {c.size[1]}x{c.size[0]}" for c in resized],
-            severity="warning"))
+        problems.append(
+            Problem(
+                "masks differ in size from their images and are resized (nearest neighbour)",
+                "check that each mask belongs to its image",
+                [f"{c.sample.mask} {c.mask_size[1]}x{c.mask_size[0]} -> {c.size[1]}x{c.size[0]}" for c in resized],
+                severity="warning",
+            )
+        )
 
     spec, good = _resolve(good, spec, classes, problems, notes, bad)
     if classes is None:
         if spec.encoding == "binary":
-            classes = ClassInfo(["background", "foreground"], _palette(2), spec.ignore_index)
+            classes = ClassInfo(["background", "foreground"], default_palette(2), spec.ignore_index)
         elif spec.encoding in ("rgb",) or (spec.snap and spec.encoding == "index"):
             classes = ClassInfo([], [], spec.ignore_index)  # unknown: a problem says why
         else:
             ignore = spec.ignore_index
             seen = sorted(k for k in _union(good) if k != ignore) if good else []
             top = seen[-1] if seen else 0
-            classes = ClassInfo([f"class_{i}" for i in range(top + 1)], _palette(top + 1), ignore)
+            classes = ClassInfo([f"class_{i}" for i in range(top + 1)], default_palette(top + 1), ignore)
             absent = sorted(set(range(top + 1)) - set(seen))
-            notes.append(f"no classes file: classes inferred from the mask values as 0..{top}, {ignore} = ignore "
-                         "(write classes.yaml with names: and ignore_index: to name them or to ignore a value)")
+            notes.append(
+                f"no classes file: classes inferred from the mask values as 0..{top}, {ignore} = ignore "
+                "(write classes.yaml with names: and ignore_index: to name them or to ignore a value)"
+            )
             if absent:
-                problems.append(Problem(
-                    f"mask values {', '.join(map(str, absent[:10]))} never occur between 0 and {top}, "
-                    "yet are counted as classes", "if the values are not class indices, write classes.yaml",
-                    severity="warning", skippable=False))
+                problems.append(
+                    Problem(
+                        f"mask values {', '.join(map(str, absent[:10]))} never occur between 0 and {top}, "
+                        "yet are counted as classes",
+                        "if the values are not class indices, write classes.yaml",
+                        severity="warning",
+                        skippable=False,
+                    )
+                )
     spec = replace(spec, num_classes=classes.num_classes if classes.names else None, ignore_index=classes.ignore_index)
 
     ncls, ignore = classes.num_classes, classes.ignore_index
@@ -314,14 +387,26 @@ def check_samples(samples: list[Sample], classes: ClassInfo | None, spec: Decode
                 at = f" at pixel x={where[0]}, y={where[1]}" if where else ""
                 more = f" and {len(keys) - 1} more colours" if len(keys) > 1 else ""
                 items.append(f"{c.sample.mask} (colour {unpack(keys[0])}{at}{more})")
-            problems.append(Problem("masks have colours that are no class colour",
-                                    "add the colours to the classes file (colors:, or ignore_color: for ignored "
-                                    "pixels) or fix the masks", items, [c.sample.stem for c, _ in invalid]))
+            problems.append(
+                Problem(
+                    "masks have colours that are no class colour",
+                    "add the colours to the classes file (colors:, or ignore_color: for ignored "
+                    "pixels) or fix the masks",
+                    items,
+                    [c.sample.stem for c, _ in invalid],
+                )
+            )
         else:
-            what = f"stored values outside the {spec.lut_name} table" if spec.lut else \
-                "values that are neither a class nor the ignore index"
-            todo = (f"valid values are 0..{max(ncls, 1) - 1} and {ignore}; fix the masks or the class list in "
-                    "classes.yaml" if not spec.lut else "fix the masks or choose another --format")
+            what = (
+                f"stored values outside the {spec.lut_name} table"
+                if spec.lut
+                else "values that are neither a class nor the ignore index"
+            )
+            todo = (
+                f"valid values are 0..{max(ncls, 1) - 1} and {ignore}; fix the masks or the class list in classes.yaml"
+                if not spec.lut
+                else "fix the masks or choose another --format"
+            )
             items = [f"{c.sample.mask} ({', '.join(describe_key(k, 'gray') for k in keys[:5])})" for c, keys in invalid]
             problems.append(Problem(f"masks have {what}", todo, items, [c.sample.stem for c, _ in invalid]))
         for c, keys in invalid:
@@ -329,13 +414,20 @@ def check_samples(samples: list[Sample], classes: ClassInfo | None, spec: Decode
     if moved_files:
         total_moved = sum(m for _, m in moved_files)
         total = sum(int(c.counts.sum()) for c in good if c.lossy)
-        notes.append(f"jpeg-snap: {total_moved:,} of {total:,} pixels ({100 * total_moved / max(total, 1):.2f}%) in "
-                     f"{len(moved_files)} lossy masks were not exactly a class "
-                     f"{'colour' if spec.encoding == 'rgb' else 'value'} and were moved to the nearest one")
-        problems.append(Problem("lossy (JPEG) masks had pixels snapped to the nearest class",
-                                "save masks as PNG to keep exact labels",
-                                [f"{c.sample.mask} ({m:,} pixels moved)" for c, m in moved_files], severity="warning",
-                                skippable=False))
+        notes.append(
+            f"jpeg-snap: {total_moved:,} of {total:,} pixels ({100 * total_moved / max(total, 1):.2f}%) in "
+            f"{len(moved_files)} lossy masks were not exactly a class "
+            f"{'colour' if spec.encoding == 'rgb' else 'value'} and were moved to the nearest one"
+        )
+        problems.append(
+            Problem(
+                "lossy (JPEG) masks had pixels snapped to the nearest class",
+                "save masks as PNG to keep exact labels",
+                [f"{c.sample.mask} ({m:,} pixels moved)" for c, m in moved_files],
+                severity="warning",
+                skippable=False,
+            )
+        )
     notes.insert(0, f"mask encoding: {spec.describe()}")
     full = DataReport(np.zeros(0, dtype=np.int64), 0, sizes, values)
     report = full.subset(list(values), max(ncls, 0), ignore) if ncls else full

@@ -1,6 +1,6 @@
 """Serve a trained model over HTTP: a JSON/PNG API and a web page.
 
->>> from pixelwise.serve import ServeConfig, create_app, serve
+>>> from . import ServeConfig, create_app, serve
 >>> serve("runs/demo", ServeConfig(port=8000, token="s3cret"))     # blocks; Ctrl-C stops it
 >>> app = create_app("runs/demo")                                   # an ASGI app for any server
 """

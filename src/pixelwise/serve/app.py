@@ -1,6 +1,6 @@
 """The HTTP app: a FastAPI application around one loaded :class:`~pixelwise.predict.Segmenter`.
 
->>> from pixelwise.serve import ServeConfig, create_app
+>>> from . import ServeConfig, create_app
 >>> app = create_app("runs/demo", ServeConfig(workers=2, token="s3cret"))
 
 Endpoints: ``GET /health`` (always public), ``GET /model``, ``POST /predict`` (an image as the
@@ -34,7 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from .. import __version__
-from ..predict import Segmenter
+from ..predict.predictor import Segmenter
 from ..viz import overlay
 from .guard import GuardRules, RequestGuard, token_matches
 from .uploads import UploadError, decode_upload, encode_png, mask_to_png
@@ -45,7 +45,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 # The page and its files: a browser needs them without a token; they hold no data of the model.
 PAGE_SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
 
@@ -172,20 +172,24 @@ def _finite(value):
 
 def model_info(segmenter: Segmenter, config: ServeConfig) -> dict:
     """What ``GET /model`` answers, built from the bundle's metadata."""
-    meta = segmenter.meta
+    bundle = segmenter.bundle
     classes = segmenter.classes
-    training = meta.get("training", {})
-    return _finite({
-        "architecture": dict(meta.get("model", {})),
-        "num_classes": classes.num_classes,
-        "classes": [{"index": i, "name": n, "color": list(c)} for i, (n, c) in enumerate(zip(classes.names, classes.colors))],
-        "ignore_index": classes.ignore_index,
-        "metrics": dict(meta.get("metrics", {})),
-        "training": {k: training[k] for k in ("epoch", "best_epoch") if k in training},
-        "normalization": dict(meta.get("normalization", {})),
-        "versions": dict(meta.get("versions", {})),
-        "limits": {"max_upload_bytes": config.max_upload_bytes, "max_pixels": config.max_pixels},
-    })
+    training = bundle.training
+    return _finite(
+        {
+            "architecture": bundle.model.to_dict(),
+            "num_classes": classes.num_classes,
+            "classes": [
+                {"index": i, "name": n, "color": list(c)} for i, (n, c) in enumerate(zip(classes.names, classes.colors))
+            ],
+            "ignore_index": classes.ignore_index,
+            "metrics": dict(bundle.metrics),
+            "training": {k: getattr(training, k) for k in ("epoch", "best_epoch") if getattr(training, k) is not None},
+            "normalization": bundle.normalization.to_dict(),
+            "versions": dict(bundle.versions),
+            "limits": {"max_upload_bytes": config.max_upload_bytes, "max_pixels": config.max_pixels},
+        }
+    )
 
 
 def class_areas(mask: np.ndarray, segmenter: Segmenter) -> list[dict]:
@@ -193,8 +197,16 @@ def class_areas(mask: np.ndarray, segmenter: Segmenter) -> list[dict]:
     classes = segmenter.classes
     counts = np.bincount(mask.ravel(), minlength=classes.num_classes)
     total = max(int(mask.size), 1)
-    return [{"index": i, "name": classes.names[i], "color": list(classes.colors[i]),
-             "pixels": int(counts[i]), "share": float(counts[i]) / total} for i in range(classes.num_classes)]
+    return [
+        {
+            "index": i,
+            "name": classes.names[i],
+            "color": list(classes.colors[i]),
+            "pixels": int(counts[i]),
+            "share": float(counts[i]) / total,
+        }
+        for i in range(classes.num_classes)
+    ]
 
 
 # Module-level: FastAPI resolves the (postponed) annotations below in this module's namespace.
@@ -211,7 +223,7 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
     if isinstance(model, Segmenter):
         segmenter = model
     else:
-        from ..predict import load
+        from ..predict.predictor import load
 
         segmenter = load(model, config.device)
     service = InferenceService(segmenter, config.workers, config.max_pending)
@@ -236,8 +248,11 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
         # repeats the check for direct users of the app and declares the scheme in the schema.
         header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
         if not token_matches(header, config.token or ""):
-            raise HTTPException(401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     protected = [Depends(require_token)] if config.token else []
 
@@ -249,19 +264,27 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
     async def health() -> dict:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/model", response_model=ModelInfo, tags=["service"], dependencies=protected,
-             summary="The served model: architecture, classes and colours, validation metrics",
-             responses={401: {"model": ErrorBody}})
+    @app.get(
+        "/model",
+        response_model=ModelInfo,
+        tags=["service"],
+        dependencies=protected,
+        summary="The served model: architecture, classes and colours, validation metrics",
+        responses={401: {"model": ErrorBody}},
+    )
     async def get_model() -> dict:
         return info
 
     @app.post(
-        "/predict", tags=["predict"], dependencies=protected, response_model=Prediction,
+        "/predict",
+        tags=["predict"],
+        dependencies=protected,
+        response_model=Prediction,
         summary="Label every pixel of an uploaded image",
         description="Send the image as the multipart field `file`. `format=json` (default) answers per-class "
-                    "pixel counts and area shares; `format=mask` a PNG of class indices (8-bit, 16-bit past "
-                    "256 classes), the image's own size; `format=overlay` a PNG of the image with the class "
-                    "colours blended in at `alpha`. PNG answers carry the timings in `Server-Timing`.",
+        "pixel counts and area shares; `format=mask` a PNG of class indices (8-bit, 16-bit past "
+        "256 classes), the image's own size; `format=overlay` a PNG of the image with the class "
+        "colours blended in at `alpha`. PNG answers carry the timings in `Server-Timing`.",
         responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}, **_ERRORS},
     )
     async def predict(
@@ -274,8 +297,9 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
         if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
             raise HTTPException(415, f"the file was sent as {ctype!r}; send an image (image/png, image/jpeg, ...)")
         if service.pending >= service.max_pending:
-            raise HTTPException(503, f"busy: {service.pending} predictions in flight; retry shortly",
-                                headers={"Retry-After": "1"})
+            raise HTTPException(
+                503, f"busy: {service.pending} predictions in flight; retry shortly", headers={"Retry-After": "1"}
+            )
         service.pending += 1
         try:
             data = await file.read(config.max_upload_bytes + 1)
@@ -288,9 +312,12 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
             mask, inference_ms = await loop.run_in_executor(service.pool, service.timed_segment, image)
             if format is OutputFormat.json:
                 total_ms = (time.perf_counter() - t0) * 1000.0
-                return {"width": int(mask.shape[1]), "height": int(mask.shape[0]),
-                        "classes": class_areas(mask, segmenter),
-                        "timing": {"decode_ms": decode_ms, "inference_ms": inference_ms, "total_ms": total_ms}}
+                return {
+                    "width": int(mask.shape[1]),
+                    "height": int(mask.shape[0]),
+                    "classes": class_areas(mask, segmenter),
+                    "timing": {"decode_ms": decode_ms, "inference_ms": inference_ms, "total_ms": total_ms},
+                }
             if format is OutputFormat.mask:
                 png = await run_in_threadpool(mask_to_png, mask)
             else:
@@ -298,8 +325,11 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
                 png = await run_in_threadpool(lambda: encode_png(overlay(image, mask, colors, alpha)))
             total_ms = (time.perf_counter() - t0) * 1000.0
             timing = f"decode;dur={decode_ms:.1f}, inference;dur={inference_ms:.1f}, total;dur={total_ms:.1f}"
-            return Response(png, media_type="image/png",
-                            headers={"Server-Timing": timing, "X-Image-Size": f"{mask.shape[1]}x{mask.shape[0]}"})
+            return Response(
+                png,
+                media_type="image/png",
+                headers={"Server-Timing": timing, "X-Image-Size": f"{mask.shape[1]}x{mask.shape[0]}"},
+            )
         finally:
             service.pending -= 1
 
@@ -324,4 +354,3 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
     rules = GuardRules(max_body_bytes=config.max_upload_bytes + MULTIPART_OVERHEAD, token=config.token)
     app.add_middleware(RequestGuard, rules=rules)
     return app
-

@@ -58,21 +58,31 @@ class RequestGuard:
 
         public = path in rules.public_paths or path.startswith(rules.public_prefixes)
         if rules.token and not public and not token_matches(headers.get("authorization"), rules.token):
-            await _error(send_with_headers, 401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
-                         [(b"www-authenticate", b"Bearer")])
+            await _error(
+                send_with_headers,
+                401,
+                "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
+                [(b"www-authenticate", b"Bearer")],
+            )
             return
 
         if scope.get("method") == "POST" and path in rules.upload_paths:
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
             length = headers.get("content-length")
             if length is not None and length.strip() == "0":
-                await _error(send_with_headers, 400, f"empty request body; send the image as {rules.upload_type} "
-                                                     "with the field 'file'")
+                await _error(
+                    send_with_headers,
+                    400,
+                    f"empty request body; send the image as {rules.upload_type} with the field 'file'",
+                )
                 return
             if ctype != rules.upload_type:
-                await _error(send_with_headers, 415,
-                             f"content type {ctype or '(none)'!r} not accepted; send the image as "
-                             f"{rules.upload_type} with the field 'file'")
+                await _error(
+                    send_with_headers,
+                    415,
+                    f"content type {ctype or '(none)'!r} not accepted; send the image as "
+                    f"{rules.upload_type} with the field 'file'",
+                )
                 return
             if length is not None:
                 try:
@@ -91,8 +101,10 @@ class RequestGuard:
 
 
 def _too_large(limit: int) -> str:
-    return (f"upload too large: the limit is {limit} bytes ({limit / 1e6:.1f} MB); send a smaller file "
-            "(or start the server with a larger --max-upload-mb)")
+    return (
+        f"upload too large: the limit is {limit} bytes ({limit / 1e6:.1f} MB); send a smaller file "
+        "(or start the server with a larger --max-upload-mb)"
+    )
 
 
 def _counting(receive, limit: int, empty_error: str | None = None):
@@ -119,10 +131,12 @@ def _counting(receive, limit: int, empty_error: str | None = None):
 
 async def _error(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        + (headers or []),
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            + (headers or []),
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import PixelwiseError
-from ..predict import Segmenter
+from ..predict.predictor import Segmenter
 from .app import ServeConfig, create_app
 
 
@@ -21,7 +21,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
-        raise PixelwiseError(f"cannot listen on {host!r}: unknown host ({e.strerror}); give an address such as 127.0.0.1") from None
+        raise PixelwiseError(
+            f"cannot listen on {host!r}: unknown host ({e.strerror}); give an address such as 127.0.0.1"
+        ) from None
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -43,15 +45,23 @@ def url_of(sock: socket.socket) -> str:
 def _uvicorn_server(app, config: ServeConfig):
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, lifespan="on", server_header=False,
-        limit_concurrency=config.max_connections + 1,  # uvicorn counts the new one too
-        log_level="info" if config.access_log else "warning", access_log=config.access_log,
-    ))
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            lifespan="on",
+            server_header=False,
+            limit_concurrency=config.max_connections + 1,  # uvicorn counts the new one too
+            log_level="info" if config.access_log else "warning",
+            access_log=config.access_log,
+        )
+    )
 
 
-def serve(model: Segmenter | str | Path, config: ServeConfig | None = None,
-          announce: Callable[[str], None] | None = None) -> None:
+def serve(
+    model: Segmenter | str | Path, config: ServeConfig | None = None, announce: Callable[[str], None] | None = None
+) -> None:
     """Load the model once, listen on ``config.host:config.port`` and serve until Ctrl-C.
 
     ``announce`` receives one line with the address once the socket is listening (default: print
@@ -60,15 +70,21 @@ def serve(model: Segmenter | str | Path, config: ServeConfig | None = None,
     config = config or ServeConfig()
     app = create_app(model, config)
     sock = bind_socket(config.host, config.port)
-    line = f"serving {model if not isinstance(model, Segmenter) else 'model'} at {url_of(sock)}/ " \
-           f"(page at /, API schema at /openapi.json; Ctrl-C to stop)"
+    line = (
+        f"serving {model if not isinstance(model, Segmenter) else 'model'} at {url_of(sock)}/ "
+        f"(page at /, API schema at /openapi.json; Ctrl-C to stop)"
+    )
     if announce is None:
         print(line, flush=True)
     else:
         announce(line)
     if not config.token and config.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"pixelwise: warning: listening on {config.host} without --token: anyone who can reach this "
-              "port can use the model", file=sys.stderr, flush=True)
+        print(
+            f"pixelwise: warning: listening on {config.host} without --token: anyone who can reach this "
+            "port can use the model",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         _uvicorn_server(app, config).run(sockets=[sock])
     except KeyboardInterrupt:

@@ -48,9 +48,7 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
                 raise UploadError(400, "the image has no pixels")
             return image_to_rgb(im)
     except UnidentifiedImageError:
-        raise UploadError(
-            400, f"not an image this server reads (accepted: {', '.join(UPLOAD_FORMATS)})"
-        ) from None
+        raise UploadError(400, f"not an image this server reads (accepted: {', '.join(UPLOAD_FORMATS)})") from None
     except Image.DecompressionBombError as e:
         raise UploadError(413, f"image refused: {_short(e)}") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:

@@ -24,12 +24,12 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from .errors import PixelwiseError
+from ..errors import PixelwiseError
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -65,25 +65,32 @@ class Fingerprint:
     imbalance: float  # largest share / smallest non-zero share
 
     @classmethod
-    def from_data(cls, data) -> "Fingerprint":
+    def from_data(cls, data) -> Fingerprint:
         """From a :class:`pixelwise.data.folder.FolderDataset` (its validation report)."""
         train = data.splits["train"]
         sizes = [data.report.sizes[s.stem] for s in train] or [(0, 0)]
-        counts = data.report.subset([s.stem for s in train], data.classes.num_classes,
-                                    data.classes.ignore_index).class_pixels
+        counts = data.report.subset(
+            [s.stem for s in train], data.classes.num_classes, data.classes.ignore_index
+        ).class_pixels
         return cls.from_counts(len(train), len(data.splits["val"]), sizes, counts)
 
     @classmethod
-    def from_counts(cls, train_images: int, val_images: int, sizes: list[tuple[int, int]],
-                    class_pixels) -> "Fingerprint":
+    def from_counts(cls, train_images: int, val_images: int, sizes: list[tuple[int, int]], class_pixels) -> Fingerprint:
         hs = np.array([h for h, _ in sizes])
         ws = np.array([w for _, w in sizes])
         counts = np.asarray(class_pixels, dtype=np.float64)
         share = counts / max(counts.sum(), 1.0)
         nonzero = share[share > 0]
         imbalance = float(nonzero.max() / nonzero.min()) if len(nonzero) else 1.0
-        return cls(train_images, val_images, len(counts), (int(np.median(hs)), int(np.median(ws))),
-                   (int(hs.max()), int(ws.max())), [round(float(x), 6) for x in share], round(imbalance, 2))
+        return cls(
+            train_images,
+            val_images,
+            len(counts),
+            (int(np.median(hs)), int(np.median(ws))),
+            (int(hs.max()), int(ws.max())),
+            [round(float(x), 6) for x in share],
+            round(imbalance, 2),
+        )
 
 
 @dataclass(frozen=True)
@@ -154,8 +161,10 @@ class Plan:
             tag = " (your flag)" if k in self.overridden else ""
             lines.append(f"  {k:<14} {v!s:<34}{tag}  {self.reasons.get(k, '')}")
         e = self.estimates
-        lines.append(f"  estimate: {e['epochs']} epochs, {e['steps']} steps in {e['train_seconds']:.0f} s of training, "
-                     f"{e['validations']} validations of ~{e['validation_seconds']:.1f} s")
+        lines.append(
+            f"  estimate: {e['epochs']} epochs, {e['steps']} steps in {e['train_seconds']:.0f} s of training, "
+            f"{e['validations']} validations of ~{e['validation_seconds']:.1f} s"
+        )
         return "\n".join(lines)
 
 
@@ -166,8 +175,15 @@ def usable_crops(fp: Fingerprint) -> list[int]:
     return crops or [max(32, math.ceil(short / 32) * 32)]
 
 
-def _options(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: list[Measurement],
-             eval_s_per_image: dict[str, float], overrides: dict, candidates: list[Candidate]) -> list[dict]:
+def _options(
+    fp: Fingerprint,
+    budget_s: float,
+    elapsed_s: float,
+    measurements: list[Measurement],
+    eval_s_per_image: dict[str, float],
+    overrides: dict,
+    candidates: list[Candidate],
+) -> list[dict]:
     """What each measured (candidate, crop) would get from the rest of the budget: steps, epochs, validations."""
     remaining = budget_s - elapsed_s - FINISH_RESERVE
     names = [c.name for c in candidates]
@@ -185,9 +201,19 @@ def _options(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: l
         if train_s <= 0:
             continue
         batch = int(overrides.get("batch_size", by_name[m.candidate].batch_size))
-        options.append(dict(name=m.candidate, crop=m.crop_size, rate=m.images_per_s, train_s=train_s,
-                            per_val=per_val, n_val=n_val, steps=int(train_s * m.images_per_s / batch),
-                            epochs=train_s * m.images_per_s / n_train, rank=names.index(m.candidate)))
+        options.append(
+            dict(
+                name=m.candidate,
+                crop=m.crop_size,
+                rate=m.images_per_s,
+                train_s=train_s,
+                per_val=per_val,
+                n_val=n_val,
+                steps=int(train_s * m.images_per_s / batch),
+                epochs=train_s * m.images_per_s / n_train,
+                rank=names.index(m.candidate),
+            )
+        )
     return options
 
 
@@ -199,9 +225,17 @@ def _has_steps(o: dict) -> bool:
     return o["steps"] >= MIN_STEPS and o["epochs"] >= MIN_EPOCHS
 
 
-def worth_measuring(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: list[Measurement],
-                    eval_s_per_image: dict[str, float], overrides: dict, candidates: list[Candidate],
-                    candidate: Candidate, crop: int) -> bool:
+def worth_measuring(
+    fp: Fingerprint,
+    budget_s: float,
+    elapsed_s: float,
+    measurements: list[Measurement],
+    eval_s_per_image: dict[str, float],
+    overrides: dict,
+    candidates: list[Candidate],
+    candidate: Candidate,
+    crop: int,
+) -> bool:
     """Whether measuring ``candidate`` at ``crop`` can change the plan, given what is measured so far.
 
     Candidates are measured lightest first, each lighter one faster at every crop, and crops
@@ -212,14 +246,18 @@ def worth_measuring(fp: Fingerprint, budget_s: float, elapsed_s: float, measurem
     overrides = overrides or {}
     lightest = candidates[0].name
     mine = sorted((m for m in measurements if m.candidate == lightest), key=lambda m: m.crop_size)
-    opts = {(o["name"], o["crop"]): o for o in _options(fp, budget_s, elapsed_s, measurements, eval_s_per_image,
-                                                         overrides, candidates)}
+    opts = {
+        (o["name"], o["crop"]): o
+        for o in _options(fp, budget_s, elapsed_s, measurements, eval_s_per_image, overrides, candidates)
+    }
     if candidate.name == lightest:
         if not mine:
             return True
         last = opts.get((lightest, mine[-1].crop_size))
         return last is not None and _has_context(last)
-    passed = [m.crop_size for m in mine if (lightest, m.crop_size) in opts and _has_context(opts[(lightest, m.crop_size)])]
+    passed = [
+        m.crop_size for m in mine if (lightest, m.crop_size) in opts and _has_context(opts[(lightest, m.crop_size)])
+    ]
     if not passed or crop != max(passed):
         return False
     before = candidates[[c.name for c in candidates].index(candidate.name) - 1].name
@@ -227,9 +265,15 @@ def worth_measuring(fp: Fingerprint, budget_s: float, elapsed_s: float, measurem
     return prev is not None and _has_steps(prev)
 
 
-def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: list[Measurement],
-              eval_s_per_image: dict[str, float], overrides: dict | None = None,
-              candidates: list[Candidate] | None = None) -> Plan:
+def make_plan(
+    fp: Fingerprint,
+    budget_s: float,
+    elapsed_s: float,
+    measurements: list[Measurement],
+    eval_s_per_image: dict[str, float],
+    overrides: dict | None = None,
+    candidates: list[Candidate] | None = None,
+) -> Plan:
     """Choose the recipe. Pure: all machine facts come in as arguments, so it is unit-testable.
 
     Args:
@@ -247,14 +291,17 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
     if budget_s - elapsed_s - FINISH_RESERVE <= 5:
         raise PixelwiseError(
             f"the budget of {budget_s:.0f} s is used up before training starts ({elapsed_s:.0f} s went on reading "
-            "and measuring); give a larger --budget")
+            "and measuring); give a larger --budget"
+        )
     if not any(m.images_per_s > 0 for m in measurements):
         raise PixelwiseError("no candidate configuration could be measured on this machine")
     n_train = max(1, fp.train_images)
     options = _options(fp, budget_s, elapsed_s, measurements, eval_s_per_image, overrides, candidates)
     if not options:
-        raise PixelwiseError(f"validation alone would take longer than the budget of {budget_s:.0f} s; "
-                             "give a larger --budget or fewer validation images")
+        raise PixelwiseError(
+            f"validation alone would take longer than the budget of {budget_s:.0f} s; "
+            "give a larger --budget or fewer validation images"
+        )
     if "crop_size" in overrides:
         options = [o for o in options if o["crop"] == overrides["crop_size"]] or options
     # The crop first: how much of a scene each step sees matters more than model capacity or
@@ -263,42 +310,59 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
     context = [o for o in options if _has_context(o)]
     if context:
         crop = max(o["crop"] for o in context)
-        why_crop = (f"crop {crop}: the largest at which a candidate still gets >= {CONTEXT_MIN_STEPS} steps and "
-                    f">= {CONTEXT_MIN_EPOCHS} epochs")
+        why_crop = (
+            f"crop {crop}: the largest at which a candidate still gets >= {CONTEXT_MIN_STEPS} steps and "
+            f">= {CONTEXT_MIN_EPOCHS} epochs"
+        )
         enough = [o for o in options if o["crop"] == crop and _has_steps(o)]
         if enough:
             best = max(enough, key=lambda o: o["rank"])
-            why_model = (f"{why_crop}; at it, the most capable candidate that still gets >= {MIN_STEPS} steps and "
-                         f">= {MIN_EPOCHS} epochs ({best['steps']} steps, {int(best['epochs'])} epochs at "
-                         f"{best['rate']:.1f} img/s)")
+            why_model = (
+                f"{why_crop}; at it, the most capable candidate that still gets >= {MIN_STEPS} steps and "
+                f">= {MIN_EPOCHS} epochs ({best['steps']} steps, {int(best['epochs'])} epochs at "
+                f"{best['rate']:.1f} img/s)"
+            )
         else:
             best = max((o for o in context if o["crop"] == crop), key=lambda o: o["steps"])
-            why_model = (f"{why_crop}; at it no candidate reaches {MIN_STEPS} steps and {MIN_EPOCHS} epochs, so the "
-                         f"one with the most steps ({best['steps']} steps, {int(best['epochs'])} epochs at "
-                         f"{best['rate']:.1f} img/s)")
+            why_model = (
+                f"{why_crop}; at it no candidate reaches {MIN_STEPS} steps and {MIN_EPOCHS} epochs, so the "
+                f"one with the most steps ({best['steps']} steps, {int(best['epochs'])} epochs at "
+                f"{best['rate']:.1f} img/s)"
+            )
     else:
         best = max(options, key=lambda o: (o["steps"], o["crop"]))
-        why_model = (f"no candidate reaches {CONTEXT_MIN_STEPS} steps and {CONTEXT_MIN_EPOCHS} epochs at any crop in "
-                     f"this budget, so the one with the most steps ({best['steps']} at {best['rate']:.1f} img/s)")
+        why_model = (
+            f"no candidate reaches {CONTEXT_MIN_STEPS} steps and {CONTEXT_MIN_EPOCHS} epochs at any crop in "
+            f"this budget, so the one with the most steps ({best['steps']} at {best['rate']:.1f} img/s)"
+        )
     cand = by_name[best["name"]]
     batch = int(overrides.get("batch_size", cand.batch_size))
     steps_per_epoch = max(1, n_train // batch)
     epochs = max(1, int(best["steps"] // steps_per_epoch))
 
     choices = {
-        "arch": cand.arch, "encoder": cand.encoder, "model_kwargs": dict(cand.model_kwargs),
-        "crop_size": best["crop"], "batch_size": batch, "epochs": epochs,
+        "arch": cand.arch,
+        "encoder": cand.encoder,
+        "model_kwargs": dict(cand.model_kwargs),
+        "crop_size": best["crop"],
+        "batch_size": batch,
+        "epochs": epochs,
         # The training loop's wall time: steps plus all validations but the final one, which
         # runs when the time is up.
         "time_limit": round(best["train_s"] + max(0, best["n_val"] - 1) * best["per_val"], 1),
-        "schedule": "cosine", "validations": best["n_val"], "channels_last": True,
+        "schedule": "cosine",
+        "validations": best["n_val"],
+        "channels_last": True,
     }
     reasons = {
-        "arch": why_model, "encoder": "with the architecture", "model_kwargs": "with the architecture",
+        "arch": why_model,
+        "encoder": "with the architecture",
+        "model_kwargs": "with the architecture",
         "crop_size": f"the largest measured crop up to the median image side {min(fp.median_hw)} px that fits the "
         "rule above",
-        "batch_size": "the candidate's batch", "epochs": "as many as the measured throughput fits; training stops on "
-        "the clock in any case", "time_limit": "the budget minus reading, measuring, the final validation and saving",
+        "batch_size": "the candidate's batch",
+        "epochs": "as many as the measured throughput fits; training stops on the clock in any case",
+        "time_limit": "the budget minus reading, measuring, the final validation and saving",
         "schedule": "cosine decay over the training time, reaching zero at the end",
         "channels_last": "channels-last memory: faster on GPUs and on AVX2 CPUs (1.1x there), no slower on the "
         "other CPUs measured; the throughputs above were measured with it",
@@ -307,21 +371,27 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
     }
     if fp.imbalance > 10:
         choices["class_weights"] = "sqrt"
-        reasons["class_weights"] = (f"classes are imbalanced (largest/smallest pixel share {fp.imbalance:g} > 10); "
-                                    "square-rooted median-frequency weights, which do not trade the large classes "
-                                    "for the rare ones as the full weights do in a short run")
+        reasons["class_weights"] = (
+            f"classes are imbalanced (largest/smallest pixel share {fp.imbalance:g} > 10); "
+            "square-rooted median-frequency weights, which do not trade the large classes "
+            "for the rare ones as the full weights do in a short run"
+        )
     else:
         choices["class_weights"] = None
         reasons["class_weights"] = f"classes are balanced enough (ratio {fp.imbalance:g} <= 10)"
     # Measured on CamVid in 20 minutes (2-core CPU): 35.85 mIoU with half of the crops class-drawn,
     # 36.62 without, the rare classes at 0 either way; no gain, so crops stay uniform.
     choices["class_crops"] = 0.0
-    reasons["class_crops"] = ("crops placed uniformly: class-drawn crops (--class-crops) gave no gain on CamVid in "
-                              "a 20-minute budget")
+    reasons["class_crops"] = (
+        "crops placed uniformly: class-drawn crops (--class-crops) gave no gain on CamVid in a 20-minute budget"
+    )
     strong = best["epochs"] >= 60
     choices["scale_range"] = (0.5, 2.0) if strong else (0.75, 1.5)
-    reasons["scale_range"] = ("many passes over the data: strong scale augmentation" if strong
-                              else "few passes over the data: milder scale augmentation")
+    reasons["scale_range"] = (
+        "many passes over the data: strong scale augmentation"
+        if strong
+        else "few passes over the data: milder scale augmentation"
+    )
 
     overridden = []
     for k, v in overrides.items():
@@ -330,18 +400,29 @@ def make_plan(fp: Fingerprint, budget_s: float, elapsed_s: float, measurements: 
             choices[k] = v
             reasons[k] = "given on the command line"
     estimates = {
-        "steps": best["steps"], "epochs": epochs, "train_seconds": round(best["train_s"], 1),
-        "validations": best["n_val"], "validation_seconds": round(best["per_val"], 2),
-        "images_per_s": round(best["rate"], 2), "elapsed_before_training": round(elapsed_s, 1),
+        "steps": best["steps"],
+        "epochs": epochs,
+        "train_seconds": round(best["train_s"], 1),
+        "validations": best["n_val"],
+        "validation_seconds": round(best["per_val"], 2),
+        "images_per_s": round(best["rate"], 2),
+        "elapsed_before_training": round(elapsed_s, 1),
     }
-    return Plan(budget_s, choices, reasons, sorted(overridden), estimates, asdict(fp),
-                [asdict(m) for m in measurements])
+    return Plan(
+        budget_s, choices, reasons, sorted(overridden), estimates, asdict(fp), [asdict(m) for m in measurements]
+    )
 
 
-def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float = 2.0,
-            candidates: list[Candidate] | None = None, max_seconds: float = float("inf"),
-            wanted: Callable[[Candidate, int, list[Measurement], dict[str, float]], bool] | None = None,
-            ) -> tuple[list[Measurement], dict[str, float]]:
+def measure(
+    data,
+    device,
+    amp_dtype,
+    crops: list[int],
+    seconds_per_config: float = 2.0,
+    candidates: list[Candidate] | None = None,
+    max_seconds: float = float("inf"),
+    wanted: Callable[[Candidate, int, list[Measurement], dict[str, float]], bool] | None = None,
+) -> tuple[list[Measurement], dict[str, float]]:
     """Time a few training steps of each candidate at each crop, and one full-size prediction.
 
     Candidates are measured lightest first and crops smallest first. ``wanted(candidate, crop,
@@ -356,8 +437,8 @@ def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float
     """
     import torch
 
-    from .losses import build_loss
-    from .models import ModelConfig, build_model
+    from ..losses import build_loss
+    from ..models import ModelConfig, build_model
 
     candidates = candidates or CANDIDATES
     wanted = wanted or (lambda *_: True)
@@ -394,8 +475,11 @@ def measure(data, device, amp_dtype, crops: list[int], seconds_per_config: float
         for crop in crops:
             if (out and time.perf_counter() - started > max_seconds) or not wanted(cand, crop, out, evals):
                 continue
-            x = torch.randn(cand.batch_size, 3, crop, crop, generator=gen).to(device).contiguous(
-                memory_format=torch.channels_last)
+            x = (
+                torch.randn(cand.batch_size, 3, crop, crop, generator=gen)
+                .to(device)
+                .contiguous(memory_format=torch.channels_last)
+            )
             y = torch.randint(0, num_classes, (cand.batch_size, crop, crop), generator=gen).to(device)
             model.train()
             timed, images, steps, config_start = 0.0, 0, 0, time.perf_counter()

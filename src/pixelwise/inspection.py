@@ -19,13 +19,23 @@ from .data.encodings import DEFAULT_MAX_PIXELS
 from .data.folder import SPLIT_NAMES
 from .data.formats import scan_dataset
 from .data.problems import Problem
-from .io import write_json
+from .fileio import write_json
 
 # Converted on reading, worth a line in the report: mode -> what happens.
-_IMAGE_MODES = {"L": "grayscale -> RGB", "LA": "grayscale+alpha -> RGB", "RGBA": "alpha dropped",
-                "P": "palette -> RGB", "PA": "palette+alpha -> RGB", "CMYK": "CMYK -> RGB", "I;16": "16-bit -> 8-bit",
-                "I;16B": "16-bit -> 8-bit", "I;16L": "16-bit -> 8-bit", "I": "32-bit -> 8-bit", "1": "1-bit -> RGB",
-                "YCbCr": "YCbCr -> RGB"}
+_IMAGE_MODES = {
+    "L": "grayscale -> RGB",
+    "LA": "grayscale+alpha -> RGB",
+    "RGBA": "alpha dropped",
+    "P": "palette -> RGB",
+    "PA": "palette+alpha -> RGB",
+    "CMYK": "CMYK -> RGB",
+    "I;16": "16-bit -> 8-bit",
+    "I;16B": "16-bit -> 8-bit",
+    "I;16L": "16-bit -> 8-bit",
+    "I": "32-bit -> 8-bit",
+    "1": "1-bit -> RGB",
+    "YCbCr": "YCbCr -> RGB",
+}
 
 
 def _stats(values: list[int]) -> dict:
@@ -34,11 +44,21 @@ def _stats(values: list[int]) -> dict:
     return {"min": int(min(values)), "median": float(np.median(values)), "max": int(max(values))}
 
 
-def inspect_data(data: str | Path, format: str | None = "auto", encoding: str | None = "auto",
-                 classes_file: str | None = None, resize_masks: str | None = None,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, val_fraction: float = 0.2, test_fraction: float = 0.0,
-                 seed: int = 0, out: str | Path | None = None, workers: int | None = None,
-                 progress: bool = False, chart: bool = True) -> dict:
+def inspect_data(
+    data: str | Path,
+    format: str | None = "auto",
+    encoding: str | None = "auto",
+    classes_file: str | None = None,
+    resize_masks: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    out: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    chart: bool = True,
+) -> dict:
     """Read every image and mask of a data set once and return the report as a JSON-ready dict.
 
     Writes ``class_frequencies.png`` and ``report.json`` into ``out`` (default
@@ -49,10 +69,20 @@ def inspect_data(data: str | Path, format: str | None = "auto", encoding: str | 
 
     t0 = time.perf_counter()
     root = Path(data)
-    scanned = scan_dataset(root, format or "auto", encoding or "auto", val_fraction=val_fraction,
-                           test_fraction=test_fraction, seed=seed, classes_file=classes_file,
-                           resize_masks=resize_masks, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, skip_missing=True,
-                           workers=workers, progress=progress)
+    scanned = scan_dataset(
+        root,
+        format or "auto",
+        encoding or "auto",
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        classes_file=classes_file,
+        resize_masks=resize_masks,
+        max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+        skip_missing=True,
+        workers=workers,
+        progress=progress,
+    )
     res, splits, src = scanned.result, scanned.splits, scanned.source
     classes, spec = res.classes, res.spec
     ncls, ignore = classes.num_classes, classes.ignore_index
@@ -89,25 +119,52 @@ def inspect_data(data: str | Path, format: str | None = "auto", encoding: str | 
     ratio = None
     if present:
         hi, lo = max(present, key=lambda i: pixels[i]), min(present, key=lambda i: pixels[i])
-        ratio = {"ratio": round(float(pixels[hi] / pixels[lo]), 2), "most": classes.names[hi],
-                 "least": classes.names[lo]}
+        ratio = {
+            "ratio": round(float(pixels[hi] / pixels[lo]), 2),
+            "most": classes.names[hi],
+            "least": classes.names[lo],
+        }
 
     if absent and values:
-        problems.append(Problem("classes never occur in the checked masks", "remove them from the class list, or "
-                                "add data that shows them (a class without pixels cannot be learnt)",
-                                absent, severity="warning", skippable=False))
+        problems.append(
+            Problem(
+                "classes never occur in the checked masks",
+                "remove them from the class list, or "
+                "add data that shows them (a class without pixels cannot be learnt)",
+                absent,
+                severity="warning",
+                skippable=False,
+            )
+        )
     not_in_train = [classes.names[i] for i in present if train_pixels[i] == 0]
     if not_in_train and per_split["train"]["usable"]:
-        problems.append(Problem("classes occur only outside the training split", "move some of their images to train",
-                                not_in_train, severity="warning", skippable=False))
+        problems.append(
+            Problem(
+                "classes occur only outside the training split",
+                "move some of their images to train",
+                not_in_train,
+                severity="warning",
+                skippable=False,
+            )
+        )
     if per_split["train"]["images"] and not per_split["val"]["images"]:
-        problems.append(Problem("the validation split is empty",
-                                "training keeps the last epoch, not the best; add splits/val.txt or use --val-fraction",
-                                severity="warning", skippable=False))
+        problems.append(
+            Problem(
+                "the validation split is empty",
+                "training keeps the last epoch, not the best; add splits/val.txt or use --val-fraction",
+                severity="warning",
+                skippable=False,
+            )
+        )
     if ratio and ratio["ratio"] >= 100:
-        problems.append(Problem(f"classes are very unbalanced: {ratio['most']} has {ratio['ratio']:g}x the pixels of "
-                                f"{ratio['least']}", "consider --class-weights (suggested weights below) or "
-                                "the dice/focal losses", severity="warning", skippable=False))
+        problems.append(
+            Problem(
+                f"classes are very unbalanced: {ratio['most']} has {ratio['ratio']:g}x the pixels of {ratio['least']}",
+                "consider --class-weights (suggested weights below) or the dice/focal losses",
+                severity="warning",
+                skippable=False,
+            )
+        )
 
     report = {
         "data": str(root.resolve()),
@@ -115,23 +172,37 @@ def inspect_data(data: str | Path, format: str | None = "auto", encoding: str | 
         "encoding": spec.encoding + ("+jpeg-snap" if spec.snap else ""),
         "encoding_description": spec.describe(),
         "notes": list(scanned.notes),
-        "classes": {"names": list(classes.names), "colors": [list(c) for c in classes.colors],
-                    "ignore_index": ignore, "source": src.classes_from or "inferred from the masks"},
+        "classes": {
+            "names": list(classes.names),
+            "colors": [list(c) for c in classes.colors],
+            "ignore_index": ignore,
+            "source": src.classes_from or "inferred from the masks",
+        },
         "splits": per_split,
         "images": {
-            "total": len(res.checks), "usable": len(values), "unusable": len(res.bad),
-            "sizes": {"distinct": len(sizes),
-                      "most_common": [{"width": w, "height": h, "images": n} for (w, h), n in sizes.most_common(5)],
-                      "width": _stats([w for (w, h), n in sizes.items() for _ in range(n)]),
-                      "height": _stats([h for (w, h), n in sizes.items() for _ in range(n)])},
-            "modes": dict(modes), "converted": {m: f"{n} ({_IMAGE_MODES[m]})" for m, n in converted.items()},
+            "total": len(res.checks),
+            "usable": len(values),
+            "unusable": len(res.bad),
+            "sizes": {
+                "distinct": len(sizes),
+                "most_common": [{"width": w, "height": h, "images": n} for (w, h), n in sizes.most_common(5)],
+                "width": _stats([w for (w, h), n in sizes.items() for _ in range(n)]),
+                "height": _stats([h for (w, h), n in sizes.items() for _ in range(n)]),
+            },
+            "modes": dict(modes),
+            "converted": {m: f"{n} ({_IMAGE_MODES[m]})" for m, n in converted.items()},
             "exif_rotated": rotated,
         },
         "per_class": [
-            {"index": i, "name": classes.names[i], "pixels": int(pixels[i]),
-             "share": round(float(pixels[i] / labelled), 6) if labelled else 0.0,
-             "images": int(images_with[i]), "train_pixels": int(train_pixels[i]),
-             "suggested_weight": round(float(weights[i]), 4) if ncls else None}
+            {
+                "index": i,
+                "name": classes.names[i],
+                "pixels": int(pixels[i]),
+                "share": round(float(pixels[i] / labelled), 6) if labelled else 0.0,
+                "images": int(images_with[i]),
+                "train_pixels": int(train_pixels[i]),
+                "suggested_weight": round(float(weights[i]), 4) if ncls else None,
+            }
             for i in range(ncls)
         ],
         "labelled_pixels": labelled,
@@ -139,8 +210,10 @@ def inspect_data(data: str | Path, format: str | None = "auto", encoding: str | 
         "ignored_share": round(ignored / max(1, labelled + ignored), 6),
         "imbalance": ratio,
         "absent_classes": absent,
-        "suggested_class_weights": {"method": "median frequency over the training split (as --class-weights)",
-                                    "weights": [round(float(w), 4) for w in weights]},
+        "suggested_class_weights": {
+            "method": "median frequency over the training split (as --class-weights)",
+            "weights": [round(float(w), 4) for w in weights],
+        },
         "problems": [p.to_dict() for p in problems],
         "errors": sum(p.severity == "error" for p in problems),
         "warnings": sum(p.severity == "warning" for p in problems),
@@ -172,8 +245,13 @@ def plot_class_frequencies(report: dict, out_png: str | Path) -> None:
     ax = fig.subplots()
     shares = [100 * r["share"] for r in rows]
     y = np.arange(n)
-    ax.barh(y, [s if s > 0 else np.nan for s in shares], color=[np.array(c) / 255 for c in colors],
-            edgecolor="black", linewidth=0.5)
+    ax.barh(
+        y,
+        [s if s > 0 else np.nan for s in shares],
+        color=[np.array(c) / 255 for c in colors],
+        edgecolor="black",
+        linewidth=0.5,
+    )
     ax.set_yticks(y)
     ax.set_yticklabels([f"{r['index']} {r['name']}" for r in rows], fontsize=8 if n <= 40 else 6)
     ax.invert_yaxis()
@@ -188,8 +266,13 @@ def plot_class_frequencies(report: dict, out_png: str | Path) -> None:
     if n <= 60:
         for i, r in enumerate(rows):
             text = f"{shares[i]:.2f}%  in {r['images']}/{total} img" if shares[i] > 0 else "absent"
-            ax.text(shares[i] if shares[i] > 0 else (min(positive) if positive else 1), i, "  " + text,
-                    va="center", fontsize=7)
+            ax.text(
+                shares[i] if shares[i] > 0 else (min(positive) if positive else 1),
+                i,
+                "  " + text,
+                va="center",
+                fontsize=7,
+            )
     ax.set_title(f"Class frequencies: {Path(report['data']).name} ({report['format']}, {total} images)")
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
@@ -202,14 +285,19 @@ def format_report(report: dict, max_files: int = 10) -> str:
     lines += [f"           {n}" for n in report["notes"]]
     sp = report["splits"]
     im = report["images"]
-    lines.append(f"images:    {im['total']} checked, {im['usable']} usable  ("
-                 + ", ".join(f"{n} {sp[n]['images']}" for n in SPLIT_NAMES) + ")")
+    lines.append(
+        f"images:    {im['total']} checked, {im['usable']} usable  ("
+        + ", ".join(f"{n} {sp[n]['images']}" for n in SPLIT_NAMES)
+        + ")"
+    )
     sz = im["sizes"]
     if sz["distinct"]:
         common = ", ".join(f"{s['width']}x{s['height']} ({s['images']})" for s in sz["most_common"])
         lines.append(f"sizes:     {sz['distinct']} distinct; most common {common}")
-        lines.append(f"           width {sz['width']['min']}..{sz['width']['max']} (median {sz['width']['median']:g}), "
-                     f"height {sz['height']['min']}..{sz['height']['max']} (median {sz['height']['median']:g})")
+        lines.append(
+            f"           width {sz['width']['min']}..{sz['width']['max']} (median {sz['width']['median']:g}), "
+            f"height {sz['height']['min']}..{sz['height']['max']} (median {sz['height']['median']:g})"
+        )
     if im["converted"]:
         lines.append("converted: " + ", ".join(f"{m}: {t}" for m, t in im["converted"].items()))
     if im["exif_rotated"]:
@@ -221,15 +309,21 @@ def format_report(report: dict, max_files: int = 10) -> str:
     lines.append(f"  {'#':>3}  {'class':<{width}}  {'pixels':>12}  {'share':>7}  {'images':>13}  {'weight':>7}")
     total = max(1, im["usable"])
     for r in report["per_class"]:
-        lines.append(f"  {r['index']:>3}  {r['name']:<{width}}  {r['pixels']:>12,}  {100 * r['share']:>6.2f}%  "
-                     f"{r['images']:>6} ({100 * r['images'] / total:>3.0f}%)  {r['suggested_weight'] or 0:>7.3f}")
-    lines.append(f"  ignored pixels ({c['ignore_index']}): {report['ignored_pixels']:,} "
-                 f"({100 * report['ignored_share']:.2f}% of all pixels)")
+        lines.append(
+            f"  {r['index']:>3}  {r['name']:<{width}}  {r['pixels']:>12,}  {100 * r['share']:>6.2f}%  "
+            f"{r['images']:>6} ({100 * r['images'] / total:>3.0f}%)  {r['suggested_weight'] or 0:>7.3f}"
+        )
+    lines.append(
+        f"  ignored pixels ({c['ignore_index']}): {report['ignored_pixels']:,} "
+        f"({100 * report['ignored_share']:.2f}% of all pixels)"
+    )
     if report["imbalance"]:
         b = report["imbalance"]
         lines.append(f"imbalance: {b['ratio']:g} ({b['most']} has {b['ratio']:g}x the pixels of {b['least']})")
-    lines.append("weights:   median-frequency weights from the training split (use with --class-weights): "
-                 + ", ".join(f"{w:g}" for w in report["suggested_class_weights"]["weights"]))
+    lines.append(
+        "weights:   median-frequency weights from the training split (use with --class-weights): "
+        + ", ".join(f"{w:g}" for w in report["suggested_class_weights"]["weights"])
+    )
     lines.append("")
     if not report["problems"]:
         lines.append("problems:  none found")

@@ -19,21 +19,21 @@ import os
 import threading
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .bundle import load_bundle
-from .data.folder import IMAGE_EXTENSIONS, ClassInfo, read_image
-from .errors import PixelwiseError
-from .inference import InferenceConfig, Prediction, predict_image, predict_labels
-from .io import atomic_path, write_json
-from .postprocess import PostprocessConfig, postprocess
-from .viz import colorize, overlay, save_png
+from ..bundle import Bundle, load_bundle
+from ..data.folder import IMAGE_EXTENSIONS, read_image
+from ..errors import PixelwiseError
+from ..fileio import atomic_path, write_json
+from ..postprocess import PostprocessConfig, postprocess
+from ..viz import colorize, overlay, save_png
+from .engine import InferenceConfig, Prediction, predict_image, predict_labels
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 # fp32: exact; bf16: PyTorch autocast to bfloat16 (fast on GPUs and on CPUs with AMX or AVX512-BF16;
@@ -50,16 +50,14 @@ class TorchMember:
     ``bf16=True`` runs the network under bfloat16 autocast and returns float32 logits.
     """
 
-    def __init__(self, model: torch.nn.Module, mean, std, device: torch.device, num_classes: int,
-                 bf16: bool = False):
+    def __init__(self, model: torch.nn.Module, mean, std, device: torch.device, num_classes: int, bf16: bool = False):
         self.model = model
         self.device = device
         self.num_classes = num_classes
         self.bf16 = bf16
         self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self._dropouts = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)
-                          and m.p > 0]
+        self._dropouts = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0]
         self._lock = threading.Lock()
 
     @property
@@ -77,8 +75,10 @@ class TorchMember:
         if not stochastic:
             return self._run(x)
         if not self._dropouts:
-            raise PixelwiseError("MC dropout needs a model with dropout; this one has none "
-                                 "(train with --dropout 0.1, or leave --mc-dropout off)")
+            raise PixelwiseError(
+                "MC dropout needs a model with dropout; this one has none "
+                "(train with --dropout 0.1, or leave --mc-dropout off)"
+            )
         with self._lock:  # the train/eval switch is shared state
             for m in self._dropouts:
                 m.train()
@@ -97,9 +97,16 @@ class Segmenter:
     ``fp32`` (default) or ``bf16`` (PyTorch autocast; ``auto`` then means ``torch``).
     """
 
-    def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device = "cpu",
-                 backend: str = "auto", onnx_path: str | Path | None = None, run_dir: str | Path | None = None,
-                 precision: str = "fp32"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        bundle: Bundle,
+        device: str | torch.device = "cpu",
+        backend: str = "auto",
+        onnx_path: str | Path | None = None,
+        run_dir: str | Path | None = None,
+        precision: str = "fp32",
+    ):
         if backend not in BACKENDS:
             raise PixelwiseError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
@@ -109,14 +116,15 @@ class Segmenter:
         self.precision = precision
         self.device = torch.device(device)
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
-        self.meta = meta
-        self.classes = ClassInfo.from_dict(meta["classes"])
+        self.bundle = bundle
+        self.classes = bundle.classes
         self.backend = backend
         self.onnx_path = Path(onnx_path) if onnx_path else None
         self.run_dir = Path(run_dir) if run_dir else None
-        norm = meta["normalization"]
-        self.torch_member = TorchMember(self.model, norm["mean"], norm["std"], self.device, self.num_classes,
-                                        bf16=precision == "bf16")
+        norm = bundle.normalization
+        self.torch_member = TorchMember(
+            self.model, norm.mean, norm.std, self.device, self.num_classes, bf16=precision == "bf16"
+        )
         self._onnx_member = None
         self._resolved: str | None = None
         self._fingerprint: str | None = None
@@ -130,7 +138,7 @@ class Segmenter:
     def fingerprint(self) -> str:
         """Hash of the weights (also stored in exported ONNX files)."""
         if self._fingerprint is None:
-            from .export import weights_fingerprint
+            from ..export import weights_fingerprint
 
             self._fingerprint = weights_fingerprint(self.model)
         return self._fingerprint
@@ -143,7 +151,7 @@ class Segmenter:
         return self._resolved
 
     def _load_onnx(self, strict: bool):
-        from .export import OnnxMember, check_onnx_matches, onnx_bytes, onnx_session
+        from ..export import OnnxMember, check_onnx_matches, onnx_bytes, onnx_session
 
         path = self.onnx_path
         if path is None and self.run_dir is not None and (self.run_dir / "model.onnx").is_file():
@@ -159,7 +167,7 @@ class Segmenter:
                 if strict or self.onnx_path is not None:
                     raise
                 # auto with a stale RUN/model.onnx: ignore it and export the current weights.
-        graph = onnx_bytes(self.model.to(memory_format=torch.contiguous_format).cpu(), self.meta)
+        graph = onnx_bytes(self.model.to(memory_format=torch.contiguous_format).cpu(), self.bundle)
         session = onnx_session(graph, self.device)
         self.model.to(self.device).to(memory_format=torch.channels_last)
         return OnnxMember(session, self.num_classes, source=graph)
@@ -171,8 +179,9 @@ class Segmenter:
         with self._lock:
             if self._resolved is None:
                 want = self.backend
-                if want == "auto" and ((self.device.type != "cpu" and self.onnx_path is None)
-                                       or self.precision == "bf16"):
+                if want == "auto" and (
+                    (self.device.type != "cpu" and self.onnx_path is None) or self.precision == "bf16"
+                ):
                     want = "torch"
                 if want == "torch":
                     self._resolved = "torch"
@@ -197,8 +206,8 @@ class Segmenter:
                 raise PixelwiseError("MC dropout needs the PyTorch model; use --backend torch (or auto)")
             if not self.torch_member.has_dropout:
                 raise PixelwiseError(
-                    f"MC dropout needs a model with dropout; {self.meta['model'].get('arch')}/"
-                    f"{self.meta['model'].get('encoder')} was trained without (train with --dropout 0.1, "
+                    f"MC dropout needs a model with dropout; {self.bundle.model.arch}/"
+                    f"{self.bundle.model.encoder} was trained without (train with --dropout 0.1, "
                     "or leave --mc-dropout off)"
                 )
             return [self.torch_member]
@@ -281,7 +290,7 @@ class Ensemble:
         self.segmenters = list(segmenters)
         self.classes = first
         self.device = segmenters[0].device
-        self.meta = segmenters[0].meta
+        self.bundle = segmenters[0].bundle
 
     @property
     def num_classes(self) -> int:
@@ -340,20 +349,26 @@ def heatmap(values: np.ndarray, vmin: float, vmax: float, cmap: str = "magma") -
     return lut[np.clip(scaled * 255 + 0.5, 0, 255).astype(np.uint8)]
 
 
-def load(run: str | Path, device: str = "auto", backend: str = "auto",
-         onnx_path: str | Path | None = None, precision: str = "fp32") -> Segmenter:
+def load(
+    run: str | Path,
+    device: str = "auto",
+    backend: str = "auto",
+    onnx_path: str | Path | None = None,
+    precision: str = "fp32",
+) -> Segmenter:
     """Load a trained model from a run directory (or any folder with model.safetensors + model.json).
 
     ``backend``: auto, torch or onnxruntime; ``precision``: fp32 or bf16 (see :class:`Segmenter`).
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, meta = load_bundle(run, device)
-    return Segmenter(model, meta, device, backend=backend, onnx_path=onnx_path, run_dir=run, precision=precision)
+    model, bundle = load_bundle(run, device)
+    return Segmenter(model, bundle, device, backend=backend, onnx_path=onnx_path, run_dir=run, precision=precision)
 
 
-def load_ensemble(runs: Sequence[str | Path], device: str = "auto", backend: str = "auto",
-                  precision: str = "fp32") -> Segmenter | Ensemble:
+def load_ensemble(
+    runs: Sequence[str | Path], device: str = "auto", backend: str = "auto", precision: str = "fp32"
+) -> Segmenter | Ensemble:
     """Load one run (a :class:`Segmenter`) or several (an :class:`Ensemble`; same class list required)."""
     segs = [load(r, device, backend, precision=precision) for r in runs]
     return segs[0] if len(segs) == 1 else Ensemble(segs, [str(r) for r in runs])
@@ -407,11 +422,20 @@ def _decode(path: Path) -> np.ndarray:
     return read_image(path)
 
 
-def predict_files(segmenter: Segmenter | Ensemble, inputs: list[str | Path], out: str | Path,
-                  alpha: float = 0.5, progress: bool = True, config: InferenceConfig | None = None,
-                  postprocess_config: PostprocessConfig | None = None, probs: bool = False,
-                  uncertainty: bool = False, uncertainty_npy: bool = False, overwrite: bool = False,
-                  workers: int | None = None) -> dict:
+def predict_files(
+    segmenter: Segmenter | Ensemble,
+    inputs: list[str | Path],
+    out: str | Path,
+    alpha: float = 0.5,
+    progress: bool = True,
+    config: InferenceConfig | None = None,
+    postprocess_config: PostprocessConfig | None = None,
+    probs: bool = False,
+    uncertainty: bool = False,
+    uncertainty_npy: bool = False,
+    overwrite: bool = False,
+    workers: int | None = None,
+) -> dict:
     """Predict every input and write ``OUT/masks/<stem>.png`` (class indices) and ``OUT/overlays/<stem>.png``.
 
     Optional: ``OUT/probs/<stem>.npy`` ((C, H, W) float32 probabilities), ``OUT/uncertainty/
@@ -487,8 +511,10 @@ def predict_files(segmenter: Segmenter | Ensemble, inputs: list[str | Path], out
     bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not progress)
     if skipped:
         bar.set_postfix(already_done=skipped)
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as decoders, \
-            ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="decode") as decoders,
+        ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
+    ):
         queue: deque = deque()
         pending_writes: deque = deque()
         it = iter(todo)

@@ -16,14 +16,15 @@ only the output: the ``(C, H, W)`` float32 probability sum and an ``(H, W)`` wei
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import PixelwiseError
+from ..errors import PixelwiseError
 
 TILE_MODES = ("auto", "always", "never")
 
@@ -242,8 +243,9 @@ class _Tracker:
         self.forwards += 1
 
 
-def augmented_probs(x01: torch.Tensor, members: Sequence[Member], config: InferenceConfig,
-                    tracker: _Tracker | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def augmented_probs(
+    x01: torch.Tensor, members: Sequence[Member], config: InferenceConfig, tracker: _Tracker | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Mean softmax over members x scales x flips (x MC passes) for a batch.
 
     ``x01``: ``(N, 3, h, w)`` float in [0, 1]. Returns ``(N, C, h, w)`` float32 mean probabilities
@@ -319,13 +321,22 @@ def _check_members(members: Sequence[Member]) -> int:
 
 def is_plain(config: InferenceConfig, members: Sequence[Member]) -> bool:
     """One network, one view, no MC dropout: the labels are the argmax of the logits."""
-    return (len(members) == 1 and not config.hflip and not config.vflip and config.scales == (1.0,)
-            and not config.mc_dropout)
+    return (
+        len(members) == 1
+        and not config.hflip
+        and not config.vflip
+        and config.scales == (1.0,)
+        and not config.mc_dropout
+    )
 
 
 @torch.inference_mode()
-def predict_labels(images: Sequence[np.ndarray], members: Sequence[Member], config: InferenceConfig | None = None,
-                   device: str | torch.device = "cpu") -> list[np.ndarray]:
+def predict_labels(
+    images: Sequence[np.ndarray],
+    members: Sequence[Member],
+    config: InferenceConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> list[np.ndarray]:
     """``(H, W)`` int64 class indices for same-size ``(H, W, 3)`` uint8 images.
 
     Plain inference (see :func:`is_plain`) of images that need no tiling skips the softmax: the
@@ -336,8 +347,11 @@ def predict_labels(images: Sequence[np.ndarray], members: Sequence[Member], conf
     if not images:
         return []
     h, w = images[0].shape[:2]
-    if is_plain(config, members) and not config.needs_tiling(h, w) and all(im.shape == images[0].shape
-                                                                            for im in images):
+    if (
+        is_plain(config, members)
+        and not config.needs_tiling(h, w)
+        and all(im.shape == images[0].shape for im in images)
+    ):
         _check_members(members)
         logits = members[0].logits(_to_x01(np.stack(images), torch.device(device)))
         # max(dim).indices: same first-maximum rule as argmax, several times faster over the class dim on CPU.
@@ -347,8 +361,12 @@ def predict_labels(images: Sequence[np.ndarray], members: Sequence[Member], conf
 
 
 @torch.inference_mode()
-def predict_images(images: Sequence[np.ndarray], members: Sequence[Member], config: InferenceConfig | None = None,
-                   device: str | torch.device = "cpu") -> list[Prediction]:
+def predict_images(
+    images: Sequence[np.ndarray],
+    members: Sequence[Member],
+    config: InferenceConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> list[Prediction]:
     """Probabilities for several same-size ``(H, W, 3)`` uint8 images, batched, without tiling.
 
     Images that need tiling (see :meth:`InferenceConfig.needs_tiling`) go one by one through
@@ -370,14 +388,23 @@ def predict_images(images: Sequence[np.ndarray], members: Sequence[Member], conf
     out = []
     for i in range(len(images)):
         v = _predicted_class_variance(probs[i], var[i].cpu()).numpy() if var is not None else None
-        out.append(Prediction(probs[i].numpy(), v, {"tiles": 1, "tiled": False, "max_batch": tracker.max_batch,
-                                                     "forwards": tracker.forwards}))
+        out.append(
+            Prediction(
+                probs[i].numpy(),
+                v,
+                {"tiles": 1, "tiled": False, "max_batch": tracker.max_batch, "forwards": tracker.forwards},
+            )
+        )
     return out
 
 
 @torch.inference_mode()
-def predict_image(image: np.ndarray, members: Sequence[Member], config: InferenceConfig | None = None,
-                  device: str | torch.device = "cpu") -> Prediction:
+def predict_image(
+    image: np.ndarray,
+    members: Sequence[Member],
+    config: InferenceConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> Prediction:
     """Probabilities for one ``(H, W, 3)`` uint8 image: whole, or tiled with blending.
 
     Tiled, at most ``config.tile_batch`` tiles are sent to a network at once; the blended sum
@@ -394,8 +421,9 @@ def predict_image(image: np.ndarray, members: Sequence[Member], config: Inferenc
         probs, var = augmented_probs(_to_x01(image[None], device), members, config, tracker)
         probs = probs[0].cpu()
         v = _predicted_class_variance(probs, var[0].cpu()).numpy() if var is not None else None
-        return Prediction(probs.numpy(), v, {"tiles": 1, "tiled": False, "max_batch": tracker.max_batch,
-                                             "forwards": tracker.forwards})
+        return Prediction(
+            probs.numpy(), v, {"tiles": 1, "tiled": False, "max_batch": tracker.max_batch, "forwards": tracker.forwards}
+        )
 
     grid = SlidingWindow(height, width, config.tile_size, config.tile_overlap, config.blend)
     acc = torch.zeros(num_classes, height, width, dtype=torch.float32)
@@ -420,9 +448,18 @@ def predict_image(image: np.ndarray, members: Sequence[Member], config: Inferenc
         var_acc.div_(weight)
         v = _predicted_class_variance(acc, var_acc).numpy()
         del var_acc
-    return Prediction(acc.numpy(), v, {"tiles": len(grid), "tiled": True, "tile_size": [th, tw],
-                                       "max_batch": tracker.max_batch, "forwards": tracker.forwards,
-                                       "max_input_pixels": tracker.max_input_pixels})
+    return Prediction(
+        acc.numpy(),
+        v,
+        {
+            "tiles": len(grid),
+            "tiled": True,
+            "tile_size": [th, tw],
+            "max_batch": tracker.max_batch,
+            "forwards": tracker.forwards,
+            "max_input_pixels": tracker.max_input_pixels,
+        },
+    )
 
 
 def tile_memory_bound(config: InferenceConfig) -> int:

@@ -30,7 +30,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -40,18 +40,18 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
+from ..bundle import Bundle, Normalization, TrainingSummary, save_bundle, state_dict_for_saving
+from ..classes import ClassInfo
+from ..data.dataset import SegmentationDataset, pad_collate
+from ..data.encodings import DEFAULT_MAX_PIXELS
+from ..data.formats import open_dataset
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from ..errors import PixelwiseError
+from ..fileio import atomic_path, write_json, write_text
+from ..losses import build_loss, class_weights_from_counts
+from ..metrics import ConfusionMatrix
+from ..models import ModelConfig, build_model, describe
 from . import distributed
-from .bundle import save_bundle, state_dict_for_saving
-from .data.dataset import SegmentationDataset, pad_collate
-from .data.encodings import DEFAULT_MAX_PIXELS
-from .data.folder import ClassInfo
-from .data.formats import open_dataset
-from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
-from .errors import PixelwiseError
-from .io import atomic_path, write_json, write_text
-from .losses import build_loss, class_weights_from_counts
-from .metrics import ConfusionMatrix
-from .models import ModelConfig, build_model, describe
 
 RUN_MARKERS = ("config.yaml", "checkpoint.json", "model.json")
 CHECKPOINT_META_KEY = "pixelwise_checkpoint"  # safetensors header entry holding checkpoint.json's content
@@ -121,7 +121,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise PixelwiseError(f"unknown training options: {', '.join(sorted(unknown))}")
@@ -272,7 +272,17 @@ def _fits_in_cache(report, limit_bytes: float = 2e9) -> bool:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    cols = ["epoch", "train_loss", "val_loss", "val_miou", "val_mean_dice", "val_pixel_accuracy", "lr", "seconds", "images_per_s"]
+    cols = [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_miou",
+        "val_mean_dice",
+        "val_pixel_accuracy",
+        "lr",
+        "seconds",
+        "images_per_s",
+    ]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
@@ -294,7 +304,13 @@ def prepare_run_dir(out: str, resume: bool, overwrite: bool) -> Path:
             raise PixelwiseError(
                 f"{run}: already holds a run; pass --resume to continue it, --overwrite to replace it, or choose another --out"
             )
-        for name in list(RUN_MARKERS) + ["checkpoint.safetensors", "model.safetensors", "metrics.csv", "curves.png", "train.log"]:
+        for name in list(RUN_MARKERS) + [
+            "checkpoint.safetensors",
+            "model.safetensors",
+            "metrics.csv",
+            "curves.png",
+            "train.log",
+        ]:
             (run / name).unlink(missing_ok=True)
     run.mkdir(parents=True, exist_ok=True)
     return run
@@ -345,7 +361,9 @@ def load_checkpoint(run: Path, model, optimizer, scaler, ema=None) -> dict:
         embedded = header.get(CHECKPOINT_META_KEY)
         meta = json.loads(embedded) if embedded else json.loads((run / "checkpoint.json").read_text())
     except Exception as e:  # any damage: missing file, bad JSON, bad safetensors header
-        raise PixelwiseError(f"{run}: checkpoint cannot be read ({e.__class__.__name__}); it cannot be resumed") from None
+        raise PixelwiseError(
+            f"{run}: checkpoint cannot be read ({e.__class__.__name__}); it cannot be resumed"
+        ) from None
     if token != meta.get("token"):
         raise PixelwiseError(
             f"{run}: checkpoint.json and checkpoint.safetensors are from different epochs (interrupted write); "
@@ -379,8 +397,17 @@ def _log(run: Path, line: str, echo=True) -> None:
 
 
 @torch.no_grad()
-def run_validation(model, loader, criterion, num_classes, ignore_index, device, amp_dtype, channels_last,
-                   ctx: distributed.DistContext | None = None) -> tuple[float, ConfusionMatrix]:
+def run_validation(
+    model,
+    loader,
+    criterion,
+    num_classes,
+    ignore_index,
+    device,
+    amp_dtype,
+    channels_last,
+    ctx: distributed.DistContext | None = None,
+) -> tuple[float, ConfusionMatrix]:
     """Mean loss per image (each batch's loss weighted by its images) and the dataset-level confusion matrix.
 
     In a process group each process scores its own shard of the split (``ShardSampler``: no
@@ -407,8 +434,14 @@ def run_validation(model, loader, criterion, num_classes, ignore_index, device, 
     return total / max(1, images), cm
 
 
-def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, **overrides) -> TrainResult:
+def train(
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    **overrides,
+) -> TrainResult:
     """Train a model on a data set in the pixelwise folder layout; returns where it went and how it did.
 
     ``pixelwise.train(data="DATA", out="runs/x", epochs=20)`` is the same as
@@ -425,8 +458,10 @@ def train(config: TrainConfig | None = None, *, resume: bool = False, overwrite:
         from .planner import parse_budget
 
         overrides["budget"] = parse_budget(overrides["budget"])
-    config = TrainConfig(**overrides) if config is None else (
-        TrainConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config
+    config = (
+        TrainConfig(**overrides)
+        if config is None
+        else (TrainConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config)
     )
     ctx = distributed.setup(config.device)
     try:
@@ -462,10 +497,13 @@ def _restart_resumes(config: TrainConfig, resume: bool, overwrite: bool) -> tupl
     return False, True
 
 
-def _prepare_run_dir_on_main(ctx: distributed.DistContext | None, config: TrainConfig, resume: bool,
-                             overwrite: bool) -> tuple[Path, bool]:
+def _prepare_run_dir_on_main(
+    ctx: distributed.DistContext | None, config: TrainConfig, resume: bool, overwrite: bool
+) -> tuple[Path, bool]:
     """:func:`prepare_run_dir` on rank 0 only; every process gets the path and whether it resumes (or the error)."""
-    resume, overwrite = _restart_resumes(config, resume, overwrite) if ctx is None or ctx.is_main else (resume, overwrite)
+    resume, overwrite = (
+        _restart_resumes(config, resume, overwrite) if ctx is None or ctx.is_main else (resume, overwrite)
+    )
     if ctx is None or ctx.world_size == 1:
         return prepare_run_dir(config.out, resume, overwrite), resume
     reply = ""
@@ -481,14 +519,17 @@ def _prepare_run_dir_on_main(ctx: distributed.DistContext | None, config: TrainC
     return Path(text), kind == "resume"
 
 
-def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: bool, overwrite: bool,
-           progress: bool) -> TrainResult:
+def _train(
+    config: TrainConfig, ctx: distributed.DistContext | None, resume: bool, overwrite: bool, progress: bool
+) -> TrainResult:
     run_clock = time.perf_counter()  # a --budget covers everything from here
     main = ctx is None or ctx.is_main
     progress = progress and main
     asked_resume = resume
     if not 0.0 <= config.class_crops <= 1.0:
-        raise PixelwiseError(f"--class-crops {config.class_crops}: the share must be between 0 and 1 (e.g. 0.5); 0 = off")
+        raise PixelwiseError(
+            f"--class-crops {config.class_crops}: the share must be between 0 and 1 (e.g. 0.5); 0 = off"
+        )
     if not 0.0 <= config.ema < 1.0:
         raise PixelwiseError(f"--ema {config.ema}: the decay must be at least 0 and below 1 (e.g. 0.999); 0 = off")
     if not resume and config.data and not Path(config.data).is_dir():
@@ -523,9 +564,18 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    data = open_dataset(config.data, config.format, config.encoding, val_fraction=config.val_fraction,
-                        test_fraction=config.test_fraction, seed=config.seed, classes_file=config.classes_file,
-                        resize_masks=config.resize_masks, skip_bad=config.skip_bad, max_pixels=config.max_pixels)
+    data = open_dataset(
+        config.data,
+        config.format,
+        config.encoding,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        classes_file=config.classes_file,
+        resize_masks=config.resize_masks,
+        skip_bad=config.skip_bad,
+        max_pixels=config.max_pixels,
+    )
     classes: ClassInfo = data.classes
     train_samples, val_samples = data.splits["train"], data.splits["val"]
     ignore = classes.ignore_index
@@ -536,8 +586,11 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
         plan, config = _plan_for_budget(config, data, device, run_clock)
 
     model_cfg = ModelConfig(
-        arch=config.arch, encoder=config.encoder, num_classes=classes.num_classes,
-        dropout=config.dropout, kwargs=dict(config.model_kwargs),
+        arch=config.arch,
+        encoder=config.encoder,
+        num_classes=classes.num_classes,
+        dropout=config.dropout,
+        kwargs=dict(config.model_kwargs),
     )
     model = build_model(model_cfg, None if resume else config.pretrained).to(device)
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
@@ -550,17 +603,27 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     ddp_model = model
     if ctx.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     weights = None
     if config.class_weights:
         method = "median" if config.class_weights == "auto" else config.class_weights
-        weights = torch.as_tensor(class_weights_from_counts(data.report.class_pixels, method), dtype=torch.float32, device=device)
+        weights = torch.as_tensor(
+            class_weights_from_counts(data.report.class_pixels, method), dtype=torch.float32, device=device
+        )
     criterion = build_loss(config.loss, ignore_index=ignore, class_weights=weights)
 
     cache = config.cache and _fits_in_cache(data.report)
-    tf = train_transform(config.crop_size, ignore, config.scale_range, config.hflip, config.vflip, config.color_jitter,
-                         class_crops=config.class_crops)
+    tf = train_transform(
+        config.crop_size,
+        ignore,
+        config.scale_range,
+        config.hflip,
+        config.vflip,
+        config.color_jitter,
+        class_crops=config.class_crops,
+    )
     train_ds = SeededDataset(SegmentationDataset(train_samples, tf, cache=cache))
     # Rank r takes positions r, r + world, ... of the epoch's permutation, so global batch k holds
     # exactly the samples of batch k in one process; each sample's augmentation seed does not
@@ -575,8 +638,12 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     val_loader = None
     if val_samples:
         val_ds = SegmentationDataset(val_samples, eval_transform(), cache=cache)
-        val_loader = DataLoader(val_ds, batch_size=batch_per_process, sampler=distributed.ShardSampler(len(val_ds), world, rank),
-                                **loader_kw)
+        val_loader = DataLoader(
+            val_ds,
+            batch_size=batch_per_process,
+            sampler=distributed.ShardSampler(len(val_ds), world, rank),
+            **loader_kw,
+        )
 
     # The number of global batches of one process; a rank's padded shard may hold one more.
     global_steps = len(train_ds) // config.batch_size if drop_last else math.ceil(len(train_ds) / config.batch_size)
@@ -589,9 +656,13 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # The averaged weights (torch.optim.swa_utils, buffers averaged too) are what is validated and
     # saved as the model; the optimizer keeps training the raw weights.
-    ema = (torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema), use_buffers=True)
-        if config.ema > 0 else None)
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema), use_buffers=True
+        )
+        if config.ema > 0
+        else None
+    )
     eval_model = ema.module if ema is not None else model
     amp_dtype = amp_dtype_for(device, config.amp)
     use_amp = amp_dtype is not None
@@ -602,7 +673,12 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     if resume:
         ck = load_checkpoint(run, model, optimizer, scaler, ema)
         start_epoch, history = ck["epoch"], ck["history"]
-        best, best_epoch, since_best, best_metrics = ck["best_miou"], ck["best_epoch"], ck["since_best"], ck.get("best_metrics")
+        best, best_epoch, since_best, best_metrics = (
+            ck["best_miou"],
+            ck["best_epoch"],
+            ck["since_best"],
+            ck.get("best_metrics"),
+        )
         if start_epoch >= config.epochs or ck.get("stopped_early"):
             if main:
                 tqdm.write(f"{run}: already finished ({start_epoch} epochs); nothing to resume")
@@ -612,17 +688,28 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
         if plan is not None:
             write_json(run / "plan.json", plan.to_dict())
 
-    meta_base = {
-        "classes": classes.to_dict(),
-        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        "training": {"config": config.to_dict(), "device": str(device), "amp": str(amp_dtype) if amp_dtype else None,
-                     "processes": world, "batch_per_process": batch_per_process, "global_batch": config.batch_size},
-        "data": {
-            "root": str(Path(config.data).resolve()), "train_images": len(train_samples),
-            "val_images": len(val_samples), "class_pixels": data.report.class_pixels.tolist(),
-            "format": data.format, "encoding": data.spec.describe(), "skipped": list(data.skipped),
+    meta_base = Bundle(
+        model=model_cfg,
+        classes=classes,
+        normalization=Normalization(IMAGENET_MEAN, IMAGENET_STD),
+        training=TrainingSummary(
+            config=config.to_dict(),
+            device=str(device),
+            amp=str(amp_dtype) if amp_dtype else None,
+            processes=world,
+            batch_per_process=batch_per_process,
+            global_batch=config.batch_size,
+        ),
+        data={
+            "root": str(Path(config.data).resolve()),
+            "train_images": len(train_samples),
+            "val_images": len(val_samples),
+            "class_pixels": data.report.class_pixels.tolist(),
+            "format": data.format,
+            "encoding": data.spec.describe(),
+            "skipped": list(data.skipped),
         },
-    }
+    )
     header = (
         f"run {run} | {describe(model)} | {device}{' ' + str(amp_dtype).replace('torch.', '') if amp_dtype else ''} | "
         f"train {len(train_samples)} / val {len(val_samples)} images | {classes.num_classes} classes | "
@@ -637,8 +724,10 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     if resume and not asked_resume:
         header += f"\ntorchrun restart {distributed.restart_count()}: resuming after epoch {start_epoch}"
     if config.time_limit > 0:
-        header += (f"\ntraining stops {config.time_limit:.0f} s after it starts (validations included) or after "
-                   f"{config.epochs} epochs, whichever comes first; the learning rate follows the one further along")
+        header += (
+            f"\ntraining stops {config.time_limit:.0f} s after it starts (validations included) or after "
+            f"{config.epochs} epochs, whichever comes first; the learning rate follows the one further along"
+        )
     if main:
         for line in data.notes:
             _log(run, f"data: {line}", echo=progress)
@@ -662,6 +751,7 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
 
     def clock_share() -> float:
         return (clock_before + time.perf_counter() - loop_start) / config.time_limit
+
     try:
         for epoch in range(start_epoch, config.epochs):
             sampler.set_epoch(epoch)
@@ -670,8 +760,15 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
             model.train()
             t0 = time.perf_counter()
             loss_sum, seen = 0.0, 0
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                       disable=not progress, leave=False, dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                unit="batch",
+                disable=not progress,
+                leave=False,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
             for step, (x, y) in enumerate(train_loader):
                 if step >= steps_per_epoch:
                     break
@@ -686,7 +783,9 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                     # On a machine faster than planned the epochs run out first: follow the steps then,
                     # so the decay still reaches its end.
                     share = max(share, global_step / max(1, total_steps))
-                    lr = config.lr * lr_factor(int(share * 10000), 10000, int(TIME_WARMUP_SHARE * 10000), config.schedule)
+                    lr = config.lr * lr_factor(
+                        int(share * 10000), 10000, int(TIME_WARMUP_SHARE * 10000), config.schedule
+                    )
                 else:
                     lr = config.lr * lr_factor(global_step, total_steps, warmup, config.schedule)
                 for g in optimizer.param_groups:
@@ -721,14 +820,18 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                     rate = seen / el if el > 0 else 0.0
                     left_steps = total_steps - (global_step + 1)
                     per_step = (time.perf_counter() - run_start) / steps_done
-                    bar.set_postfix_str(f"loss {loss_sum / seen:.4f} | {rate:.1f} img/s | run ETA {_hms(left_steps * per_step)}")
+                    bar.set_postfix_str(
+                        f"loss {loss_sum / seen:.4f} | {rate:.1f} img/s | run ETA {_hms(left_steps * per_step)}"
+                    )
                     bar.update(1)
             bar.close()
             train_seconds = time.perf_counter() - t0
             if config.time_limit > 0 and clock_share() >= 1.0:
                 out_of_time = True
             row = {
-                "epoch": epoch + 1, "train_loss": round(loss_sum / max(1, seen), 6), "lr": lr,
+                "epoch": epoch + 1,
+                "train_loss": round(loss_sum / max(1, seen), 6),
+                "lr": lr,
                 "images_per_s": round(seen / train_seconds, 2) if train_seconds > 0 else None,
                 "train_seconds": round(train_seconds, 3),
             }
@@ -739,11 +842,24 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
                 due = out_of_time or (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
             if val_loader is not None and due:
                 validations_done += 1
-                val_loss, cm = run_validation(eval_model, val_loader, criterion, classes.num_classes, ignore, device,
-                                              amp_dtype, channels_last, ctx=ctx)
+                val_loss, cm = run_validation(
+                    eval_model,
+                    val_loader,
+                    criterion,
+                    classes.num_classes,
+                    ignore,
+                    device,
+                    amp_dtype,
+                    channels_last,
+                    ctx=ctx,
+                )
                 m = cm.compute(classes.names)
-                row.update(val_loss=round(val_loss, 6), val_miou=m["miou"], val_mean_dice=m["mean_dice"],
-                           val_pixel_accuracy=m["pixel_accuracy"])
+                row.update(
+                    val_loss=round(val_loss, 6),
+                    val_miou=m["miou"],
+                    val_mean_dice=m["mean_dice"],
+                    val_pixel_accuracy=m["pixel_accuracy"],
+                )
                 score = m["miou"] if m["miou"] is not None else 0.0
                 if score > best:
                     best, best_epoch, best_metrics, improved, since_best = score, epoch + 1, m, True, 0
@@ -759,25 +875,59 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
             if out_of_time:
                 stopped_early = True  # finished: the time is used up (a resume has nothing left to do)
             if main:
-                msg = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
-                       + (f"val loss {row['val_loss']:.4f}  val mIoU {100 * (row['val_miou'] or 0):.2f}  " if "val_loss" in row else "")
-                       + f"{row['images_per_s']} img/s  {row['seconds']:.1f}s" + ("  *best*" if improved and val_loader else ""))
+                msg = (
+                    f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
+                    + (
+                        f"val loss {row['val_loss']:.4f}  val mIoU {100 * (row['val_miou'] or 0):.2f}  "
+                        if "val_loss" in row
+                        else ""
+                    )
+                    + f"{row['images_per_s']} img/s  {row['seconds']:.1f}s"
+                    + ("  *best*" if improved and val_loader else "")
+                )
                 # On the clock, tiny epochs would spend the time writing files: save when validated,
                 # at the end, or a minute after the last save (the most a crash can lose).
-                save_now = (config.time_limit <= 0 or improved or out_of_time or stopped_early or "val_loss" in row
-                            or time.perf_counter() - last_save >= 60)
+                save_now = (
+                    config.time_limit <= 0
+                    or improved
+                    or out_of_time
+                    or stopped_early
+                    or "val_loss" in row
+                    or time.perf_counter() - last_save >= 60
+                )
                 with distributed.finish_writes_first():
                     if save_now:
                         last_save = time.perf_counter()
-                        _save_epoch(run, model, optimizer, scaler, meta_base, history, epoch, best, best_epoch, since_best,
-                                    best_metrics, stopped_early, improved, ema)
+                        _save_epoch(
+                            run,
+                            model,
+                            optimizer,
+                            scaler,
+                            meta_base,
+                            history,
+                            epoch,
+                            best,
+                            best_epoch,
+                            since_best,
+                            best_metrics,
+                            stopped_early,
+                            improved,
+                            ema,
+                        )
                     _log(run, msg, echo=progress)
                     if out_of_time:
-                        _log(run, f"time limit reached after {clock_before + time.perf_counter() - loop_start:.0f} s of training; "
-                                  f"{time.perf_counter() - run_clock:.0f} s since the start", echo=progress)
+                        _log(
+                            run,
+                            f"time limit reached after {clock_before + time.perf_counter() - loop_start:.0f} s of training; "
+                            f"{time.perf_counter() - run_clock:.0f} s since the start",
+                            echo=progress,
+                        )
                     elif stopped_early:
-                        _log(run, f"early stop: no better val mIoU for {config.patience} validations; best epoch {best_epoch}",
-                             echo=progress)
+                        _log(
+                            run,
+                            f"early stop: no better val mIoU for {config.patience} validations; best epoch {best_epoch}",
+                            echo=progress,
+                        )
             if stopped_early:
                 break
         # No process returns before rank 0 has written the last epoch's files.
@@ -785,7 +935,9 @@ def _train(config: TrainConfig, ctx: distributed.DistContext | None, resume: boo
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else start_epoch
         if main:
-            tqdm.write(f"\ninterrupted; {run} holds {done} finished epochs. Continue with: pixelwise train --resume --out {run}")
+            tqdm.write(
+                f"\ninterrupted; {run} holds {done} finished epochs. Continue with: pixelwise train --resume --out {run}"
+            )
         raise
     return TrainResult(run, best_epoch, best_metrics, history, stopped_early)
 
@@ -806,21 +958,33 @@ def _plan_for_budget(config: TrainConfig, data, device, run_clock: float):
         candidates = candidates[:1]
         crops = crops[-2:] if "crop_size" not in config.keep else crops
     if any(k in config.keep for k in ("arch", "encoder", "model_kwargs")):
-        candidates = [planner.Candidate("given", config.arch, config.encoder, dict(config.model_kwargs), config.batch_size)]
+        candidates = [
+            planner.Candidate("given", config.arch, config.encoder, dict(config.model_kwargs), config.batch_size)
+        ]
     per_config = min(2.0, max(0.3, 0.03 * config.budget / max(1, len(candidates) * len(crops))))
     overrides = {k: getattr(config, k) for k in config.keep if hasattr(config, k)}
 
     def wanted(cand, crop, measured, evals) -> bool:
-        return planner.worth_measuring(fp, config.budget, time.perf_counter() - run_clock, measured, evals, overrides,
-                                       candidates, cand, crop)
+        return planner.worth_measuring(
+            fp, config.budget, time.perf_counter() - run_clock, measured, evals, overrides, candidates, cand, crop
+        )
 
     # The models built for measuring draw from the random generators; forking them keeps the trained
     # model's initialisation the one --seed gives, however many configurations were measured.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        measurements, evals = planner.measure(data, device, amp_dtype_for(device, config.amp), crops, per_config,
-                                              candidates, max_seconds=0.06 * config.budget, wanted=wanted)
-    plan = planner.make_plan(fp, config.budget, time.perf_counter() - run_clock, measurements, evals, overrides,
-                             candidates)
+        measurements, evals = planner.measure(
+            data,
+            device,
+            amp_dtype_for(device, config.amp),
+            crops,
+            per_config,
+            candidates,
+            max_seconds=0.06 * config.budget,
+            wanted=wanted,
+        )
+    plan = planner.make_plan(
+        fp, config.budget, time.perf_counter() - run_clock, measurements, evals, overrides, candidates
+    )
     changes = {k: v for k, v in plan.choices.items() if k in TrainConfig.__dataclass_fields__}
     if "scale_range" in changes:
         changes["scale_range"] = tuple(changes["scale_range"])
@@ -829,24 +993,51 @@ def _plan_for_budget(config: TrainConfig, data, device, run_clock: float):
     return plan, TrainConfig.from_dict({**config.to_dict(), **changes})
 
 
-def _save_epoch(run: Path, model, optimizer, scaler, meta_base: dict, history: list[dict], epoch: int, best: float,
-                best_epoch: int, since_best: int, best_metrics: dict | None, stopped_early: bool, improved: bool,
-                ema=None) -> None:
+def _save_epoch(
+    run: Path,
+    model,
+    optimizer,
+    scaler,
+    meta_base: Bundle,
+    history: list[dict],
+    epoch: int,
+    best: float,
+    best_epoch: int,
+    since_best: int,
+    best_metrics: dict | None,
+    stopped_early: bool,
+    improved: bool,
+    ema=None,
+) -> None:
     """Write what one finished epoch leaves in the run directory (rank 0 only).
 
     With ``ema`` the bundle holds the averaged weights (the ones validated); the checkpoint holds both.
     """
     if improved:
-        meta = dict(meta_base)
-        meta["training"] = {**meta_base["training"], "epoch": epoch + 1, "best_epoch": best_epoch}
-        meta["metrics"] = {"val": best_metrics} if best_metrics else {}
+        meta = replace(
+            meta_base,
+            training=replace(meta_base.training, epoch=epoch + 1, best_epoch=best_epoch),
+            metrics={"val": best_metrics} if best_metrics else {},
+        )
         save_bundle(run, ema.module if ema is not None else model, meta)
-    save_checkpoint(run, model, optimizer, scaler, {
-        "epoch": epoch + 1, "history": history, "best_miou": best, "best_epoch": best_epoch,
-        "since_best": since_best, "best_metrics": best_metrics, "stopped_early": stopped_early,
-    }, ema)
+    save_checkpoint(
+        run,
+        model,
+        optimizer,
+        scaler,
+        {
+            "epoch": epoch + 1,
+            "history": history,
+            "best_miou": best,
+            "best_epoch": best_epoch,
+            "since_best": since_best,
+            "best_metrics": best_metrics,
+            "stopped_early": stopped_early,
+        },
+        ema,
+    )
     _write_csv(run / "metrics.csv", history)
-    from .viz import plot_training_curves
+    from ..viz import plot_training_curves
 
     plot_training_curves(run / "metrics.csv", run / "curves.png")
 

@@ -37,10 +37,18 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from .errors import PixelwiseError
+from ..errors import PixelwiseError
 
-__all__ = ["DistContext", "ShardSampler", "finish_writes_first", "is_main", "launched_by_torchrun", "restart_count",
-           "select_backend", "setup"]
+__all__ = [
+    "DistContext",
+    "ShardSampler",
+    "finish_writes_first",
+    "is_main",
+    "launched_by_torchrun",
+    "restart_count",
+    "select_backend",
+    "setup",
+]
 
 FAIL_HOOK_ENV = "PIXELWISE_TEST_FAIL_AT"
 
@@ -60,7 +68,9 @@ def _env_int(name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise PixelwiseError(f"environment variable {name}={value!r} is not a whole number; start with torchrun") from None
+        raise PixelwiseError(
+            f"environment variable {name}={value!r} is not a whole number; start with torchrun"
+        ) from None
 
 
 def is_main() -> bool:
