@@ -80,7 +80,7 @@ def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: 
     from pixelwise.export import export_model
     from pixelwise.models import ModelConfig, build_model
     from pixelwise.predict.predictor import load
-    from pixelwise.training.trainer import TrainConfig
+    from pixelwise.training.config import TrainConfig
 
     defaults = TrainConfig()
     run = workdir / "speed-model"

@@ -9,14 +9,17 @@ Python API (the CLI calls exactly these)::
     mask = seg.predict("image.jpg")          # (H, W) int64 class indices
 """
 
-__version__ = "0.1.0"
-
 from .errors import PixelwiseError  # noqa: E402
+from .version import __version__
 
 
 def __getattr__(name):
     # Imported lazily so that `import pixelwise` and `pixelwise --help` stay fast.
-    if name in ("train", "TrainConfig", "TrainResult"):
+    if name == "TrainConfig":
+        from .training.config import TrainConfig
+
+        return TrainConfig
+    if name in ("train", "TrainResult"):
         from .training import trainer as _t
 
         return getattr(_t, name)

@@ -194,7 +194,7 @@ def library_versions() -> dict:
     import safetensors
     import torchvision
 
-    from . import __version__
+    from .version import __version__
 
     out = {
         "pixelwise": __version__,

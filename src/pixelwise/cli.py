@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
 from .errors import PixelwiseError
+from .version import __version__
 
 
 def _scale_range(text: str) -> tuple[float, float]:
@@ -473,7 +473,7 @@ def _cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .training.trainer import TrainConfig
+    from .training.config import TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="pixelwise",

@@ -33,8 +33,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from .. import __version__
 from ..predict.predictor import Segmenter
+from ..version import __version__
 from ..viz import overlay
 from .guard import GuardRules, RequestGuard, token_matches
 from .uploads import UploadError, decode_upload, encode_png, mask_to_png
