@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .classes import ClassInfo
-from .errors import PixelwiseError
+from .errors import PixelwiseError, short_message
 from .fileio import atomic_path, write_json
 from .models import ModelConfig, SegmentationModel, build_model
 
@@ -268,6 +268,6 @@ def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> tu
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise PixelwiseError(
-            f"{directory / WEIGHTS}: weights do not match {META} ({str(e).splitlines()[0][:120]}); the bundle is damaged"
+            f"{directory / WEIGHTS}: weights do not match {META} ({short_message(e)}); the bundle is damaged"
         ) from None
     return model.to(device).eval(), bundle

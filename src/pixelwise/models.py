@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import PixelwiseError
+from .errors import PixelwiseError, short_message
 
 
 @dataclass
@@ -62,9 +62,8 @@ def _smp(arch_cls_name: str):
         except (KeyError, ValueError, RuntimeError) as e:
             if encoder_weights is not None:
                 raise  # build_model reports a failed weight download
-            msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
             raise PixelwiseError(
-                f"cannot build {cfg.arch} with encoder '{cfg.encoder}': {msg[:200]}; "
+                f"cannot build {cfg.arch} with encoder '{cfg.encoder}': {short_message(e, 200)}; "
                 "pick an encoder segmentation-models-pytorch knows (e.g. resnet18, resnet34, mobilenet_v2, efficientnet-b0)"
             ) from None
         if cfg.dropout > 0:
@@ -170,7 +169,7 @@ def build_model(config: ModelConfig, pretrained: str | None = None) -> Segmentat
         except Exception as e:  # network errors come in many types from many libraries
             raise PixelwiseError(
                 f"could not get ImageNet weights for {config.arch}/{config.encoder} "
-                f"({e.__class__.__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}); "
+                f"({short_message(e, 150, with_type=True)}); "
                 "check the network, or pass --pretrained PATH to a local .safetensors file"
             ) from None
         finally:
