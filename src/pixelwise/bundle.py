@@ -96,11 +96,17 @@ class Bundle:
         for key in ("model", "classes", "normalization"):
             if not isinstance(d.get(key), dict):
                 raise PixelwiseError(f"{source}: missing or malformed '{key}'; not a pixelwise bundle")
+        model, classes = _model_config(d["model"], source), _classes(d["classes"], source)
+        if classes.num_classes != model.num_classes:
+            raise PixelwiseError(
+                f"{source}: {classes.num_classes} class names for a model with {model.num_classes} outputs; "
+                "the bundle is damaged"
+            )
         return cls(
-            model=_model_config(d["model"], source),
-            classes=_classes(d["classes"], source),
+            model=model,
+            classes=classes,
             normalization=_normalization(d["normalization"], source),
-            training=_training(d.get("training") or {}, source),
+            training=_training({} if d.get("training") is None else d["training"], source),
             data=_mapping(d.get("data"), "data", source),
             metrics=_mapping(d.get("metrics"), "metrics", source),
             versions=_mapping(d.get("versions"), "versions", source),
