@@ -148,52 +148,39 @@ def compute_metrics(cm: np.ndarray, class_names: list[str] | None = None) -> dic
 
     # Python ints: exact for any pixel count and JSON-serialisable.
     counts = [[int(v) for v in row] for row in cm.tolist()]
-    tp = [counts[i][i] for i in range(c)]
-    gt = [sum(counts[i]) for i in range(c)]
-    pr = [sum(counts[i][j] for i in range(c)) for j in range(c)]
+    gt = [sum(row) for row in counts]
     total = sum(gt)
-
-    per_class = []
-    ious: list[float | None] = []
-    dices: list[float | None] = []
-    accs: list[float | None] = []
-    fw_terms: list[float] = []
-    for i in range(c):
-        fp = pr[i] - tp[i]
-        fn = gt[i] - tp[i]
-        present = gt[i] + pr[i] > 0
-        iou = _ratio(tp[i], tp[i] + fp + fn) if present else None
-        dice = _ratio(2 * tp[i], 2 * tp[i] + fp + fn) if present else None
-        acc = _ratio(tp[i], gt[i])
-        if present:
-            fw_terms.append(gt[i] / total * iou)
-        ious.append(iou)
-        dices.append(dice)
-        accs.append(acc)
-        per_class.append(
-            {
-                "index": i,
-                "name": str(class_names[i]),
-                "iou": iou,
-                "dice": dice,
-                "accuracy": acc,
-                "gt_pixels": gt[i],
-                "pred_pixels": pr[i],
-            }
-        )
-
-    present_count = sum(1 for i in range(c) if gt[i] + pr[i] > 0)
+    per_class = [_class_scores(counts, i, str(class_names[i])) for i in range(c)]
+    present = [r for r in per_class if r["gt_pixels"] + r["pred_pixels"] > 0]
     return {
-        "pixel_accuracy": _ratio(sum(tp), total),
-        "mean_accuracy": _mean(accs),
-        "miou": _mean(ious),
-        "mean_dice": _mean(dices),
-        "fwiou": float(sum(fw_terms)) if total > 0 else None,
+        "pixel_accuracy": _ratio(sum(counts[i][i] for i in range(c)), total),
+        "mean_accuracy": _mean([r["accuracy"] for r in per_class]),
+        "miou": _mean([r["iou"] for r in per_class]),
+        "mean_dice": _mean([r["dice"] for r in per_class]),
+        "fwiou": float(sum(r["gt_pixels"] / total * r["iou"] for r in present)) if total > 0 else None,
         "per_class": per_class,
         "num_pixels": total,
         "num_classes": c,
-        "present_classes": present_count,
+        "present_classes": len(present),
         "aggregation": AGGREGATION,
+    }
+
+
+def _class_scores(counts: list[list[int]], i: int, name: str) -> dict:
+    """IoU, Dice and accuracy of class ``i`` from the (C, C) counts; None where the class is absent."""
+    tp = counts[i][i]
+    gt = sum(counts[i])
+    pred = sum(row[i] for row in counts)
+    fp, fn = pred - tp, gt - tp
+    present = gt + pred > 0
+    return {
+        "index": i,
+        "name": name,
+        "iou": _ratio(tp, tp + fp + fn) if present else None,
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn) if present else None,
+        "accuracy": _ratio(tp, gt),
+        "gt_pixels": gt,
+        "pred_pixels": pred,
     }
 
 
