@@ -10,12 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from .data.synthetic import make_demo_dataset
-from .evaluation import evaluate
-from .metrics import format_metrics_table
-from .predict.predictor import load, predict_files
-from .training.trainer import TrainConfig, train
-
 # A small U-Net that trains to a useful model on 2 CPU cores in a few minutes. The encoder is
 # timm's resnet10t (one residual block per stage, deep stem): on a 2-core CPU without native bf16
 # it trains about 1.3x as many images per second as resnet18 and reaches a better model in the
@@ -51,6 +45,13 @@ def run_demo(
     progress: bool = True,
 ) -> dict:
     """Run the demo end to end; returns {"run": path, "metrics": held-out metrics dict}."""
+    # Imported here so that reading DEMO_TRAIN (for `pixelwise demo --help`) imports no torch.
+    from .data.synthetic import make_demo_dataset
+    from .evaluation import evaluate
+    from .metrics import format_metrics_table
+    from .predict.predictor import load, predict_files
+    from .training.trainer import TrainConfig, train
+
     run = Path(out) if out else Path("runs") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     data = run / "data"
     print(f"[1/4] generating {num_images or DEMO_IMAGES} synthetic 256x256 images into {data}")
