@@ -13,7 +13,7 @@ from PIL import Image
 from pixelwise.cli import main
 
 
-@pytest.mark.parametrize("cmd", ["train", "evaluate", "predict", "demo"])
+@pytest.mark.parametrize("cmd", ["train", "evaluate", "inspect", "predict", "export", "demo", "serve"])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
@@ -78,11 +78,11 @@ def test_cli_flow_train_evaluate_predict(demo_data, tmp_path, capsys):
             "4",
             "--crop-size",
             "48",
-            "--workers",
+            "--num-workers",
             "0",
             "--max-steps-per-epoch",
             "2",
-            "--model-arg",
+            "--model-kwargs",
             "decoder_channels=[16,16,8,8,8]",
             "--quiet",
         ]

@@ -1,59 +1,29 @@
 """The data-format flags shared by train, evaluate and inspect.
 
-``--format``, ``--encoding``, ``--classes``, ``--resize-masks``, ``--skip-bad``, ``--max-pixels``:
-how a data set on disk is read. The data modules these choices come from import no torch.
+``--format``, ``--encoding``, ``--classes-file``, ``--resize-masks``, ``--skip-bad/--no-skip-bad``,
+``--max-image-pixels``: how a data set on disk is read. They are the TrainConfig fields of group
+``format`` (names, choices and help come from their metadata); the choices import no torch.
 """
 
 from __future__ import annotations
 
-from .arguments import positive_int
+from .config_flags import add_field_flag, add_old_spelling, cli_fields
+
+# Earlier spellings, still accepted (hidden from --help, with a note on stderr).
+OLD_SPELLINGS = {"classes_file": "--classes", "max_image_pixels": "--max-pixels"}
 
 
 def add_data_flags(g, defaults=None) -> None:
     """Add the data-format flags to ``g`` (a parser or an argument group).
 
-    ``defaults`` None (evaluate): every option defaults to None, meaning what the model was trained with.
+    ``defaults``: a TrainConfig whose values are the defaults (inspect), or None (evaluate): every
+    option then defaults to None, meaning "as the model was trained". The parsed attributes are
+    ``format``, ``encoding``, ``classes_file``, ``resize_masks``, ``skip_bad``, ``max_image_pixels``.
     """
-    from ..data.encodings import DEFAULT_MAX_PIXELS, ENCODINGS
-    from ..data.formats import FORMATS
-
-    def d(name, fallback):
-        return getattr(defaults, name) if defaults is not None else fallback
-
-    g.add_argument(
-        "--format",
-        choices=["auto", *FORMATS],
-        default=d("format", None),
-        help="data set layout; auto = detected and printed (default auto)",
-    )
-    g.add_argument(
-        "--encoding",
-        choices=list(ENCODINGS),
-        default=d("encoding", None),
-        help="how mask pixels are stored; auto = detected and printed (default auto)",
-    )
-    g.add_argument(
-        "--classes",
-        dest="classes_file",
-        default=d("classes_file", None),
-        metavar="FILE",
-        help="classes YAML (names, colors, ignore_index, ignore_color) to use instead of the data set's",
-    )
-    g.add_argument(
-        "--resize-masks",
-        choices=["nearest"],
-        default=d("resize_masks", None),
-        help="resize a mask whose size differs from its image (default: that is an error)",
-    )
-    g.add_argument(
-        "--skip-bad",
-        action="store_true",
-        default=d("skip_bad", None),
-        help="leave out samples with problems (listed) instead of stopping",
-    )
-    g.add_argument(
-        "--max-pixels",
-        type=positive_int,
-        default=d("max_pixels", None),
-        help=f"refuse images/masks with more pixels (default {DEFAULT_MAX_PIXELS:,})",
-    )
+    for f in cli_fields("format"):
+        if defaults is None:
+            action = add_field_flag(g, f, default=None, shown_default="as the model was trained")
+        else:
+            action = add_field_flag(g, f, default=getattr(defaults, f.name))
+        if f.name in OLD_SPELLINGS:
+            add_old_spelling(g, OLD_SPELLINGS[f.name], action)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import positive_int
+from .config_flags import add_field_flag, add_old_spelling
 from .data_flags import add_data_flags
 
 
@@ -26,12 +28,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="folder for class_frequencies.png and report.json (default inspect-<data folder name>)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="as for train, when the data set has no splits")
-    p.add_argument("--test-fraction", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="reader threads (default from the CPU count)")
+    threads = p.add_argument(
+        "--read-threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="reader threads (default: from the CPU count)",
+    )
+    add_old_spelling(p, "--workers", threads)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_data_flags(p.add_argument_group("data format"), TrainConfig())
+    defaults = TrainConfig()
+    split = p.add_argument_group("split, as for train when the data set has none")
+    for name in ("val_fraction", "test_fraction", "seed"):
+        add_field_flag(split, TrainConfig.__dataclass_fields__[name], default=getattr(defaults, name))
+    add_data_flags(p.add_argument_group("data format"), defaults)
     return p
 
 
@@ -47,12 +57,12 @@ def run(args) -> int:
         encoding=args.encoding,
         classes_file=args.classes_file,
         resize_masks=args.resize_masks,
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_image_pixels,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         seed=args.seed,
         out=args.out,
-        workers=args.workers,
+        workers=args.read_threads,
         progress=not args.quiet and not args.json,
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
