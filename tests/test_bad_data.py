@@ -16,9 +16,8 @@ import pixelwise
 from conftest import TINY_MODEL, make_simple_dataset, write_pair
 from format_fixtures import write_camvid_segnet
 from pixelwise.cli import main
+from pixelwise.data import open_dataset, read_image, read_sample
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.folder import read_image, read_sample
-from pixelwise.data.formats import open_dataset
 from pixelwise.data.transforms import train_transform
 from pixelwise.errors import PixelwiseError
 

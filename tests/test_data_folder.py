@@ -8,7 +8,7 @@ import yaml
 from PIL import Image
 
 from conftest import make_simple_dataset, write_pair
-from pixelwise.data.folder import find_samples, load_classes, open_folder, read_image, split_samples
+from pixelwise.data import find_samples, load_classes, open_folder, read_image, split_samples
 from pixelwise.errors import PixelwiseError
 
 

@@ -9,10 +9,9 @@ import yaml
 from PIL import Image
 
 from conftest import write_pair
+from pixelwise.data import DecodeSpec, open_dataset, read_mask, read_sample
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.encodings import DecodeSpec, map_values, pack
-from pixelwise.data.folder import read_mask, read_sample
-from pixelwise.data.formats import open_dataset
+from pixelwise.data.encodings import map_values, pack
 from pixelwise.errors import PixelwiseError
 
 COLOURS = [(0, 0, 0), (220, 20, 60), (0, 0, 142)]  # background, person, car

@@ -23,15 +23,10 @@ from format_fixtures import (
     write_voc,
 )
 from pixelwise.cli import main
-from pixelwise.data.folder import read_sample
-from pixelwise.data.formats import (
-    ADE20K_CLASSES,
-    CAMVID_32,
-    FORMATS,
-    VOC_CLASSES,
-    detect_format,
-    open_dataset,
-)
+from pixelwise.data import FORMATS, detect_format, open_dataset, read_sample
+from pixelwise.data.formats.ade20k import ADE20K_CLASSES
+from pixelwise.data.formats.camvid import CAMVID_32
+from pixelwise.data.formats.voc import VOC_CLASSES
 from pixelwise.errors import PixelwiseError
 
 

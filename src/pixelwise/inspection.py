@@ -4,21 +4,19 @@ The report says which format and mask encoding were detected, how many images ea
 how large they are, how often each class occurs (pixel share and number of images), how
 unbalanced the classes are and which loss weights would balance them, and every problem found,
 with its files and what to do. It is computed from one parallel read of every file (see
-:func:`pixelwise.data.validation.check_samples`), the same read training starts with.
+:func:`pixelwise.data.scan_dataset`), the same read training starts with.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .data.encodings import DEFAULT_MAX_PIXELS
-from .data.folder import SPLIT_NAMES
-from .data.formats import scan_dataset
-from .data.problems import Problem
+from .data import DEFAULT_MAX_PIXELS, SPLIT_NAMES, Problem, ScannedData, scan_dataset
 from .fileio import write_json
 
 # Converted on reading, worth a line in the report: mode -> what happens.
@@ -44,89 +42,48 @@ def _stats(values: list[int]) -> dict:
     return {"min": int(min(values)), "median": float(np.median(values)), "max": int(max(values))}
 
 
-def inspect_data(
-    data: str | Path,
-    format: str | None = "auto",
-    encoding: str | None = "auto",
-    classes_file: str | None = None,
-    resize_masks: str | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-    out: str | Path | None = None,
-    workers: int | None = None,
-    progress: bool = False,
-    chart: bool = True,
-) -> dict:
-    """Read every image and mask of a data set once and return the report as a JSON-ready dict.
+@dataclass
+class _Tally:
+    """Per-class counts over the usable samples: (C,) int64 arrays, and the ignored pixels."""
 
-    Writes ``class_frequencies.png`` and ``report.json`` into ``out`` (default
-    ``inspect-<data folder name>``) unless ``chart`` is False. Problems in files are reported,
-    never raised; only a data set that cannot be understood at all raises PixelwiseError.
-    """
-    from .losses import class_weights_from_counts
+    pixels: np.ndarray  # labelled pixels of each class, every split
+    train_pixels: np.ndarray  # the same, training split only
+    images_with: np.ndarray  # number of images that show the class
+    ignored: int
 
-    t0 = time.perf_counter()
-    root = Path(data)
-    scanned = scan_dataset(
-        root,
-        format or "auto",
-        encoding or "auto",
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        classes_file=classes_file,
-        resize_masks=resize_masks,
-        max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
-        skip_missing=True,
-        workers=workers,
-        progress=progress,
-    )
-    res, splits, src = scanned.result, scanned.splits, scanned.source
-    classes, spec = res.classes, res.spec
-    ncls, ignore = classes.num_classes, classes.ignore_index
-    problems = list(scanned.problems)
-    values = res.report.values  # usable samples only: stem -> {class: pixels}
 
-    split_of = {s.stem: n for n in SPLIT_NAMES for s in splits[n]}
-    per_split = {n: {"images": len(splits[n]), "usable": sum(s.stem in values for s in splits[n])} for n in SPLIT_NAMES}
-
-    pixels = np.zeros(ncls, dtype=np.int64)
-    train_pixels = np.zeros(ncls, dtype=np.int64)
-    images_with = np.zeros(ncls, dtype=np.int64)
-    ignored = 0
+def _tally(values: dict[str, dict[int, int]], train: set[str], ncls: int, ignore: int) -> _Tally:
+    """Count each class's pixels and images from the per-sample histograms ``values`` (stem -> {class: pixels})."""
+    t = _Tally(np.zeros(ncls, np.int64), np.zeros(ncls, np.int64), np.zeros(ncls, np.int64), 0)
     for stem, d in values.items():
         for k, n in d.items():
             if k == ignore:
-                ignored += n
+                t.ignored += n
             elif 0 <= k < ncls:
-                pixels[k] += n
-                images_with[k] += 1
-                if split_of.get(stem) == "train":
-                    train_pixels[k] += n
-    labelled = int(pixels.sum())
-    weights = class_weights_from_counts(train_pixels, "median") if ncls and train_pixels.sum() else np.zeros(ncls)
+                t.pixels[k] += n
+                t.images_with[k] += 1
+                if stem in train:
+                    t.train_pixels[k] += n
+    return t
 
-    checks = [c for c in res.checks if c.size is not None]
-    sizes = Counter((c.size[1], c.size[0]) for c in checks)
-    modes = Counter(c.image_mode for c in checks)
-    rotated = sum(c.rotated for c in checks)
-    converted = {m: n for m, n in modes.items() if m in _IMAGE_MODES}
 
-    present = [i for i in range(ncls) if pixels[i] > 0]
-    absent = [classes.names[i] for i in range(ncls) if pixels[i] == 0]
-    ratio = None
-    if present:
-        hi, lo = max(present, key=lambda i: pixels[i]), min(present, key=lambda i: pixels[i])
-        ratio = {
-            "ratio": round(float(pixels[hi] / pixels[lo]), 2),
-            "most": classes.names[hi],
-            "least": classes.names[lo],
-        }
+def _imbalance(pixels: np.ndarray, names: list[str]) -> dict | None:
+    """Pixels of the most common class over those of the rarest present one; None when no class occurs."""
+    present = [i for i in range(len(names)) if pixels[i] > 0]
+    if not present:
+        return None
+    hi, lo = max(present, key=lambda i: pixels[i]), min(present, key=lambda i: pixels[i])
+    return {"ratio": round(float(pixels[hi] / pixels[lo]), 2), "most": names[hi], "least": names[lo]}
 
-    if absent and values:
-        problems.append(
+
+def _class_warnings(
+    names: list[str], tally: _Tally, ratio: dict | None, per_split: dict, any_usable: bool
+) -> list[Problem]:
+    """What the class counts and splits say before training: absent, train-less, unbalanced classes."""
+    out = []
+    absent = [names[i] for i in range(len(names)) if tally.pixels[i] == 0]
+    if absent and any_usable:
+        out.append(
             Problem(
                 "classes never occur in the checked masks",
                 "remove them from the class list, or "
@@ -136,9 +93,9 @@ def inspect_data(
                 skippable=False,
             )
         )
-    not_in_train = [classes.names[i] for i in present if train_pixels[i] == 0]
+    not_in_train = [names[i] for i in range(len(names)) if tally.pixels[i] > 0 and tally.train_pixels[i] == 0]
     if not_in_train and per_split["train"]["usable"]:
-        problems.append(
+        out.append(
             Problem(
                 "classes occur only outside the training split",
                 "move some of their images to train",
@@ -148,7 +105,7 @@ def inspect_data(
             )
         )
     if per_split["train"]["images"] and not per_split["val"]["images"]:
-        problems.append(
+        out.append(
             Problem(
                 "the validation split is empty",
                 "training keeps the last epoch, not the best; add splits/val.txt or use --val-fraction",
@@ -157,7 +114,7 @@ def inspect_data(
             )
         )
     if ratio and ratio["ratio"] >= 100:
-        problems.append(
+        out.append(
             Problem(
                 f"classes are very unbalanced: {ratio['most']} has {ratio['ratio']:g}x the pixels of {ratio['least']}",
                 "consider --class-weights (suggested weights below) or the dice/focal losses",
@@ -165,8 +122,65 @@ def inspect_data(
                 skippable=False,
             )
         )
+    return out
 
-    report = {
+
+def _images_section(scanned: ScannedData) -> dict:
+    """How many images, of which sizes and modes, and which were converted or EXIF-rotated."""
+    res = scanned.result
+    checks = [c for c in res.checks if c.size is not None]
+    sizes = Counter((c.size[1], c.size[0]) for c in checks)
+    modes = Counter(c.image_mode for c in checks)
+    return {
+        "total": len(res.checks),
+        "usable": len(res.report.values),
+        "unusable": len(res.bad),
+        "sizes": {
+            "distinct": len(sizes),
+            "most_common": [{"width": w, "height": h, "images": n} for (w, h), n in sizes.most_common(5)],
+            "width": _stats([w for (w, h), n in sizes.items() for _ in range(n)]),
+            "height": _stats([h for (w, h), n in sizes.items() for _ in range(n)]),
+        },
+        "modes": dict(modes),
+        "converted": {m: f"{n} ({_IMAGE_MODES[m]})" for m, n in modes.items() if m in _IMAGE_MODES},
+        "exif_rotated": sum(c.rotated for c in checks),
+    }
+
+
+def _per_class(names: list[str], tally: _Tally, weights: np.ndarray) -> list[dict]:
+    labelled = int(tally.pixels.sum())
+    return [
+        {
+            "index": i,
+            "name": names[i],
+            "pixels": int(tally.pixels[i]),
+            "share": round(float(tally.pixels[i] / labelled), 6) if labelled else 0.0,
+            "images": int(tally.images_with[i]),
+            "train_pixels": int(tally.train_pixels[i]),
+            "suggested_weight": round(float(weights[i]), 4),
+        }
+        for i in range(len(names))
+    ]
+
+
+def _report(root: Path, scanned: ScannedData) -> dict:
+    """The report of a scanned data set as a JSON-ready dict (without chart and timing)."""
+    from .losses import class_weights_from_counts  # imports torch: only when a report is made
+
+    res, splits, src = scanned.result, scanned.splits, scanned.source
+    classes, spec = res.classes, res.spec
+    ncls, ignore = classes.num_classes, classes.ignore_index
+    values = res.report.values  # usable samples only: stem -> {class: pixels}
+    per_split = {n: {"images": len(splits[n]), "usable": sum(s.stem in values for s in splits[n])} for n in SPLIT_NAMES}
+    # A stem listed in several splits (already a problem) counts in the last one, as everywhere in the report.
+    split_of = {s.stem: n for n in SPLIT_NAMES for s in splits[n]}
+    tally = _tally(values, {stem for stem, n in split_of.items() if n == "train"}, ncls, ignore)
+    has_train = ncls and tally.train_pixels.sum()
+    weights = class_weights_from_counts(tally.train_pixels, "median") if has_train else np.zeros(ncls)
+    ratio = _imbalance(tally.pixels, classes.names)
+    problems = list(scanned.problems) + _class_warnings(classes.names, tally, ratio, per_split, bool(values))
+    labelled = int(tally.pixels.sum())
+    return {
         "data": str(root.resolve()),
         "format": src.format,
         "encoding": spec.encoding + ("+jpeg-snap" if spec.snap else ""),
@@ -179,37 +193,13 @@ def inspect_data(
             "source": src.classes_from or "inferred from the masks",
         },
         "splits": per_split,
-        "images": {
-            "total": len(res.checks),
-            "usable": len(values),
-            "unusable": len(res.bad),
-            "sizes": {
-                "distinct": len(sizes),
-                "most_common": [{"width": w, "height": h, "images": n} for (w, h), n in sizes.most_common(5)],
-                "width": _stats([w for (w, h), n in sizes.items() for _ in range(n)]),
-                "height": _stats([h for (w, h), n in sizes.items() for _ in range(n)]),
-            },
-            "modes": dict(modes),
-            "converted": {m: f"{n} ({_IMAGE_MODES[m]})" for m, n in converted.items()},
-            "exif_rotated": rotated,
-        },
-        "per_class": [
-            {
-                "index": i,
-                "name": classes.names[i],
-                "pixels": int(pixels[i]),
-                "share": round(float(pixels[i] / labelled), 6) if labelled else 0.0,
-                "images": int(images_with[i]),
-                "train_pixels": int(train_pixels[i]),
-                "suggested_weight": round(float(weights[i]), 4) if ncls else None,
-            }
-            for i in range(ncls)
-        ],
+        "images": _images_section(scanned),
+        "per_class": _per_class(classes.names, tally, weights),
         "labelled_pixels": labelled,
-        "ignored_pixels": int(ignored),
-        "ignored_share": round(ignored / max(1, labelled + ignored), 6),
+        "ignored_pixels": int(tally.ignored),
+        "ignored_share": round(tally.ignored / max(1, labelled + tally.ignored), 6),
         "imbalance": ratio,
-        "absent_classes": absent,
+        "absent_classes": [classes.names[i] for i in range(ncls) if tally.pixels[i] == 0],
         "suggested_class_weights": {
             "method": "median frequency over the training split (as --class-weights)",
             "weights": [round(float(w), 4) for w in weights],
@@ -220,9 +210,51 @@ def inspect_data(
         "chart": None,
         "seconds": None,
     }
+
+
+def inspect_data(
+    data: str | Path,
+    format: str | None = "auto",
+    encoding: str | None = "auto",
+    classes_file: str | None = None,
+    resize_masks: str | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    out: str | Path | None = None,
+    read_threads: int | None = None,
+    progress: bool = False,
+    chart: bool = True,
+) -> dict:
+    """Read every image and mask of a data set once and return the report as a JSON-ready dict.
+
+    ``max_image_pixels``: an image or mask with more pixels is refused before it is decoded;
+    ``read_threads``: threads that read files (default from the CPU count). Writes
+    ``class_frequencies.png`` and ``report.json`` into ``out`` (default ``inspect-<data folder
+    name>``) unless ``chart`` is False. Problems in files are reported, never raised; only a data
+    set that cannot be understood at all raises PixelwiseError.
+    """
+    t0 = time.perf_counter()
+    root = Path(data)
+    scanned = scan_dataset(
+        root,
+        format or "auto",
+        encoding or "auto",
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        classes_file=classes_file,
+        resize_masks=resize_masks,
+        max_pixels=max_image_pixels or DEFAULT_MAX_PIXELS,
+        skip_missing=True,
+        workers=read_threads,
+        progress=progress,
+    )
+    report = _report(root, scanned)
     if chart:
         out = Path(out) if out else Path(f"inspect-{root.resolve().name}")
-        if ncls:
+        if report["per_class"]:
             plot_class_frequencies(report, out / "class_frequencies.png")
             report["chart"] = str(out / "class_frequencies.png")
         report["seconds"] = round(time.perf_counter() - t0, 2)
@@ -279,8 +311,8 @@ def plot_class_frequencies(report: dict, out_png: str | Path) -> None:
     _save_figure(fig, out_png)
 
 
-def format_report(report: dict, max_files: int = 10) -> str:
-    """The report as text for a person to read before training."""
+def _data_lines(report: dict) -> list[str]:
+    """Where the data is, what was detected, how many images of which sizes."""
     lines = [f"data:      {report['data']}"]
     lines += [f"           {n}" for n in report["notes"]]
     sp = report["splits"]
@@ -302,12 +334,16 @@ def format_report(report: dict, max_files: int = 10) -> str:
         lines.append("converted: " + ", ".join(f"{m}: {t}" for m, t in im["converted"].items()))
     if im["exif_rotated"]:
         lines.append(f"EXIF:      {im['exif_rotated']} images carry an orientation; applied, masks checked against it")
+    return lines
+
+
+def _class_lines(report: dict) -> list[str]:
+    """The class table: pixels, share, images and suggested weight of each class."""
     c = report["classes"]
-    lines.append(f"classes:   {len(c['names'])} ({c['source']}); ignore index {c['ignore_index']}")
-    lines.append("")
+    lines = [f"classes:   {len(c['names'])} ({c['source']}); ignore index {c['ignore_index']}", ""]
     width = max([len(r["name"]) for r in report["per_class"]] + [5])
     lines.append(f"  {'#':>3}  {'class':<{width}}  {'pixels':>12}  {'share':>7}  {'images':>13}  {'weight':>7}")
-    total = max(1, im["usable"])
+    total = max(1, report["images"]["usable"])
     for r in report["per_class"]:
         lines.append(
             f"  {r['index']:>3}  {r['name']:<{width}}  {r['pixels']:>12,}  {100 * r['share']:>6.2f}%  "
@@ -324,21 +360,29 @@ def format_report(report: dict, max_files: int = 10) -> str:
         "weights:   median-frequency weights from the training split (use with --class-weights): "
         + ", ".join(f"{w:g}" for w in report["suggested_class_weights"]["weights"])
     )
-    lines.append("")
+    return lines
+
+
+def _problem_lines(report: dict, max_files: int) -> list[str]:
+    """Every problem with its first files and what to do."""
     if not report["problems"]:
-        lines.append("problems:  none found")
-    else:
-        lines.append(f"problems:  {report['errors']} errors, {report['warnings']} warnings")
-        for p in report["problems"]:
-            head = f"{p['count']} {p['title']}" if p["count"] else p["title"]
-            lines.append(f"  {p['severity'].upper():<7} {head}")
-            for f in p["files"][:max_files]:
-                lines.append(f"          - {f}")
-            if p["count"] > max_files:
-                lines.append(f"          ... and {p['count'] - max_files} more (see --json)")
-            lines.append(f"          what to do: {p['todo']}")
-            if p["severity"] == "error" and p["skippable"]:
-                lines.append("          or train on the rest with --skip-bad")
+        return ["problems:  none found"]
+    lines = [f"problems:  {report['errors']} errors, {report['warnings']} warnings"]
+    for p in report["problems"]:
+        head = f"{p['count']} {p['title']}" if p["count"] else p["title"]
+        lines.append(f"  {p['severity'].upper():<7} {head}")
+        lines += [f"          - {f}" for f in p["files"][:max_files]]
+        if p["count"] > max_files:
+            lines.append(f"          ... and {p['count'] - max_files} more (see --json)")
+        lines.append(f"          what to do: {p['todo']}")
+        if p["severity"] == "error" and p["skippable"]:
+            lines.append("          or train on the rest with --skip-bad")
+    return lines
+
+
+def format_report(report: dict, max_files: int = 10) -> str:
+    """The report as text for a person to read before training."""
+    lines = _data_lines(report) + _class_lines(report) + [""] + _problem_lines(report, max_files)
     if report.get("chart"):
         lines.append(f"chart:     {report['chart']}")
     if report.get("report_json"):

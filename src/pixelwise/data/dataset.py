@@ -7,7 +7,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from .folder import Sample, read_sample
+from .decode import read_sample
+from .types import Sample
 
 
 class SegmentationDataset(Dataset):

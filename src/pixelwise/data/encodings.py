@@ -1,7 +1,8 @@
 """Mask encodings: how the stored pixels of a mask file become class indices.
 
 The same :class:`DecodeSpec` is used by validation, ``pixelwise inspect``, training and
-evaluation, so a mask is read the same way everywhere. Encodings:
+evaluation, so a mask is read the same way everywhere (:class:`DecodeSpec` itself lives in
+:mod:`pixelwise.data.types`, beside the samples that carry it). Encodings:
 
 ``index``      single-channel (L, P, 1) PNG: each stored value is a class index (or the ignore index)
 ``16bit``      16-bit single-channel PNG (I;16): the same, for values above 255
@@ -19,72 +20,20 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..errors import PixelwiseError
+from .types import DEFAULT_MAX_PIXELS, DecodeSpec
 
 # Names a user can pass to --encoding.
 ENCODINGS = ("auto", "index", "binary", "rgb", "jpeg-snap", "16bit")
-# PIL's own bomb warning threshold is 89.5 Mpx; a round 100 Mpx (e.g. 10000 x 10000) is refused by default.
-DEFAULT_MAX_PIXELS = 100_000_000
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 INVALID = -1  # a stored value / colour that is no class and not the ignore index
-# Colour masks are handled as one integer per pixel: r << 16 | g << 8 | b.
-_GRAY_MODES = ("L", "P", "1", "LA", "PA")
 _WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-
-
-@dataclass(frozen=True)
-class DecodeSpec:
-    """How every mask of a data set is decoded, and the limits for reading its files.
-
-    ``encoding`` is ``auto`` before the data set has been scanned; after that it is one of
-    index, 16bit, binary, rgb, rendered, with ``snap`` set for lossy masks.
-    """
-
-    encoding: str = "auto"
-    snap: bool = False
-    num_classes: int | None = None  # None: any stored value is taken as a class (classes inferred)
-    ignore_index: int = 255
-    colors: tuple[tuple[int, int, int], ...] = ()  # class colours, for colour-coded masks
-    ignore_colors: tuple[tuple[int, int, int], ...] = ()  # colours that mean "ignore"
-    lut: tuple[int, ...] = ()  # stored value -> class / ignore index / INVALID; () = values are classes
-    lut_name: str = ""
-    resize_masks: str | None = None  # None: a size mismatch is an error; "nearest": resize the mask
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    def describe(self) -> str:
-        """One line for the user: what the stored pixels are taken to mean."""
-        if self.encoding == "rendered":
-            text = "rendered from polygons/RLE (already class indices)"
-        elif self.encoding == "binary":
-            text = "binary 0/255 (255 read as class 1)"
-        elif self.encoding == "rgb":
-            text = f"rgb colour-coded ({len(self.colors)} class colours"
-            text += f", {len(self.ignore_colors)} ignore colours)" if self.ignore_colors else ")"
-        elif self.encoding == "16bit":
-            text = "16-bit index PNG (each value is a class index)"
-        else:
-            text = "index (each stored value is a class index)"
-        if self.lut_name:
-            text += f" through the {self.lut_name} table"
-        if self.snap:
-            text = (
-                "jpeg-snap: lossy masks snapped to the nearest valid "
-                + (
-                    "colour"
-                    if self.encoding == "rgb"
-                    else "value (threshold 128)"
-                    if self.encoding == "binary"
-                    else "value"
-                )
-                + f"; underlying encoding {text}"
-            )
-        return text
 
 
 @dataclass
@@ -221,6 +170,7 @@ def histogram(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return k.astype(np.int64), c.astype(np.int64)
 
 
+# Colour masks are handled as one integer per pixel: r << 16 | g << 8 | b.
 def pack(color) -> int:
     r, g, b = (int(v) for v in color)
     return (r << 16) | (g << 8) | b
@@ -309,7 +259,3 @@ def describe_key(key: int, kind: str) -> str:
         r, g, b = unpack(key)
         return f"colour ({r}, {g}, {b})"
     return f"value {int(key)}"
-
-
-def with_classes(spec: DecodeSpec, num_classes: int | None, ignore_index: int) -> DecodeSpec:
-    return replace(spec, num_classes=num_classes, ignore_index=ignore_index)

@@ -1,7 +1,8 @@
 """Semantic masks drawn from vector annotations: COCO polygons/RLE and LabelMe shapes.
 
-A :class:`VectorMask` is an ordered list of shapes, each with a class index; they are painted
-in order on a background of class 0, so a later shape covers an earlier one where they overlap.
+A :class:`~pixelwise.data.types.VectorMask` is an ordered list of shapes, each with a class
+index; they are painted in order on a background of class 0, so a later shape covers an earlier
+one where they overlap.
 The readers decide that order (COCO: crowd regions first, then objects from the largest to the
 smallest; LabelMe: the order of the file) and say so in the documentation.
 
@@ -15,37 +16,12 @@ import base64
 import io
 import math
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .encodings import FileError
-
-
-@dataclass(frozen=True)
-class Shape:
-    """One annotated region.
-
-    ``kind``: coco-polygon and rle (rasterised by pycocotools, COCO's rules), polygon, rectangle,
-    circle and bitmap (drawn by Pillow, LabelMe's rules).
-    """
-
-    label: int
-    kind: str
-    data: object  # polygons: tuple of flat (x0, y0, x1, y1, ...) tuples; rle: dict; rectangle/circle: 2 points;
-    # bitmap: base64 PNG
-    origin: tuple[int, int] = (0, 0)  # bitmap: top-left corner
-
-
-@dataclass(frozen=True)
-class VectorMask:
-    """Shapes to paint, in order, on an (height, width) canvas of class 0."""
-
-    height: int
-    width: int
-    shapes: tuple[Shape, ...]
-    source: str  # file the shapes come from, for error messages
+from .types import Shape, VectorMask
 
 
 def _coco_region(shape: Shape, h: int, w: int, source: str) -> np.ndarray:
@@ -56,7 +32,7 @@ def _coco_region(shape: Shape, h: int, w: int, source: str) -> np.ndarray:
 
 
 def _coco_region_inner(shape: Shape, h: int, w: int, source: str) -> np.ndarray:
-    from pycocotools import mask as mask_utils
+    from pycocotools import mask as mask_utils  # only COCO data needs it: loaded on the first COCO mask
 
     if shape.kind == "coco-polygon":
         polys = [list(p) for p in shape.data if len(p) >= 6]  # fewer than 3 points cover nothing

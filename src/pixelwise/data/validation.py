@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 
 from ..classes import ClassInfo, default_palette
 from ..errors import PixelwiseError
+from .decode import resize_nearest
 from .encodings import (
     INVALID,
-    DecodeSpec,
     FileError,
     describe_key,
     first_position,
@@ -30,9 +30,9 @@ from .encodings import (
     raw_from_image,
     unpack,
 )
-from .folder import DataReport, Sample, resize_nearest
-from .problems import Problem
+from .problems import raise_first
 from .render import render
+from .types import DataReport, DecodeSpec, Problem, Sample
 
 
 @dataclass
@@ -148,78 +148,76 @@ def _looks_binary(hist: dict[int, int], lossy: bool) -> bool:
     return extreme >= 0.99 * total and any(k >= 192 for k in hist) and max(hist) <= 255
 
 
-def _resolve(
-    good: list[SampleCheck],
-    spec: DecodeSpec,
-    classes: ClassInfo | None,
-    problems: list[Problem],
-    notes: list[str],
-    bad: dict[str, str],
-) -> tuple[DecodeSpec, list[SampleCheck]]:
-    """Decide the data set's encoding from the scanned masks; returns the spec and the usable checks."""
-    files = [c for c in good if c.kind in ("gray", "rgb")]
-    rendered = [c for c in good if c.kind == "rendered"]
-    if not files:
-        return replace(
-            spec, encoding="rendered" if rendered else (spec.encoding if spec.encoding != "auto" else "index")
-        ), good
-    forced = spec.encoding not in ("auto", "jpeg-snap")
+@dataclass
+class _Findings:
+    """What checking collects as it goes: problems, notes, and the unusable samples with a reason."""
+
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    bad: dict[str, str] = field(default_factory=dict)  # stem -> "path (reason)"
+
+
+def _majority_kind(files: list[SampleCheck], spec: DecodeSpec, forced: bool) -> str:
+    """The kind of mask ("rgb" or "gray") the data set holds: the one given, or the majority."""
+    if forced:
+        return "rgb" if spec.encoding == "rgb" else "gray"
     n_rgb = sum(c.kind == "rgb" for c in files)
-    if forced:
-        kind = "rgb" if spec.encoding == "rgb" else "gray"
-    else:
-        kind = "rgb" if n_rgb > len(files) - n_rgb else "gray"
-    odd = [c for c in files if c.kind != kind]
-    if odd:
-        want = "colour (RGB) class colours" if kind == "rgb" else "single-channel class indices"
-        others = "--encoding rgb" if kind == "rgb" else "the other masks"
-        first = odd[0]
-        problems.append(
-            Problem(
-                f"masks are {'single-channel' if kind == 'rgb' else 'colour (RGB)'} while the data set's masks hold {want}",
-                "save every mask the same way",
-                [f"{c.sample.mask} ({c.mode})" for c in odd],
-                stems=[c.sample.stem for c in odd],
-                solo=(
-                    f"{first.sample.mask}: mask is {first.mode}, not what {others} hold ({want}); save each pixel's "
-                    "class index (0, 1, 2, ...) as an 8-bit grayscale or palette PNG"
-                    if kind == "gray"
-                    else f"{first.sample.mask}: mask is single-channel ({first.mode}) but the data set's masks are colour-coded; "
-                    "save it with the class colours"
-                ),
-            )
+    return "rgb" if n_rgb > len(files) - n_rgb else "gray"
+
+
+def _odd_kind_problem(odd: list[SampleCheck], kind: str) -> Problem:
+    """The masks stored another way (colour versus single-channel) than the data set's ``kind``."""
+    want = "colour (RGB) class colours" if kind == "rgb" else "single-channel class indices"
+    first = odd[0]
+    if kind == "gray":
+        solo = (
+            f"{first.sample.mask}: mask is {first.mode}, not what the other masks hold ({want}); save each pixel's "
+            "class index (0, 1, 2, ...) as an 8-bit grayscale or palette PNG"
         )
-        for c in odd:
-            bad[c.sample.stem] = f"{c.sample.mask} ({c.mode} mask)"
-        files = [c for c in files if c.kind == kind]
-        good = [c for c in good if c.kind != ("gray" if kind == "rgb" else "rgb")]
-    lossy = any(c.lossy for c in files)
-    snap = spec.encoding == "jpeg-snap" or (not forced and lossy)
-    hist = _union(files)
-    if forced:
-        enc = spec.encoding
-    elif kind == "rgb":
-        enc = "rgb"
-    elif spec.lut:
-        enc = "index"
-    elif any(c.bits == 16 for c in files):
-        enc = "16bit"
-    elif (classes is None or classes.num_classes == 2) and _looks_binary(hist, snap):
-        enc = "binary"
     else:
-        enc = "index"
-    out = replace(spec, encoding=enc, snap=snap)
-    if enc == "rgb" and not spec.colors:
-        problems.append(
+        solo = (
+            f"{first.sample.mask}: mask is single-channel ({first.mode}) but the data set's masks are colour-coded; "
+            "save it with the class colours"
+        )
+    return Problem(
+        f"masks are {'single-channel' if kind == 'rgb' else 'colour (RGB)'} while the data set's masks hold {want}",
+        "save every mask the same way",
+        [f"{c.sample.mask} ({c.mode})" for c in odd],
+        stems=[c.sample.stem for c in odd],
+        solo=solo,
+    )
+
+
+def _choose_encoding(
+    files: list[SampleCheck], spec: DecodeSpec, classes: ClassInfo | None, kind: str, forced: bool, snap: bool
+) -> str:
+    """The encoding: the one given, or the one the stored values show (see :mod:`pixelwise.data.encodings`)."""
+    if forced:
+        return spec.encoding
+    if kind == "rgb":
+        return "rgb"
+    if spec.lut:
+        return "index"
+    if any(c.bits == 16 for c in files):
+        return "16bit"
+    if (classes is None or classes.num_classes == 2) and _looks_binary(_union(files), snap):
+        return "binary"
+    return "index"
+
+
+def _encoding_findings(files: list[SampleCheck], spec: DecodeSpec, classes: ClassInfo | None, found: _Findings) -> None:
+    """What the user must know about the chosen encoding: missing colours or classes, binary reading."""
+    if spec.encoding == "rgb" and not spec.colors:
+        found.problems.append(
             Problem(
                 f"{len(files)} masks are colour-coded (RGB) but no class colours are known",
                 "add classes.yaml with names: and colors: (one [r, g, b] per class; ignore_color: for ignored pixels) "
-                f"or pass --classes FILE; colours found: {_colour_summary(hist)}",
+                f"or pass --classes FILE; colours found: {_colour_summary(_union(files))}",
                 skippable=False,
             )
         )
-    if snap and enc == "index" and classes is None:
-        problems.append(
+    if spec.snap and spec.encoding == "index" and classes is None:
+        found.problems.append(
             Problem(
                 f"{sum(c.lossy for c in files)} masks are lossy (JPEG) and the classes are unknown, so their values "
                 "cannot be snapped",
@@ -227,13 +225,241 @@ def _resolve(
                 skippable=False,
             )
         )
-    if enc == "binary" and not snap:
-        notes.append(
+    if spec.encoding == "binary" and not spec.snap:
+        found.notes.append(
             "masks are binary 0/255: 0 -> class 0, 255 -> class 1 (pass --encoding index if 255 means 'ignore')"
         )
     if any(c.kind == "gray" and c.mode in ("RGB", "RGBA") for c in files):
-        notes.append("grey masks stored as RGB (equal channels) were read as single-channel values")
+        found.notes.append("grey masks stored as RGB (equal channels) were read as single-channel values")
+
+
+def _resolve(
+    good: list[SampleCheck], spec: DecodeSpec, classes: ClassInfo | None, found: _Findings
+) -> tuple[DecodeSpec, list[SampleCheck]]:
+    """Decide the data set's encoding from the scanned masks; returns the spec and the usable checks."""
+    files = [c for c in good if c.kind in ("gray", "rgb")]
+    if not files:
+        rendered = any(c.kind == "rendered" for c in good)
+        return replace(
+            spec, encoding="rendered" if rendered else (spec.encoding if spec.encoding != "auto" else "index")
+        ), good
+    forced = spec.encoding not in ("auto", "jpeg-snap")
+    kind = _majority_kind(files, spec, forced)
+    odd = [c for c in files if c.kind != kind]
+    if odd:
+        found.problems.append(_odd_kind_problem(odd, kind))
+        for c in odd:
+            found.bad[c.sample.stem] = f"{c.sample.mask} ({c.mode} mask)"
+        files = [c for c in files if c.kind == kind]
+        good = [c for c in good if c.kind != ("gray" if kind == "rgb" else "rgb")]
+    snap = spec.encoding == "jpeg-snap" or (not forced and any(c.lossy for c in files))
+    out = replace(spec, encoding=_choose_encoding(files, spec, classes, kind, forced, snap), snap=snap)
+    _encoding_findings(files, out, classes, found)
     return out, good
+
+
+def _error_of(c: SampleCheck) -> FileError | None:
+    return c.image_error or c.mask_error
+
+
+def _too_large(c: SampleCheck) -> bool:
+    err = _error_of(c)
+    return err is not None and err.kind == "too_large"
+
+
+def _file_findings(checks: list[SampleCheck], spec: DecodeSpec, found: _Findings) -> list[SampleCheck]:
+    """Problems of files that cannot be read at all; returns the checks whose files were read."""
+    unreadable = [c for c in checks if c.image_error and not _too_large(c)]
+    if unreadable:
+        found.problems.append(
+            Problem(
+                "images cannot be read",
+                "replace or remove them",
+                [c.image_error.item for c in unreadable],
+                [c.sample.stem for c in unreadable],
+            )
+        )
+    big = [c for c in checks if _too_large(c)]
+    if big:
+        found.problems.append(
+            Problem(
+                "files are above the pixel limit and were not decoded",
+                f"pass --max-pixels N (now {spec.max_pixels:,}) if they are genuine, or remove them",
+                [_error_of(c).item for c in big],
+                [c.sample.stem for c in big],
+            )
+        )
+    mask_bad = [c for c in checks if c.mask_error and not c.image_error and not _too_large(c)]
+    if mask_bad:
+        found.problems.append(
+            Problem(
+                "masks cannot be used",
+                "fix them",
+                [c.mask_error.item for c in mask_bad],
+                [c.sample.stem for c in mask_bad],
+                solo=str(mask_bad[0].mask_error),
+            )
+        )
+    for c in checks:
+        if _error_of(c) is not None:
+            found.bad[c.sample.stem] = _error_of(c).item
+    return [c for c in checks if c.ok]
+
+
+def _size_findings(good: list[SampleCheck], found: _Findings) -> list[SampleCheck]:
+    """Masks of another size than their image: an error, or a warning when they were resized."""
+    mismatch = [c for c in good if c.size is not None and c.mask_size != c.size and not c.resized]
+    if mismatch:
+        items = [
+            f"{c.sample.mask} is {c.mask_size[1]}x{c.mask_size[0]}, image is {c.size[1]}x{c.size[0]}" for c in mismatch
+        ]
+        found.problems.append(
+            Problem(
+                "masks differ in size from their images",
+                "masks must have exactly the image's height and width (or pass --resize-masks nearest to resize them)",
+                items,
+                [c.sample.stem for c in mismatch],
+            )
+        )
+        for c, item in zip(mismatch, items):
+            found.bad[c.sample.stem] = item
+        dropped = {id(c) for c in mismatch}
+        good = [c for c in good if id(c) not in dropped]
+    resized = [c for c in good if c.resized]
+    if resized:
+        found.problems.append(
+            Problem(
+                "masks differ in size from their images and are resized (nearest neighbour)",
+                "check that each mask belongs to its image",
+                [f"{c.sample.mask} {c.mask_size[1]}x{c.mask_size[0]} -> {c.size[1]}x{c.size[0]}" for c in resized],
+                severity="warning",
+            )
+        )
+    return good
+
+
+def _infer_classes(spec: DecodeSpec, good: list[SampleCheck], found: _Findings) -> ClassInfo:
+    """Classes when no classes file gives them: background/foreground, unknown, or 0..max value."""
+    ignore = spec.ignore_index
+    if spec.encoding == "binary":
+        return ClassInfo(["background", "foreground"], default_palette(2), ignore)
+    if spec.encoding in ("rgb",) or (spec.snap and spec.encoding == "index"):
+        return ClassInfo([], [], ignore)  # unknown: a problem says why
+    seen = sorted(k for k in _union(good) if k != ignore) if good else []
+    top = seen[-1] if seen else 0
+    found.notes.append(
+        f"no classes file: classes inferred from the mask values as 0..{top}, {ignore} = ignore "
+        "(write classes.yaml with names: and ignore_index: to name them or to ignore a value)"
+    )
+    absent = sorted(set(range(top + 1)) - set(seen))
+    if absent:
+        found.problems.append(
+            Problem(
+                f"mask values {', '.join(map(str, absent[:10]))} never occur between 0 and {top}, "
+                "yet are counted as classes",
+                "if the values are not class indices, write classes.yaml",
+                severity="warning",
+                skippable=False,
+            )
+        )
+    return ClassInfo([f"class_{i}" for i in range(top + 1)], default_palette(top + 1), ignore)
+
+
+@dataclass
+class _Counts:
+    """Class pixel counts of the usable samples, and the samples whose values are no class."""
+
+    values: dict[str, dict[int, int]] = field(default_factory=dict)  # stem -> {class: pixels}
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    invalid: list[tuple[SampleCheck, list[int]]] = field(default_factory=list)  # check, keys that are no class
+    moved: list[tuple[SampleCheck, int]] = field(default_factory=list)  # check, pixels snapped (lossy masks)
+
+
+def _classes_of(c: SampleCheck, spec: DecodeSpec, ncls: int, ignore: int) -> np.ndarray:
+    """Class (or ignore index, or INVALID) of each stored key of a check's histogram."""
+    if c.kind != "rendered":
+        return map_values(c.keys, c.kind, spec)
+    mapped = c.keys.copy()
+    mapped[~(((mapped >= 0) & (mapped < ncls)) | (mapped == ignore))] = INVALID
+    return mapped
+
+
+def _count(good: list[SampleCheck], spec: DecodeSpec, classes: ClassInfo) -> _Counts:
+    """Map every histogram to classes; a lossy mask's pixels that were no exact class are counted as moved."""
+    ncls, ignore = classes.num_classes, classes.ignore_index
+    out = _Counts()
+    exact_colors = {pack(c) for c in spec.colors} | {pack(c) for c in spec.ignore_colors}
+    for c in good:
+        mapped = _classes_of(c, spec, ncls, ignore)
+        wrong = mapped == INVALID
+        if wrong.any():
+            out.invalid.append((c, c.keys[wrong].tolist()))
+            continue
+        if spec.snap and c.kind != "rendered":
+            if c.kind == "rgb":
+                exact = np.array([k in exact_colors for k in c.keys.tolist()], dtype=bool)
+            elif spec.encoding == "binary":
+                exact = (c.keys == 0) | (c.keys == 255)
+            else:
+                exact = c.keys == mapped
+            moved = int(c.counts[~exact].sum())
+            if moved:
+                out.moved.append((c, moved))
+        d: dict[int, int] = {}
+        for k, n in zip(mapped.tolist(), c.counts.tolist()):
+            d[k] = d.get(k, 0) + n
+        out.values[c.sample.stem] = d
+        out.sizes[c.sample.stem] = c.size
+    return out
+
+
+def _invalid_problem(invalid: list[tuple[SampleCheck, list[int]]], spec: DecodeSpec, classes: ClassInfo) -> Problem:
+    """Masks holding colours or values that are no class, each with the first such key."""
+    if invalid[0][0].kind == "rgb":
+        items = []
+        for i, (c, keys) in enumerate(invalid):
+            # Finding the pixel reads the file again: done for the first few files only.
+            where = first_position(c.sample.mask, keys[0], "rgb", spec.max_pixels) if i < 5 else None
+            at = f" at pixel x={where[0]}, y={where[1]}" if where else ""
+            more = f" and {len(keys) - 1} more colours" if len(keys) > 1 else ""
+            items.append(f"{c.sample.mask} (colour {unpack(keys[0])}{at}{more})")
+        return Problem(
+            "masks have colours that are no class colour",
+            "add the colours to the classes file (colors:, or ignore_color: for ignored pixels) or fix the masks",
+            items,
+            [c.sample.stem for c, _ in invalid],
+        )
+    if spec.lut:
+        what = f"stored values outside the {spec.lut_name} table"
+        todo = "fix the masks or choose another --format"
+    else:
+        what = "values that are neither a class nor the ignore index"
+        todo = (
+            f"valid values are 0..{max(classes.num_classes, 1) - 1} and {classes.ignore_index}; "
+            "fix the masks or the class list in classes.yaml"
+        )
+    items = [f"{c.sample.mask} ({', '.join(describe_key(k, 'gray') for k in keys[:5])})" for c, keys in invalid]
+    return Problem(f"masks have {what}", todo, items, [c.sample.stem for c, _ in invalid])
+
+
+def _snap_findings(counts: _Counts, good: list[SampleCheck], spec: DecodeSpec, found: _Findings) -> None:
+    """How many pixels of lossy masks were snapped to the nearest class: a note and a warning."""
+    total_moved = sum(m for _, m in counts.moved)
+    total = sum(int(c.counts.sum()) for c in good if c.lossy)
+    found.notes.append(
+        f"jpeg-snap: {total_moved:,} of {total:,} pixels ({100 * total_moved / max(total, 1):.2f}%) in "
+        f"{len(counts.moved)} lossy masks were not exactly a class "
+        f"{'colour' if spec.encoding == 'rgb' else 'value'} and were moved to the nearest one"
+    )
+    found.problems.append(
+        Problem(
+            "lossy (JPEG) masks had pixels snapped to the nearest class",
+            "save masks as PNG to keep exact labels",
+            [f"{c.sample.mask} ({m:,} pixels moved)" for c, m in counts.moved],
+            severity="warning",
+            skippable=False,
+        )
+    )
 
 
 def check_samples(
@@ -248,192 +474,48 @@ def check_samples(
     ``classes`` None: inferred from the masks (0..max value, or background/foreground for
     binary masks). ``spec.encoding`` "auto": detected from the masks (see
     :mod:`pixelwise.data.encodings`); ``spec.colors`` must hold the class colours for
-    colour-coded masks.
+    colour-coded masks. ``workers``: reader threads (default from the CPU count).
     """
     spec = spec or DecodeSpec()
     checks = scan(samples, spec, workers, progress)
-    problems: list[Problem] = []
-    notes: list[str] = []
-    bad: dict[str, str] = {}
-
-    img_bad = [c for c in checks if c.image_error]
-    big = [c for c in checks if (c.image_error or c.mask_error) and (c.image_error or c.mask_error).kind == "too_large"]
-    unreadable = [c for c in img_bad if c not in big]
-    if unreadable:
-        problems.append(
-            Problem(
-                "images cannot be read",
-                "replace or remove them",
-                [c.image_error.item for c in unreadable],
-                [c.sample.stem for c in unreadable],
-            )
-        )
-    if big:
-        problems.append(
-            Problem(
-                "files are above the pixel limit and were not decoded",
-                f"pass --max-pixels N (now {spec.max_pixels:,}) if they are genuine, or remove them",
-                [(c.image_error or c.mask_error).item for c in big],
-                [c.sample.stem for c in big],
-            )
-        )
-    mask_bad = [c for c in checks if c.mask_error and not c.image_error and c not in big]
-    if mask_bad:
-        problems.append(
-            Problem(
-                "masks cannot be used",
-                "fix them",
-                [c.mask_error.item for c in mask_bad],
-                [c.sample.stem for c in mask_bad],
-                solo=str(mask_bad[0].mask_error),
-            )
-        )
-    for c in img_bad + mask_bad:
-        err = c.image_error or c.mask_error
-        bad[c.sample.stem] = err.item
-    good = [c for c in checks if c.ok]
-
-    mismatch = [c for c in good if c.size is not None and c.mask_size != c.size and not c.resized]
-    if mismatch:
-        items = [
-            f"{c.sample.mask} is {c.mask_size[1]}x{c.mask_size[0]}, image is {c.size[1]}x{c.size[0]}" for c in mismatch
-        ]
-        problems.append(
-            Problem(
-                "masks differ in size from their images",
-                "masks must have exactly the image's height and width (or pass --resize-masks nearest to resize them)",
-                items,
-                [c.sample.stem for c in mismatch],
-            )
-        )
-        for c, item in zip(mismatch, items):
-            bad[c.sample.stem] = item
-        good = [c for c in good if c not in mismatch]
-    resized = [c for c in good if c.resized]
-    if resized:
-        problems.append(
-            Problem(
-                "masks differ in size from their images and are resized (nearest neighbour)",
-                "check that each mask belongs to its image",
-                [f"{c.sample.mask} {c.mask_size[1]}x{c.mask_size[0]} -> {c.size[1]}x{c.size[0]}" for c in resized],
-                severity="warning",
-            )
-        )
-
-    spec, good = _resolve(good, spec, classes, problems, notes, bad)
+    found = _Findings()
+    good = _size_findings(_file_findings(checks, spec, found), found)
+    spec, good = _resolve(good, spec, classes, found)
     if classes is None:
-        if spec.encoding == "binary":
-            classes = ClassInfo(["background", "foreground"], default_palette(2), spec.ignore_index)
-        elif spec.encoding in ("rgb",) or (spec.snap and spec.encoding == "index"):
-            classes = ClassInfo([], [], spec.ignore_index)  # unknown: a problem says why
-        else:
-            ignore = spec.ignore_index
-            seen = sorted(k for k in _union(good) if k != ignore) if good else []
-            top = seen[-1] if seen else 0
-            classes = ClassInfo([f"class_{i}" for i in range(top + 1)], default_palette(top + 1), ignore)
-            absent = sorted(set(range(top + 1)) - set(seen))
-            notes.append(
-                f"no classes file: classes inferred from the mask values as 0..{top}, {ignore} = ignore "
-                "(write classes.yaml with names: and ignore_index: to name them or to ignore a value)"
-            )
-            if absent:
-                problems.append(
-                    Problem(
-                        f"mask values {', '.join(map(str, absent[:10]))} never occur between 0 and {top}, "
-                        "yet are counted as classes",
-                        "if the values are not class indices, write classes.yaml",
-                        severity="warning",
-                        skippable=False,
-                    )
-                )
+        classes = _infer_classes(spec, good, found)
     spec = replace(spec, num_classes=classes.num_classes if classes.names else None, ignore_index=classes.ignore_index)
-
-    ncls, ignore = classes.num_classes, classes.ignore_index
-    values: dict[str, dict[int, int]] = {}
-    sizes: dict[str, tuple[int, int]] = {}
-    invalid: list[tuple[SampleCheck, list[int]]] = []
-    moved_files: list[tuple[SampleCheck, int]] = []
-    exact_colors = {pack(c) for c in spec.colors} | {pack(c) for c in spec.ignore_colors}
-    for c in good:
-        if c.kind == "rendered":
-            mapped = c.keys.copy()
-            mapped[~(((mapped >= 0) & (mapped < ncls)) | (mapped == ignore))] = INVALID
-        else:
-            mapped = map_values(c.keys, c.kind, spec)
-        wrong = mapped == INVALID
-        if wrong.any():
-            invalid.append((c, c.keys[wrong].tolist()))
-            continue
-        if spec.snap and c.kind != "rendered":
-            if c.kind == "rgb":
-                exact = np.array([k in exact_colors for k in c.keys.tolist()], dtype=bool)
-            elif spec.encoding == "binary":
-                exact = (c.keys == 0) | (c.keys == 255)
-            else:
-                exact = c.keys == mapped
-            moved = int(c.counts[~exact].sum())
-            if moved:
-                moved_files.append((c, moved))
-        d: dict[int, int] = {}
-        for k, n in zip(mapped.tolist(), c.counts.tolist()):
-            d[k] = d.get(k, 0) + n
-        values[c.sample.stem] = d
-        sizes[c.sample.stem] = c.size
-    if invalid:
-        if invalid[0][0].kind == "rgb":
-            items = []
-            for i, (c, keys) in enumerate(invalid):
-                where = first_position(c.sample.mask, keys[0], "rgb", spec.max_pixels) if i < 5 else None
-                at = f" at pixel x={where[0]}, y={where[1]}" if where else ""
-                more = f" and {len(keys) - 1} more colours" if len(keys) > 1 else ""
-                items.append(f"{c.sample.mask} (colour {unpack(keys[0])}{at}{more})")
-            problems.append(
-                Problem(
-                    "masks have colours that are no class colour",
-                    "add the colours to the classes file (colors:, or ignore_color: for ignored "
-                    "pixels) or fix the masks",
-                    items,
-                    [c.sample.stem for c, _ in invalid],
-                )
-            )
-        else:
-            what = (
-                f"stored values outside the {spec.lut_name} table"
-                if spec.lut
-                else "values that are neither a class nor the ignore index"
-            )
-            todo = (
-                f"valid values are 0..{max(ncls, 1) - 1} and {ignore}; fix the masks or the class list in classes.yaml"
-                if not spec.lut
-                else "fix the masks or choose another --format"
-            )
-            items = [f"{c.sample.mask} ({', '.join(describe_key(k, 'gray') for k in keys[:5])})" for c, keys in invalid]
-            problems.append(Problem(f"masks have {what}", todo, items, [c.sample.stem for c, _ in invalid]))
-        for c, keys in invalid:
-            bad[c.sample.stem] = f"{c.sample.mask} ({describe_key(keys[0], c.kind)} is no class)"
-    if moved_files:
-        total_moved = sum(m for _, m in moved_files)
-        total = sum(int(c.counts.sum()) for c in good if c.lossy)
-        notes.append(
-            f"jpeg-snap: {total_moved:,} of {total:,} pixels ({100 * total_moved / max(total, 1):.2f}%) in "
-            f"{len(moved_files)} lossy masks were not exactly a class "
-            f"{'colour' if spec.encoding == 'rgb' else 'value'} and were moved to the nearest one"
-        )
-        problems.append(
-            Problem(
-                "lossy (JPEG) masks had pixels snapped to the nearest class",
-                "save masks as PNG to keep exact labels",
-                [f"{c.sample.mask} ({m:,} pixels moved)" for c, m in moved_files],
-                severity="warning",
-                skippable=False,
-            )
-        )
-    notes.insert(0, f"mask encoding: {spec.describe()}")
-    full = DataReport(np.zeros(0, dtype=np.int64), 0, sizes, values)
-    report = full.subset(list(values), max(ncls, 0), ignore) if ncls else full
-    return CheckResult(classes, spec, report, problems, notes, checks, bad)
+    counts = _count(good, spec, classes)
+    if counts.invalid:
+        found.problems.append(_invalid_problem(counts.invalid, spec, classes))
+        for c, keys in counts.invalid:
+            found.bad[c.sample.stem] = f"{c.sample.mask} ({describe_key(keys[0], c.kind)} is no class)"
+    if counts.moved:
+        _snap_findings(counts, good, spec, found)
+    found.notes.insert(0, f"mask encoding: {spec.describe()}")
+    full = DataReport(np.zeros(0, dtype=np.int64), 0, counts.sizes, counts.values)
+    ncls = classes.num_classes
+    report = full.subset(list(counts.values), max(ncls, 0), classes.ignore_index) if ncls else full
+    return CheckResult(classes, spec, report, found.problems, found.notes, checks, found.bad)
 
 
-def require(result: CheckResult, what: str) -> None:
-    if not result.report.values:
-        raise PixelwiseError(f"{what}: no usable samples")
+def validate_samples(
+    samples: list[Sample],
+    classes: ClassInfo | None,
+    workers: int | None = None,
+    what: str = "data",
+    spec: DecodeSpec | None = None,
+) -> tuple[ClassInfo, DataReport]:
+    """Open every image and mask once (in parallel) and fail with the file names on any problem.
+
+    Checks: each image decodes; each mask decodes under the data set's encoding (detected when
+    ``spec`` is None or "auto"); image and mask have the same height and width; every mask value
+    is a class index or the ignore index. When ``classes`` is None the classes are inferred as
+    0..max(mask value) (ignore index excluded).
+
+    Returns the class information and a :class:`DataReport` with per-class pixel counts.
+    """
+    if not samples:
+        raise PixelwiseError(f"{what}: no samples to validate; the split is empty")
+    result = check_samples(samples, classes, spec or DecodeSpec(), workers=workers)
+    raise_first(result.problems)
+    return result.classes, result.report

@@ -1,0 +1,111 @@
+"""Decode one sample: its image into RGB pixels and its mask into class indices.
+
+Training, evaluation and prediction read files through these functions, and the mask is decoded
+with the :class:`~pixelwise.data.types.DecodeSpec` validation resolved, so every stage reads a
+mask the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .encodings import INVALID, FileError, decode, describe_key, open_image, read_raw_mask
+from .render import render
+from .types import DEFAULT_MAX_PIXELS, DecodeSpec, Sample
+
+
+def image_to_rgb(im: Image.Image) -> np.ndarray:
+    """An opened PIL image -> (H, W, 3) uint8 RGB, EXIF orientation applied (decodes the pixels).
+
+    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted.
+    """
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.array(im.convert("RGB"))
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode any common image file into (H, W, 3) uint8 RGB, EXIF orientation applied.
+
+    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted. A file of
+    more than ``max_pixels`` pixels is refused before it is decoded.
+    """
+    im = open_image(path, max_pixels, "image")
+    try:
+        return image_to_rgb(im)
+    except Exception as e:  # a conversion failure is the file's fault, not a bug to show as a traceback
+        raise FileError(
+            path, f"cannot convert this image to RGB ({e.__class__.__name__})", "re-save it as PNG or JPEG"
+        ) from None
+    finally:
+        im.close()
+
+
+def read_mask(path: str | Path, spec: DecodeSpec | None = None) -> np.ndarray:
+    """Decode a mask file into (H, W) int64 class indices.
+
+    Without ``spec`` the file must be a single-channel or palette image and its values are taken
+    as stored. With a spec (see :mod:`pixelwise.data.encodings`) the stored values or colours
+    are mapped to classes; a value that is no class and not the ignore index is an error naming
+    the file and the value.
+    """
+    raw = read_raw_mask(path, spec.max_pixels if spec else DEFAULT_MAX_PIXELS)
+    if spec is None or spec.encoding in ("auto",):
+        if raw.kind == "rgb":
+            raise FileError(
+                path,
+                f"mask is {raw.mode}, not a single-channel or palette PNG of class indices",
+                "save each pixel's class index (0, 1, 2, ...) as an 8-bit grayscale or palette PNG, "
+                "or give the class colours in classes.yaml (see --encoding rgb)",
+            )
+        return raw.array.astype(np.int64)
+    out = decode(raw, spec)
+    bad = out == INVALID
+    if bad.any():
+        ys, xs = np.nonzero(bad)
+        key = int(raw.array[ys[0], xs[0]])
+        raise FileError(
+            path,
+            f"{describe_key(key, raw.kind)} at pixel x={xs[0]}, y={ys[0]} is no class",
+            "fix the mask or the class list",
+        )
+    return out
+
+
+def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W) integer mask to ``size`` = (H, W) by nearest neighbour (no new values)."""
+    h, w = size
+    im = Image.fromarray(mask.astype(np.int32), "I")
+    return np.asarray(im.resize((w, h), Image.Resampling.NEAREST), dtype=np.int64)
+
+
+def read_sample_mask(sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The decoded (H, W) int64 mask of a sample: read from its file or drawn from its shapes.
+
+    With ``size`` (the image's (H, W)) a mask of another size is an error, or is resized by
+    nearest neighbour when the sample's spec says ``resize_masks="nearest"``.
+    """
+    spec = sample.spec
+    mask = render(sample.vector) if sample.vector is not None else read_mask(sample.mask, spec)
+    if size is not None and mask.shape != tuple(size):
+        if spec is not None and spec.resize_masks == "nearest":
+            return resize_nearest(mask, size)
+        raise FileError(
+            sample.mask,
+            f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {size[1]}x{size[0]}",
+            "masks must have exactly the image's height and width (or pass --resize-masks nearest)",
+        )
+    return mask
+
+
+def read_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, W, 3) uint8`` image and ``(H, W) int64`` class mask of a sample, decoded as its spec says."""
+    image = read_image(sample.image, sample.spec.max_pixels if sample.spec else DEFAULT_MAX_PIXELS)
+    return image, read_sample_mask(sample, image.shape[:2])

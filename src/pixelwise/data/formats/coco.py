@@ -1,0 +1,155 @@
+"""COCO-style instance JSON drawn into semantic masks.
+
+Any JSON with ``images``, ``annotations`` and ``categories`` (``instances_<split>.json`` first)
+in DATA/ or DATA/annotations/; polygons and RLE are drawn by pycocotools when a mask is read.
+Class 0 is the background; the categories follow in order of their id. Overlaps: crowd regions
+are painted first as ignore, then objects from the largest area to the smallest, so a small
+object lying on a larger one stays visible and a crowd region is ignored only where no single
+object covers it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ...classes import ClassInfo, default_palette
+from ...errors import PixelwiseError
+from ..pairing import duplicate_stems
+from ..splits import split_from_file_name, split_of
+from ..types import SPLIT_NAMES, DataSource, Problem, Sample, Shape, VectorMask
+
+
+def _is_coco(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536).decode("utf-8", errors="ignore")
+        if '"shapes"' in head or '"images"' not in head:  # LabelMe, or not an instance file
+            return False
+        if path.stat().st_size > 64_000_000:  # too big to parse just to look: trust the name
+            return path.name.startswith("instances_")
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and all(k in data for k in ("images", "annotations", "categories"))
+
+
+def coco_files(root: Path) -> list[Path]:
+    """The COCO instance files in ``root`` and ``root``/annotations (``instances_*`` when there are any)."""
+    cands = sorted(p for d in (root, root / "annotations") if d.is_dir() for p in d.glob("*.json"))
+    found = [p for p in cands if _is_coco(p)]
+    instances = [p for p in found if p.name.startswith("instances_")]
+    return instances or found
+
+
+def _image_path(root: Path, json_path: Path, file_name: str, split_dir: str) -> Path:
+    """Where an image entry's file is: the first of the usual places that has it (else where it should be)."""
+    rel = Path(file_name.replace("\\", "/"))
+    bases = [root, root / "images", json_path.parent, json_path.parent.parent / "images"]
+    if split_dir:
+        bases += [root / split_dir, root / "images" / split_dir]
+    for b in bases:
+        if (b / rel).is_file():
+            return b / rel
+    return (root / "images" / split_dir / rel) if split_dir else root / "images" / rel
+
+
+def _load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise PixelwiseError(f"{path}: cannot read this JSON ({e.__class__.__name__}); fix the file") from None
+
+
+def _shapes(name: str, anns: list[dict], label_of: dict[int, int], bad_cat: list[str]) -> tuple[Shape, ...]:
+    """One image's annotations as shapes in painting order: crowd regions (ignored), then largest object first."""
+    crowd = [a for a in anns if a.get("iscrowd")]
+    objects = sorted(
+        (a for a in anns if not a.get("iscrowd")), key=lambda a: (-float(a.get("area", 0)), a.get("id", 0))
+    )
+    shapes = []
+    for a in crowd + objects:
+        if a.get("category_id") not in label_of:
+            bad_cat.append(f"{name} (annotation {a.get('id')}: category {a.get('category_id')})")
+            continue
+        label = 255 if a.get("iscrowd") else label_of[a["category_id"]]
+        seg = a.get("segmentation")
+        if isinstance(seg, list):
+            shapes.append(Shape(label, "coco-polygon", tuple(tuple(p) for p in seg)))
+        elif isinstance(seg, dict):
+            shapes.append(Shape(label, "rle", seg))
+    return tuple(shapes)
+
+
+def _file_samples(root: Path, jp: Path, data: dict, cats: dict[int, str]) -> tuple[list[Sample], list[Problem]]:
+    """The samples of one COCO file, and a warning for annotations of unknown categories."""
+    split_dir = next((part for part in jp.stem.split("_") if split_of(part)), "")
+    anns: dict[int, list[dict]] = {}
+    for a in data.get("annotations", []):
+        anns.setdefault(a.get("image_id"), []).append(a)
+    label_of = {cid: i + 1 for i, cid in enumerate(sorted(cats))}
+    bad_cat: list[str] = []
+    samples = []
+    for im in data.get("images", []):
+        try:
+            iid, name, h, w = im["id"], str(im["file_name"]), int(im["height"]), int(im["width"])
+        except (KeyError, TypeError, ValueError):
+            raise PixelwiseError(f"{jp}: an image entry lacks id, file_name, height or width; fix the file") from None
+        vm = VectorMask(h, w, _shapes(name, anns.get(iid, []), label_of, bad_cat), f"{jp} (image {name})")
+        samples.append(Sample(Path(name).stem, _image_path(root, jp, name, split_dir), jp, vector=vm))
+    if not bad_cat:
+        return samples, []
+    return samples, [
+        Problem(
+            f"annotations in {jp} name a category that is not in its categories",
+            "fix the category ids",
+            bad_cat,
+            severity="warning",
+            skippable=False,
+        )
+    ]
+
+
+def read_coco(root: Path) -> DataSource:
+    """COCO-style instance JSON drawn into semantic masks (see the module's description)."""
+    files = coco_files(root)
+    if not files:
+        raise PixelwiseError(
+            f"{root}: no COCO JSON found (a .json with images, annotations, categories in {root} or {root}/annotations)"
+        )
+    problems: list[Problem] = []
+    categories: dict[int, str] | None = None
+    per_split: dict[str, list[Sample]] = {n: [] for n in SPLIT_NAMES}
+    for jp in files:
+        data = _load(jp)
+        cats = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
+        if categories is None:
+            categories = cats
+        elif cats != categories:
+            raise PixelwiseError(
+                f"{jp}: its categories differ from those of {files[0]}; every file needs the same list"
+            )
+        samples, warnings = _file_samples(root, jp, data, cats)
+        per_split[split_from_file_name(jp.stem) or "train"] += samples
+        problems += warnings
+    names = ["background"] + [categories[c] for c in sorted(categories or {})]
+    if len(set(names)) != len(names):
+        raise PixelwiseError(f"{files[0]}: category names must be unique (and none named 'background')")
+    samples = [s for n in SPLIT_NAMES for s in per_split[n]]
+    dup = duplicate_stems(samples)
+    if dup:
+        problems.append(
+            Problem(
+                "image names occur more than once in the COCO files", "give each image a unique name", dup, stems=dup
+            )
+        )
+    return DataSource(
+        "coco",
+        root,
+        samples,
+        ClassInfo(names, default_palette(len(names)), 255),
+        f"COCO categories of {', '.join(p.name for p in files)}",
+        splits=per_split,
+        problems=problems,
+        notes=[f"COCO: {len(files)} JSON file(s); crowd regions ignored; overlaps: smaller objects on top"],
+    )

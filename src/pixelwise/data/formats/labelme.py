@@ -1,0 +1,166 @@
+"""LabelMe JSON files, one per image beside it: polygons, rectangles, circles and masks, painted in
+file order (a later shape covers an earlier one).
+
+Classes: labels.txt (one per line; ``__ignore__`` = ignored pixels, ``_background_`` = class 0)
+or classes.yaml when present, otherwise ``_background_`` followed by the labels found, sorted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...classes import ClassInfo, default_palette
+from ...errors import PixelwiseError
+from ..pairing import duplicate_stems
+from ..types import IMAGE_EXTENSIONS, DataSource, Problem, Sample, Shape, VectorMask
+
+_IGNORE_LABELS = {"__ignore__"}
+_BACKGROUND = "_background_"
+
+
+def labelme_files(root: Path) -> list[Path]:
+    """The LabelMe files (JSON with ``shapes`` and ``imagePath``) in ``root`` and its folders."""
+    out = []
+    for p in sorted(root.glob("*.json")) + sorted(root.glob("*/*.json")):
+        try:
+            head = p.read_text()[:100_000]
+        except (OSError, UnicodeDecodeError):
+            continue
+        if '"shapes"' in head and '"imagePath"' in head:
+            out.append(p)
+    return out
+
+
+def _read_docs(files: list[Path]) -> tuple[list[tuple[Path, dict]], list[Problem]]:
+    docs: list[tuple[Path, dict]] = []
+    unreadable: list[str] = []
+    for jp in files:
+        try:
+            docs.append((jp, json.loads(jp.read_text())))
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            unreadable.append(f"{jp} ({e.__class__.__name__})")
+    if not unreadable:
+        return docs, []
+    return docs, [Problem("LabelMe files cannot be read", "fix or remove them", unreadable)]
+
+
+def _take_classes(src: DataSource, docs: list[tuple[Path, dict]]) -> None:
+    """The classes from labels.txt, classes.yaml or the labels found, in that order of preference."""
+    root = src.root
+    if (root / "labels.txt").is_file():
+        labels = [ln.strip() for ln in (root / "labels.txt").read_text().splitlines() if ln.strip()]
+        names = [n for n in labels if n not in _IGNORE_LABELS]
+        if _BACKGROUND in names:
+            names.remove(_BACKGROUND)
+        src.classes_from = str(root / "labels.txt")
+    elif (root / "classes.yaml").is_file():
+        src.use_classes_file(root / "classes.yaml")
+        return
+    else:
+        found = {str(s.get("label")) for _, d in docs for s in d.get("shapes", [])}
+        names = sorted(found - _IGNORE_LABELS - {_BACKGROUND})
+        src.classes_from = "labels found in the JSON files"
+    names = [_BACKGROUND] + names
+    src.classes = ClassInfo(names, default_palette(len(names)), 255)
+
+
+@dataclass
+class _Unusable:
+    """Shapes that cannot be used ("file (why)") and the samples they belong to; shapes without area."""
+
+    items: list[str] = field(default_factory=list)
+    stems: list[str] = field(default_factory=list)
+    no_area: int = 0
+
+    def add(self, jp: Path, why: str) -> None:
+        self.items.append(f"{jp} ({why})")
+        self.stems.append(jp.stem)
+
+
+def _shape(s: dict, cls: int) -> Shape | None:
+    """One LabelMe shape of class ``cls``; None for a shape without area (line, point)."""
+    kind = s.get("shape_type") or "polygon"
+    pts = s.get("points") or []
+    if kind == "polygon":
+        return Shape(cls, "polygon", (tuple(v for p in pts for v in p),))
+    if kind in ("rectangle", "circle"):
+        (x0, y0), (x1, y1) = pts[:2]
+        return Shape(cls, kind, ((x0, y0), (x1, y1)))
+    if kind == "mask" and s.get("mask"):
+        (x0, y0) = pts[0]
+        return Shape(cls, "bitmap", s["mask"], origin=(int(round(x0)), int(round(y0))))
+    return None
+
+
+def _shapes(jp: Path, d: dict, classes: ClassInfo, bad: _Unusable) -> tuple[Shape, ...]:
+    """The shapes of one file in file order; unknown labels and malformed points go to ``bad``."""
+    index = {n: i for i, n in enumerate(classes.names)}
+    shapes = []
+    for s in d.get("shapes", []):
+        label = str(s.get("label"))
+        if label in _IGNORE_LABELS:
+            cls = classes.ignore_index
+        elif label in index:
+            cls = index[label]
+        else:
+            bad.add(jp, f"label '{label}'")
+            continue
+        try:
+            shape = _shape(s, cls)
+        except (TypeError, ValueError, IndexError):
+            bad.add(jp, f"malformed points of a {s.get('shape_type') or 'polygon'} shape")
+            continue
+        if shape is None:
+            bad.no_area += 1
+        else:
+            shapes.append(shape)
+    return tuple(shapes)
+
+
+def _sample(jp: Path, d: dict, classes: ClassInfo, bad: _Unusable) -> Sample | None:
+    """The sample of one LabelMe file: its image (imagePath, or an image of the same name) and shapes."""
+    try:
+        h, w = int(d["imageHeight"]), int(d["imageWidth"])
+        image_path = str(d["imagePath"]).replace("\\", "/")
+    except (KeyError, TypeError, ValueError):
+        bad.add(jp, "no imageHeight, imageWidth or imagePath")
+        return None
+    image = jp.parent / image_path
+    if not image.is_file():
+        alt = [jp.with_suffix(e) for e in IMAGE_EXTENSIONS if jp.with_suffix(e).is_file()]
+        image = alt[0] if alt else image
+    return Sample(jp.stem, image, jp, vector=VectorMask(h, w, _shapes(jp, d, classes, bad), str(jp)))
+
+
+def read_labelme(root: Path) -> DataSource:
+    """LabelMe: one JSON per image (shapes in image coordinates); later shapes cover earlier ones.
+
+    Classes: labels.txt (one per line; ``__ignore__`` = ignored pixels, ``_background_`` = class 0)
+    or classes.yaml when present, otherwise ``_background_`` followed by the labels found, sorted.
+    """
+    files = labelme_files(root)
+    if not files:
+        raise PixelwiseError(f"{root}: no LabelMe JSON files found (*.json with shapes and imagePath)")
+    docs, problems = _read_docs(files)
+    src = DataSource("labelme", root, [], problems=problems)
+    _take_classes(src, docs)
+    bad = _Unusable()
+    src.samples = [s for jp, d in docs if (s := _sample(jp, d, src.classes, bad)) is not None]
+    if bad.items:
+        problems.append(
+            Problem(
+                "LabelMe shapes cannot be used",
+                f"labels must be one of the classes ({src.classes_from}); fix the files",
+                bad.items,
+                stems=sorted(set(bad.stems)),
+            )
+        )
+    if bad.no_area:
+        src.notes.append(f"LabelMe: {bad.no_area} line/point shapes carry no area and were left out")
+    src.notes.append("LabelMe: shapes painted in file order, a later shape covers an earlier one")
+    dup = duplicate_stems(src.samples)
+    if dup:
+        problems.append(Problem("LabelMe files share a name in different folders", "rename them", dup, stems=dup))
+    return src
