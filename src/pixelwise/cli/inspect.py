@@ -57,12 +57,12 @@ def run(args) -> int:
         encoding=args.encoding,
         classes_file=args.classes_file,
         resize_masks=args.resize_masks,
-        max_pixels=args.max_image_pixels,
+        max_image_pixels=args.max_image_pixels,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         seed=args.seed,
         out=args.out,
-        workers=args.read_threads,
+        read_threads=args.read_threads,
         progress=not args.quiet and not args.json,
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
