@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=480)
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=None, help="reader threads (default: as pixelwise chooses)")
+    ap.add_argument("--read-threads", type=int, default=None, help="reader threads (default: as pixelwise chooses)")
     args = ap.parse_args()
 
     from pixelwise.inspection import inspect_data
@@ -64,7 +64,7 @@ def main() -> None:
         )
         for run in range(args.runs):
             t = time.perf_counter()
-            report = inspect_data(data, out=Path(tmp) / "report", workers=args.workers)
+            report = inspect_data(data, out=Path(tmp) / "report", read_threads=args.read_threads)
             dt = time.perf_counter() - t
             assert report["images"]["usable"] == args.pairs, report["problems"]
             print(f"run {run + 1}: inspect of {args.pairs} pairs took {dt:.2f} s ({args.pairs / dt:.0f} pairs/s)")

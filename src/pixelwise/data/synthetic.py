@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
+from tqdm import tqdm
 
 from ..errors import PixelwiseError
 
@@ -132,6 +133,19 @@ def make_demo_dataset(
         PixelwiseError: bad arguments, or ``root`` exists and is not an empty folder.
     """
     root = Path(root)
+    _check_demo_arguments(root, num_images, size, seed, val_fraction)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_demo_files(tmp, num_images, size, seed, val_fraction, progress)
+        _move_into_place(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def _check_demo_arguments(root: Path, num_images: int, size: int, seed: int, val_fraction: float) -> None:
     if num_images < 1:
         raise PixelwiseError(f"num_images must be at least 1, got {num_images}")
     if not 0.0 <= val_fraction < 1.0:
@@ -145,58 +159,55 @@ def make_demo_dataset(
     if root.exists() and not (root.is_dir() and not any(root.iterdir())):
         raise PixelwiseError(f"{root} already exists and is not an empty folder; delete it or choose another path")
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+def _write_demo_files(tmp: Path, num_images: int, size: int, seed: int, val_fraction: float, progress: bool) -> None:
+    """Images, masks, split lists and classes.yaml of the demo data set, into the folder ``tmp``."""
+    (tmp / "images").mkdir(parents=True)
+    (tmp / "masks").mkdir()
+    (tmp / "splits").mkdir()
+
+    stems = [f"demo_{i:04d}" for i in range(num_images)]
+    for i in _progress(range(num_images), progress):
+        # One generator per image: sample i does not depend on how many come before it.
+        image, mask = generate_sample(np.random.default_rng([seed, i]), size)
+        Image.fromarray(image, "RGB").save(tmp / "images" / f"{stems[i]}.png", compress_level=1)
+        Image.fromarray(mask, "L").save(tmp / "masks" / f"{stems[i]}.png", compress_level=1)
+
+    n_val = 0
+    if val_fraction > 0:
+        n_val = min(max(1, round(num_images * val_fraction)), num_images - 1)
+    order = np.random.default_rng([seed, 2**31]).permutation(num_images)
+    val = sorted(stems[j] for j in order[:n_val])
+    train = sorted(stems[j] for j in order[n_val:])
+    (tmp / "splits" / "train.txt").write_text("".join(s + "\n" for s in train))
+    (tmp / "splits" / "val.txt").write_text("".join(s + "\n" for s in val))
+
+    # Written last: a folder with classes.yaml is a finished one.
+    meta = {
+        "names": list(DEMO_CLASSES),
+        "colors": [list(c) for c in DEMO_COLORS],
+        "ignore_index": IGNORE_INDEX,
+    }
+    (tmp / "classes.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
+def _move_into_place(tmp: Path, root: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``root`` (empty or absent, checked before writing)."""
+    if root.is_dir():
+        root.rmdir()  # empty (checked before writing); rename cannot replace a folder on every OS
     try:
-        (tmp / "images").mkdir(parents=True)
-        (tmp / "masks").mkdir()
-        (tmp / "splits").mkdir()
-
-        stems = [f"demo_{i:04d}" for i in range(num_images)]
-        for i in _progress(range(num_images), progress):
-            # One generator per image: sample i does not depend on how many come before it.
-            image, mask = generate_sample(np.random.default_rng([seed, i]), size)
-            Image.fromarray(image, "RGB").save(tmp / "images" / f"{stems[i]}.png", compress_level=1)
-            Image.fromarray(mask, "L").save(tmp / "masks" / f"{stems[i]}.png", compress_level=1)
-
-        n_val = 0
-        if val_fraction > 0:
-            n_val = min(max(1, round(num_images * val_fraction)), num_images - 1)
-        order = np.random.default_rng([seed, 2**31]).permutation(num_images)
-        val = sorted(stems[j] for j in order[:n_val])
-        train = sorted(stems[j] for j in order[n_val:])
-        (tmp / "splits" / "train.txt").write_text("".join(s + "\n" for s in train))
-        (tmp / "splits" / "val.txt").write_text("".join(s + "\n" for s in val))
-
-        # Written last: a folder with classes.yaml is a finished one.
-        meta = {
-            "names": list(DEMO_CLASSES),
-            "colors": [list(c) for c in DEMO_COLORS],
-            "ignore_index": IGNORE_INDEX,
-        }
-        (tmp / "classes.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-
-        if root.is_dir():
-            root.rmdir()  # empty, checked above; rename cannot replace a folder on every OS
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            # Another process may have finished the same data set first; use theirs.
-            if (root / "classes.yaml").is_file():
-                shutil.rmtree(tmp, ignore_errors=True)
-                return root
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.rename(tmp, root)
+    except OSError:
+        # Another process may have finished the same data set first; use theirs.
+        if (root / "classes.yaml").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         raise
-    return root
 
 
 def _progress(it, enabled: bool):
     if not enabled:
         return it
-    from tqdm import tqdm
-
     return tqdm(it, desc="demo data", unit="img")
 
 
