@@ -49,8 +49,9 @@ def run_demo(
     from .data.synthetic import make_demo_dataset
     from .evaluation import evaluate
     from .metrics import format_metrics_table
-    from .predict.predictor import load, predict_files
-    from .training.trainer import TrainConfig, train
+    from .predict import load, predict_files
+    from .training.config import TrainConfig
+    from .training.trainer import train
 
     run = Path(out) if out else Path("runs") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     data = run / "data"
@@ -65,7 +66,7 @@ def run_demo(
     result = train(TrainConfig(data=str(data), out=str(run), seed=seed, device=device, **cfg), progress=progress)
     print("[3/4] evaluating on the held-out (val) images at full resolution")
     seg = load(run, device)
-    metrics = evaluate(run, data, split="val", segmenter=seg, progress=progress)
+    metrics = evaluate(run, data, split="val", predictor=seg, progress=progress)
     print(format_metrics_table(metrics))
     print("[4/4] writing predicted masks and overlays for the held-out images")
     val_images = [data / "images" / f"{s}.png" for s in (data / "splits" / "val.txt").read_text().split()]
