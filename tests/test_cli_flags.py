@@ -377,3 +377,11 @@ def test_version_and_help_import_no_torch(argv):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
     assert "LOADED []" in out, out
     assert ("pixelwise " in out) if argv == ["--version"] else ("train" in out and "serve" in out)
+
+
+def test_export_command_choices_match_the_exporter():
+    from pixelwise.cli import export as command
+    from pixelwise.export import DEFAULT_TOLERANCE, FORMATS
+
+    assert command.EXPORT_FORMATS == tuple(FORMATS)
+    assert command.DEFAULT_TOLERANCE == DEFAULT_TOLERANCE
