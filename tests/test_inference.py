@@ -105,7 +105,7 @@ def test_tiles_in_flight_are_bounded_by_the_tile_batch():
     img = _image(300, 410)
     m = PointwiseMember()
     cfg = InferenceConfig(
-        tile="auto", max_pixels=100 * 100, tile_size=64, tile_overlap=0.25, tile_batch=3, scales=(1.0, 1.25)
+        tile="auto", tile_above=100 * 100, tile_size=64, tile_overlap=0.25, tile_batch=3, scales=(1.0, 1.25)
     )
     pred = predict_image(img, [m], cfg)
     grid = SlidingWindow(300, 410, 64, 0.25)

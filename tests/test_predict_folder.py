@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-import pixelwise.predict.predictor as predict_mod
+import pixelwise.predict.batch as batch_mod
 from pixelwise.cli import main
 from pixelwise.errors import PixelwiseError
+from pixelwise.predict import Ensemble, load, predict_files
 from pixelwise.predict.engine import InferenceConfig
-from pixelwise.predict.predictor import Ensemble, load, predict_files
 
 
 @pytest.fixture
@@ -67,8 +67,8 @@ def test_resume_skips_finished_outputs_and_refuses_other_settings(seg, folder, t
     assert first["written"] == 7
     (out / "masks" / "rgb1.png").unlink()  # as if interrupted before this one finished
     calls = []
-    real = seg.predict_full
-    monkeypatch.setattr(seg, "predict_full", lambda img, cfg=None: calls.append(img.shape) or real(img, cfg))
+    real = batch_mod._label
+    monkeypatch.setattr(batch_mod, "_label", lambda p, img, full: calls.append(img.shape) or real(p, img, full))
     again = predict_files(seg, [folder], out, progress=False)
     assert again["written"] == 1 and again["skipped"] == 6 and calls == [(31, 40, 3)]
     assert (out / "masks" / "rgb1.png").is_file()
@@ -83,14 +83,14 @@ def test_resume_skips_finished_outputs_and_refuses_other_settings(seg, folder, t
 
 def test_images_are_decoded_in_worker_threads(seg, folder, tmp_path, monkeypatch):
     threads = set()
-    real = predict_mod._decode
+    real = batch_mod._decode
 
     def spy(path):
         threads.add(threading.current_thread().name)
         return real(path)
 
-    monkeypatch.setattr(predict_mod, "_decode", spy)
-    res = predict_files(seg, [folder], tmp_path / "out", progress=False, workers=3)
+    monkeypatch.setattr(batch_mod, "_decode", spy)
+    res = predict_files(seg, [folder], tmp_path / "out", progress=False, decode_threads=3)
     assert res["written"] == 7
     assert threads and all(t.startswith("decode") for t in threads)
     assert threading.current_thread().name not in threads

@@ -57,7 +57,7 @@ def png_claiming_size(width: int, height: int) -> bytes:
 
 @pytest.fixture
 def client(segmenter):
-    app = create_app(segmenter, ServeConfig(max_upload_bytes=200_000, max_pixels=250_000))
+    app = create_app(segmenter, ServeConfig(max_upload_bytes=200_000, max_upload_pixels=250_000))
     with TestClient(app) as c:
         yield c
 
@@ -83,7 +83,7 @@ def test_health_and_model(client, segmenter):
     assert [c["color"] for c in info["classes"]] == [list(c) for c in meta["classes"]["colors"]]
     assert [c["index"] for c in info["classes"]] == list(range(segmenter.num_classes))
     assert info["metrics"]["val"]["miou"] == pytest.approx(meta["metrics"]["val"]["miou"])
-    assert info["limits"] == {"max_upload_bytes": 200_000, "max_pixels": 250_000}
+    assert info["limits"] == {"max_upload_bytes": 200_000, "max_upload_pixels": 250_000}
 
 
 def test_predict_json_counts_match_the_segmenter(client, segmenter):
@@ -241,8 +241,10 @@ def test_token(segmenter):
 
 
 def test_config_is_validated():
-    with pytest.raises(ValueError, match="workers"):
-        ServeConfig(workers=0)
+    with pytest.raises(ValueError, match="model_threads"):
+        ServeConfig(model_threads=0)
+    with pytest.raises(ValueError, match="max_upload_pixels"):
+        ServeConfig(max_upload_pixels=0)
     with pytest.raises(ValueError, match="token"):
         ServeConfig(token=" ")
 
@@ -301,7 +303,7 @@ def _slow(service, seconds: float):
 
 
 def test_real_server_concurrent_requests_and_free_event_loop(segmenter):
-    app = create_app(segmenter, ServeConfig(workers=2, max_pending=2))
+    app = create_app(segmenter, ServeConfig(model_threads=2, max_pending=2))
     service = app.state.service
     images = [rgb(32, 40, seed=10 + i) for i in range(8)]
     expected = [segmenter.predict(im) for im in images]
@@ -447,3 +449,51 @@ def test_cli_serve_in_a_real_process(trained_run):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- the same Predictor as predict: inference options, ensembles --------------------------------------
+
+
+def test_serves_an_ensemble_with_inference_options(trained_run, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from pixelwise.postprocess import PostprocessConfig
+    from pixelwise.predict import InferenceConfig, load_predictor
+
+    second = tmp_path / "second"
+    shutil.copytree(trained_run, second, ignore=shutil.ignore_patterns("checkpoint.*", "model.onnx", "eval-*"))
+    state = load_file(str(second / "model.safetensors"))
+    key = next(k for k, v in state.items() if v.ndim == 4 and "segmentation_head" in k)
+    state[key] = state[key] + 0.3 * torch.randn(state[key].shape, generator=torch.Generator().manual_seed(0))
+    save_file(state, str(second / "model.safetensors"))
+
+    runs = [trained_run, second]
+    inference, post = InferenceConfig(hflip=True), PostprocessConfig(min_size=6)
+    app = create_app(runs, ServeConfig(device="cpu"), inference=inference, postprocess=post, backend="torch")
+    expected = load_predictor(runs, "cpu", "torch", inference=inference, postprocess=post)
+    plain = load_predictor(runs, "cpu", "torch")
+    images = [rgb(40, 52, seed=s) for s in range(4)]
+    with TestClient(app) as c:
+        info = c.get("/model").json()
+        assert [m["run"] for m in info["members"]] == [str(r) for r in runs]
+        assert len({m["weights"] for m in info["members"]}) == 2
+        assert info["inference"]["hflip"] is True and info["postprocess"]["min_size"] == 6
+        assert info["backend"] == "torch" and all(m["backend"] == "torch" for m in info["members"])
+        differs = False
+        for image in images:
+            r = c.post("/predict?format=mask", files=upload(encode(image)))
+            assert r.status_code == 200, r.text
+            got = np.asarray(Image.open(io.BytesIO(r.content)))
+            np.testing.assert_array_equal(got, expected.predict(image))
+            differs |= bool((got != plain.predict(image)).any())
+        assert differs  # the options were applied: without them some mask would differ
+
+
+def test_an_option_the_model_cannot_run_stops_the_server_at_start(segmenter):
+    from pixelwise.predict import InferenceConfig
+
+    with pytest.raises(PixelwiseError, match="MC dropout"):
+        create_app(segmenter, inference=InferenceConfig(mc_dropout=3))

@@ -3,12 +3,12 @@ import pytest
 from PIL import Image
 
 from pixelwise.classes import default_palette
+from pixelwise.fileio import write_png
 from pixelwise.viz import (
     colorize,
     overlay,
     plot_confusion_matrix,
     plot_training_curves,
-    save_png,
 )
 
 COLORS = [(0, 0, 0), (255, 0, 0), (0, 255, 0), (10, 20, 30)]
@@ -139,8 +139,8 @@ def test_save_png_round_trip(tmp_path):
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
     grey = rng.integers(0, 256, (5, 7), dtype=np.uint8)
-    save_png(tmp_path / "sub" / "rgb.png", rgb)
-    save_png(tmp_path / "grey.png", grey)
+    write_png(tmp_path / "sub" / "rgb.png", rgb)
+    write_png(tmp_path / "grey.png", grey)
     with Image.open(tmp_path / "sub" / "rgb.png") as im:
         assert im.mode == "RGB"
         np.testing.assert_array_equal(np.asarray(im), rgb)
@@ -153,5 +153,5 @@ def test_save_png_round_trip(tmp_path):
 @pytest.mark.parametrize("array", [np.zeros((4, 4), np.float32), np.zeros((4, 4, 2), np.uint8), np.zeros(4, np.uint8)])
 def test_save_png_rejects_bad_arrays(tmp_path, array):
     with pytest.raises(ValueError):
-        save_png(tmp_path / "bad.png", array)
+        write_png(tmp_path / "bad.png", array)
     assert list(tmp_path.iterdir()) == []

@@ -23,7 +23,16 @@ def __getattr__(name):
         from .training import trainer as _t
 
         return getattr(_t, name)
-    if name in ("load", "Segmenter", "predict_files", "Ensemble", "load_ensemble", "InferenceConfig"):
+    if name in (
+        "load",
+        "Segmenter",
+        "predict_files",
+        "Ensemble",
+        "load_ensemble",
+        "InferenceConfig",
+        "Predictor",
+        "load_predictor",
+    ):
         from . import predict as _p
 
         return getattr(_p, name)

@@ -287,7 +287,11 @@ def postprocess(probs: np.ndarray, image: np.ndarray | None, config: Postprocess
         if image is None:
             raise PixelwiseError("the CRF needs the image")
         probs = dense_crf(probs, image, config)
-    labels = np.asarray(probs).argmax(0).astype(np.int64)
+    return refine_labels(np.asarray(probs).argmax(0).astype(np.int64), config)
+
+
+def refine_labels(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    """The steps of ``config`` that work on ``(H, W)`` labels: small components, then holes."""
     if config.min_size:
         labels = remove_small_components(labels, config.min_size)
     if config.fill_holes:

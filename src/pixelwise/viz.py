@@ -1,21 +1,20 @@
 """Colour palettes, mask overlays and the plots written next to a training run.
 
 Plots are drawn on matplotlib ``Figure`` objects with the Agg canvas directly, never through
-pyplot, so nothing here needs a display or touches global figure state. Every file is written to
-a temporary name in the destination folder and then renamed, so a reader never sees half a PNG.
+pyplot, so nothing here needs a display or touches global figure state. Every file is written
+through :func:`pixelwise.fileio.atomic_write`, so a reader never sees half a PNG.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import os
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from .fileio import atomic_write
 
 
 def colorize(mask: np.ndarray, colors: Sequence[Sequence[int]]) -> np.ndarray:
@@ -156,24 +155,6 @@ def plot_confusion_matrix(
     _save_figure(fig, out_png)
 
 
-def save_png(path: str | Path, array: np.ndarray) -> None:
-    """Write a uint8 (H, W) grey or (H, W, 3) RGB array as a PNG, atomically.
-
-    The parent folder is created if needed.
-    """
-    array = np.asarray(array)
-    if array.dtype != np.uint8:
-        raise ValueError(f"save_png needs a uint8 array, got {array.dtype}")
-    if array.ndim == 2:
-        mode = "L"
-    elif array.ndim == 3 and array.shape[2] == 3:
-        mode = "RGB"
-    else:
-        raise ValueError(f"save_png needs (H, W) or (H, W, 3), got shape {array.shape}")
-    img = Image.fromarray(np.ascontiguousarray(array), mode)
-    _atomic_write(path, lambda f: img.save(f, format="PNG"))
-
-
 def _to_float(value: str | None) -> float:
     try:
         return float(value) if value not in (None, "") else math.nan
@@ -211,20 +192,4 @@ def _new_figure(figsize: tuple[float, float]):
 
 
 def _save_figure(fig, out_png: str | Path) -> None:
-    _atomic_write(out_png, lambda f: fig.savefig(f, format="png"))
-
-
-def _atomic_write(path: str | Path, write: Callable) -> None:
-    """Call write(binary file) on a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name in the same folder: the rename stays on one file system, and parallel
-    # writers never share a temporary file.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(out_png, lambda f: fig.savefig(f, format="png"))

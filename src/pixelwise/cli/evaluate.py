@@ -1,26 +1,39 @@
-"""``pixelwise evaluate``: score a trained run on a split of a data set."""
+"""``pixelwise evaluate``: score trained runs (one, or an ensemble) on a split of a data set."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..errors import PixelwiseError
 from .data_flags import add_data_flags
+from .inference_flags import add_inference_flags, predictor_options
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``evaluate`` subcommand to ``subparsers``."""
     p = subparsers.add_parser(
         "evaluate",
-        help="score a trained run on a split of DATA",
-        description="Predict every image of a split and print per-class IoU/Dice and the summary.",
+        help="score a trained run (or an ensemble) on a split of DATA",
+        description="Predict every image of a split and print per-class IoU/Dice and the summary. "
+        "Several runs are an ensemble. The images are labelled exactly as `pixelwise predict` "
+        "labels them with the same inference options; metrics.json records them.",
+        usage="pixelwise evaluate RUN [RUN ...] DATA [options]",
     )
-    p.add_argument("run", help="run directory (holds model.safetensors + model.json)")
-    p.add_argument("data", help="data folder with images/ and masks/")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="RUN_OR_DATA",
+        help="one or more run directories (model.safetensors + model.json), then the data folder",
+    )
     p.add_argument("--split", default="val", choices=["train", "val", "test", "all"], help="default %(default)s")
-    p.add_argument("--out", default=None, help="where metrics.json and confusion.png go (default RUN/eval-SPLIT)")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="where metrics.json and confusion.png go (default RUN/eval-SPLIT; RUN/eval-SPLIT-ensemble for several)",
+    )
     p.add_argument("--quiet", action="store_true")
     add_data_flags(p.add_argument_group("data format (default: as the model was trained)"))
+    add_inference_flags(p)
     return p
 
 
@@ -29,20 +42,24 @@ def run(args) -> int:
     from ..evaluation import evaluate
     from ..metrics import format_metrics_table
 
+    if len(args.paths) < 2:
+        raise PixelwiseError("give a run directory and then the data folder (see pixelwise evaluate --help)")
+    runs, data = args.paths[:-1], args.paths[-1]
     m = evaluate(
-        args.run,
-        args.data,
+        runs,
+        data,
         split=args.split,
         out=args.out,
-        device=args.device,
         progress=not args.quiet,
         format=args.format,
         encoding=args.encoding,
         classes_file=args.classes_file,
         resize_masks=args.resize_masks,
         skip_bad=args.skip_bad,
-        max_pixels=args.max_pixels,
+        max_image_pixels=args.max_image_pixels,
+        **predictor_options(args),
     )
     print(format_metrics_table(m))
-    print(f"{m['images']} images ({args.split}); metrics.json and confusion.png in {m['out']}")
+    what = "" if len(runs) == 1 else f", an ensemble of {len(runs)} models"
+    print(f"{m['images']} images ({args.split}{what}); metrics.json and confusion.png in {m['out']}")
     return 0

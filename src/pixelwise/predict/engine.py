@@ -6,7 +6,7 @@ ONNX Runtime session, one model of an ensemble); :func:`predict_image` averages 
 probabilities of every member, scale and flip, tile by tile, and blends the tiles into one
 ``(C, H, W)`` map.
 
-Memory: an image above ``InferenceConfig.max_pixels`` (or any image with ``tile="always"``) is
+Memory: an image above ``InferenceConfig.tile_above`` pixels (or any image with ``tile="always"``) is
 cut into ``tile_size`` squares; at most ``tile_batch`` tiles are in the network at once, so the
 activations are bounded by the tile batch whatever the image size. What grows with the image is
 only the output: the ``(C, H, W)`` float32 probability sum and an ``(H, W)`` weight sum (plus an
@@ -42,13 +42,13 @@ class InferenceConfig:
     """How to turn an image into probabilities. The defaults are plain whole-image inference.
 
     Attributes:
-        tile: ``auto`` (tile images with more than ``max_pixels`` pixels), ``always`` or ``never``.
+        tile: ``auto`` (tile images with more than ``tile_above`` pixels), ``always`` or ``never``.
         tile_size: side of a square tile in image pixels (clamped to the image where it is smaller).
         tile_overlap: share of a tile overlapping its neighbour, in [0, 1).
         blend: weighting of overlapping tiles: ``gaussian`` (centre-heavy), ``linear`` (ramps over the overlap)
             or ``constant`` (plain average).
         tile_batch: tiles run through the network at once; bounds the activation memory.
-        max_pixels: with ``tile="auto"``, images with more pixels than this are tiled.
+        tile_above: with ``tile="auto"``, images with more pixels (width x height) than this are tiled.
         hflip, vflip: also predict the mirrored image and average (test-time augmentation).
         scales: also predict the image resized by these factors and average; 1.0 is the image itself.
         mc_dropout: number of stochastic passes with dropout on (0 = off); gives a variance map.
@@ -59,7 +59,7 @@ class InferenceConfig:
     tile_overlap: float = 0.25
     blend: str = "gaussian"
     tile_batch: int = 2
-    max_pixels: int = 2048 * 2048
+    tile_above: int = 2048 * 2048
     hflip: bool = False
     vflip: bool = False
     scales: tuple[float, ...] = (1.0,)
@@ -77,6 +77,8 @@ class InferenceConfig:
             raise PixelwiseError(f"tile overlap must be in [0, 1), got {self.tile_overlap}")
         if self.tile_batch < 1:
             raise PixelwiseError(f"tile batch must be at least 1, got {self.tile_batch}")
+        if self.tile_above < 1:
+            raise PixelwiseError(f"tile_above must be at least 1 pixel, got {self.tile_above}")
         if not self.scales or any(not (0.05 <= s <= 8.0) for s in self.scales):
             raise PixelwiseError(f"scales must be between 0.05 and 8, got {self.scales}")
         if self.mc_dropout < 0:
@@ -86,6 +88,14 @@ class InferenceConfig:
         d = asdict(self)
         d["scales"] = list(self.scales)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InferenceConfig:
+        """The inverse of :meth:`to_dict`; unknown keys are an error."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise PixelwiseError(f"unknown inference options: {', '.join(sorted(unknown))}")
+        return cls(**d)
 
     @property
     def flips(self) -> list[tuple[int, ...]]:
@@ -102,7 +112,7 @@ class InferenceConfig:
             return True
         if self.tile == "never":
             return False
-        return height * width > self.max_pixels
+        return height * width > self.tile_above
 
 
 @dataclass
@@ -112,15 +122,25 @@ class Prediction:
     ``probs`` is ``(C, H, W)`` float32 (sums to 1 over C); ``variance`` is the ``(H, W)`` variance,
     across MC-dropout passes, of the probability of the predicted class (None without MC dropout).
     ``stats`` says how the prediction was made (tiles, largest batch sent to a network).
+    ``logit_labels``: the ``(H, W)`` argmax of the logits when one network saw the whole image
+    once (plain inference), else None.
     """
 
     probs: np.ndarray
     variance: np.ndarray | None = None
     stats: dict = field(default_factory=dict)
+    logit_labels: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def labels(self) -> np.ndarray:
-        """``(H, W)`` int64 class indices (argmax of the probabilities)."""
+        """``(H, W)`` int64 class indices: the argmax of the probabilities.
+
+        Under plain inference this is the argmax of the logits, which is what :func:`predict_labels`
+        returns without computing probabilities; the two differ only where float32 rounding of
+        the softmax ties two classes, and taking the logits' argmax here keeps every path equal.
+        """
+        if self.logit_labels is not None:
+            return self.logit_labels
         return self.probs.argmax(0).astype(np.int64)
 
     @property
@@ -301,7 +321,10 @@ def augmented_probs(
 
 def _to_x01(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """``(N, h, w, 3)`` uint8 -> ``(N, 3, h, w)`` float32 in [0, 1] on ``device``."""
-    t = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    images = np.ascontiguousarray(images)
+    if not images.flags.writeable:  # e.g. np.asarray(PIL image); torch.from_numpy warns on read-only memory
+        images = images.copy()
+    t = torch.from_numpy(images).to(device)
     return t.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
 
 
@@ -330,6 +353,33 @@ def is_plain(config: InferenceConfig, members: Sequence[Member]) -> bool:
     )
 
 
+def _logit_labels(logits: torch.Tensor) -> np.ndarray:
+    """``(N, C, h, w)`` logits -> ``(N, h, w)`` int64 argmax on the CPU."""
+    # max(dim).indices: same first-maximum rule as argmax, several times faster over the class dim on CPU.
+    return logits.max(1).indices.cpu().numpy().astype(np.int64, copy=False)
+
+
+def _whole_batch(
+    x01: torch.Tensor, members: Sequence[Member], config: InferenceConfig, tracker: _Tracker
+) -> list[Prediction]:
+    """Predictions for a ``(N, 3, h, w)`` batch seen whole (no tiling), one per image."""
+    labels = None
+    if is_plain(config, members):
+        tracker.saw(x01)
+        logits = members[0].logits(x01).float()
+        probs, var = torch.softmax(logits, 1).to(x01.device), None
+        labels = _logit_labels(logits)
+    else:
+        probs, var = augmented_probs(x01, members, config, tracker)
+    probs = probs.cpu()
+    stats = {"tiles": 1, "tiled": False, "max_batch": tracker.max_batch, "forwards": tracker.forwards}
+    out = []
+    for i in range(probs.shape[0]):
+        v = _predicted_class_variance(probs[i], var[i].cpu()).numpy() if var is not None else None
+        out.append(Prediction(probs[i].numpy(), v, dict(stats), labels[i] if labels is not None else None))
+    return out
+
+
 @torch.inference_mode()
 def predict_labels(
     images: Sequence[np.ndarray],
@@ -340,8 +390,8 @@ def predict_labels(
     """``(H, W)`` int64 class indices for same-size ``(H, W, 3)`` uint8 images.
 
     Plain inference (see :func:`is_plain`) of images that need no tiling skips the softmax: the
-    argmax of the logits is the argmax of the probabilities. Everything else goes through
-    :func:`predict_images`.
+    argmax of the logits is the argmax of the probabilities (see :attr:`Prediction.labels`).
+    Everything else goes through :func:`predict_images`.
     """
     config = config or InferenceConfig()
     if not images:
@@ -353,10 +403,7 @@ def predict_labels(
         and all(im.shape == images[0].shape for im in images)
     ):
         _check_members(members)
-        logits = members[0].logits(_to_x01(np.stack(images), torch.device(device)))
-        # max(dim).indices: same first-maximum rule as argmax, several times faster over the class dim on CPU.
-        labels = logits.max(1).indices.cpu().numpy().astype(np.int64, copy=False)
-        return list(labels)
+        return list(_logit_labels(members[0].logits(_to_x01(np.stack(images), torch.device(device)))))
     return [p.labels for p in predict_images(images, members, config, device)]
 
 
@@ -382,20 +429,7 @@ def predict_images(
     if config.needs_tiling(h, w) or len(images) == 1:
         return [predict_image(im, members, config, device) for im in images]
     _check_members(members)
-    tracker = _Tracker()
-    probs, var = augmented_probs(_to_x01(np.stack(images), torch.device(device)), members, config, tracker)
-    probs = probs.cpu()
-    out = []
-    for i in range(len(images)):
-        v = _predicted_class_variance(probs[i], var[i].cpu()).numpy() if var is not None else None
-        out.append(
-            Prediction(
-                probs[i].numpy(),
-                v,
-                {"tiles": 1, "tiled": False, "max_batch": tracker.max_batch, "forwards": tracker.forwards},
-            )
-        )
-    return out
+    return _whole_batch(_to_x01(np.stack(images), torch.device(device)), members, config, _Tracker())
 
 
 @torch.inference_mode()
@@ -415,16 +449,17 @@ def predict_image(
     device = torch.device(device)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise PixelwiseError(f"expected an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
+    if not config.needs_tiling(*image.shape[:2]):
+        return _whole_batch(_to_x01(image[None], device), members, config, _Tracker())[0]
+    return _tiled(image, members, config, device, num_classes)
+
+
+def _tiled(
+    image: np.ndarray, members: Sequence[Member], config: InferenceConfig, device: torch.device, num_classes: int
+) -> Prediction:
+    """:func:`predict_image` of an image cut into blended tiles (see :class:`SlidingWindow`)."""
     height, width = image.shape[:2]
     tracker = _Tracker()
-    if not config.needs_tiling(height, width):
-        probs, var = augmented_probs(_to_x01(image[None], device), members, config, tracker)
-        probs = probs[0].cpu()
-        v = _predicted_class_variance(probs, var[0].cpu()).numpy() if var is not None else None
-        return Prediction(
-            probs.numpy(), v, {"tiles": 1, "tiled": False, "max_batch": tracker.max_batch, "forwards": tracker.forwards}
-        )
-
     grid = SlidingWindow(height, width, config.tile_size, config.tile_overlap, config.blend)
     acc = torch.zeros(num_classes, height, width, dtype=torch.float32)
     weight = torch.zeros(height, width, dtype=torch.float32)
@@ -448,18 +483,15 @@ def predict_image(
         var_acc.div_(weight)
         v = _predicted_class_variance(acc, var_acc).numpy()
         del var_acc
-    return Prediction(
-        acc.numpy(),
-        v,
-        {
-            "tiles": len(grid),
-            "tiled": True,
-            "tile_size": [th, tw],
-            "max_batch": tracker.max_batch,
-            "forwards": tracker.forwards,
-            "max_input_pixels": tracker.max_input_pixels,
-        },
-    )
+    stats = {
+        "tiles": len(grid),
+        "tiled": True,
+        "tile_size": [th, tw],
+        "max_batch": tracker.max_batch,
+        "forwards": tracker.forwards,
+        "max_input_pixels": tracker.max_input_pixels,
+    }
+    return Prediction(acc.numpy(), v, stats)
 
 
 def tile_memory_bound(config: InferenceConfig) -> int:

@@ -1,14 +1,16 @@
-"""The HTTP app: a FastAPI application around one loaded :class:`~pixelwise.predict.Segmenter`.
+"""The HTTP app: a FastAPI application around one :class:`~pixelwise.predict.Predictor`.
 
 >>> from . import ServeConfig, create_app
->>> app = create_app("runs/demo", ServeConfig(workers=2, token="s3cret"))
+>>> app = create_app("runs/demo", ServeConfig(model_threads=2, token="s3cret"))
+>>> app = create_app(["runs/a", "runs/b"], inference=InferenceConfig(hflip=True))   # an ensemble
 
-Endpoints: ``GET /health`` (always public), ``GET /model``, ``POST /predict`` (an image as the
+Endpoints: ``GET /health`` (always public), ``GET /model`` (what is served: the models, backend,
+precision, inference options, post-processing, limits), ``POST /predict`` (an image as the
 multipart field ``file``; ``?format=json|mask|overlay``), the web page at ``/`` and FastAPI's own
 ``/openapi.json`` and ``/docs``.
 
 The event loop never runs model code: uploads are decoded and PNGs encoded in the thread pool of
-the ASGI framework, and the model runs in a pool of ``workers`` threads of its own. At most
+the ASGI framework, and the model runs in a pool of ``model_threads`` threads of its own. At most
 ``max_pending`` predictions are in flight; past that a request gets 503 at once instead of
 queueing without bound.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,11 +36,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from ..predict.predictor import Segmenter
+from ..fileio import mask_png_bytes, png_bytes
+from ..postprocess import PostprocessConfig
+from ..predict.engine import InferenceConfig
+from ..predict.predictor import BaseSegmenter, Predictor, as_predictor, load_predictor
 from ..version import __version__
-from ..viz import overlay
 from .guard import GuardRules, RequestGuard, token_matches
-from .uploads import UploadError, decode_upload, encode_png, mask_to_png
+from .uploads import UploadError, decode_upload
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Room for the multipart framing around the file: boundaries, part headers, a short filename.
@@ -57,32 +62,32 @@ class ServeConfig:
     Attributes:
         host: interface to listen on; 127.0.0.1 (this machine only) unless you mean otherwise.
         port: TCP port; 0 picks a free one.
-        workers: threads that run the model at the same time (the model is loaded once and shared).
+        model_threads: threads that run the model at the same time (the model is loaded once and shared).
         token: when set, every endpoint but ``/health`` and the web page needs
             ``Authorization: Bearer <token>``.
         max_upload_bytes: largest accepted image file, in bytes (default 20 MB); a larger upload is
             refused from its Content-Length, or cut off while it streams in.
-        max_pixels: largest accepted width x height, read from the image header before decoding.
+        max_upload_pixels: largest accepted width x height, read from the image header before decoding.
         max_pending: predictions in flight (running or waiting) before new ones get 503.
         max_connections: open connections (idle keep-alive ones included) before new requests get
             503 from uvicorn; bounds the uploads being received at once.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` (used when a run directory is given).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` (used when run directories are given).
         access_log: print one line per request.
     """
 
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1
+    model_threads: int = 1
     token: str | None = None
     max_upload_bytes: int = 20_000_000
-    max_pixels: int = 4096 * 4096
+    max_upload_pixels: int = 4096 * 4096
     max_pending: int = 64
     max_connections: int = 256
     device: str = "auto"
     access_log: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("workers", "max_upload_bytes", "max_pixels", "max_pending", "max_connections"):
+        for name in ("model_threads", "max_upload_bytes", "max_upload_pixels", "max_pending", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServeConfig.{name} must be at least 1, got {getattr(self, name)}")
         if self.token is not None and not self.token.strip():
@@ -107,7 +112,7 @@ class ClassEntry(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    architecture: dict[str, Any] = Field(description="architecture, encoder and their arguments")
+    architecture: dict[str, Any] = Field(description="architecture, encoder and their arguments (first model)")
     num_classes: int
     classes: list[ClassEntry]
     ignore_index: int
@@ -115,7 +120,16 @@ class ModelInfo(BaseModel):
     training: dict[str, Any] = Field(description="epoch and best epoch of the saved weights")
     normalization: dict[str, Any]
     versions: dict[str, Any] = Field(description="library versions the model was saved with")
-    limits: dict[str, int] = Field(description="max_upload_bytes and max_pixels of this server")
+    limits: dict[str, int] = Field(description="max_upload_bytes and max_upload_pixels of this server")
+    members: list[dict[str, Any]] = Field(
+        description="the models served (several: an ensemble, probabilities averaged): run, arch, encoder, "
+        "weights fingerprint, backend in use"
+    )
+    backend: str = Field(description="backend asked for: auto, torch or onnxruntime")
+    precision: str = Field(description="fp32 or bf16")
+    device: str
+    inference: dict[str, Any] = Field(description="inference options: tiling, flips, scales, MC dropout")
+    postprocess: dict[str, Any] = Field(description="post-processing of the labels")
 
 
 class ClassArea(ClassEntry):
@@ -141,17 +155,17 @@ class ErrorBody(BaseModel):
 
 
 class InferenceService:
-    """The loaded model, its thread pool and the count of predictions in flight."""
+    """The Predictor, its thread pool and the count of predictions in flight."""
 
-    def __init__(self, segmenter: Segmenter, workers: int, max_pending: int):
-        self.segmenter = segmenter
+    def __init__(self, predictor: Predictor, model_threads: int, max_pending: int):
+        self.predictor = predictor
         self.max_pending = max_pending
         self.pending = 0  # changed only on the event loop thread, so no lock is needed
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pixelwise-model")
+        self.pool = ThreadPoolExecutor(max_workers=model_threads, thread_name_prefix="pixelwise-model")
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """The one place the server calls the model: ``(H, W, 3)`` uint8 -> ``(H, W)`` int64 classes."""
-        return self.segmenter.predict(image)
+        return self.predictor.predict(image)
 
     def timed_segment(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
@@ -170,10 +184,10 @@ def _finite(value):
     return value
 
 
-def model_info(segmenter: Segmenter, config: ServeConfig) -> dict:
-    """What ``GET /model`` answers, built from the bundle's metadata."""
-    bundle = segmenter.bundle
-    classes = segmenter.classes
+def model_info(predictor: Predictor, config: ServeConfig) -> dict:
+    """What ``GET /model`` answers: the (first) bundle's metadata and what the Predictor runs."""
+    bundle = predictor.bundle
+    classes = predictor.classes
     training = bundle.training
     return _finite(
         {
@@ -187,14 +201,15 @@ def model_info(segmenter: Segmenter, config: ServeConfig) -> dict:
             "training": {k: getattr(training, k) for k in ("epoch", "best_epoch") if getattr(training, k) is not None},
             "normalization": bundle.normalization.to_dict(),
             "versions": dict(bundle.versions),
-            "limits": {"max_upload_bytes": config.max_upload_bytes, "max_pixels": config.max_pixels},
+            "limits": {"max_upload_bytes": config.max_upload_bytes, "max_upload_pixels": config.max_upload_pixels},
+            **predictor.describe(),
         }
     )
 
 
-def class_areas(mask: np.ndarray, segmenter: Segmenter) -> list[dict]:
+def class_areas(mask: np.ndarray, predictor: Predictor) -> list[dict]:
     """Per-class pixel counts and area shares of a predicted ``(H, W)`` mask."""
-    classes = segmenter.classes
+    classes = predictor.classes
     counts = np.bincount(mask.ravel(), minlength=classes.num_classes)
     total = max(int(mask.size), 1)
     return [
@@ -209,53 +224,59 @@ def class_areas(mask: np.ndarray, segmenter: Segmenter) -> list[dict]:
     ]
 
 
+def serving_predictor(
+    model: Predictor | BaseSegmenter | str | Path | Sequence[str | Path],
+    config: ServeConfig,
+    inference: InferenceConfig | None = None,
+    postprocess: PostprocessConfig | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    onnx_path: str | Path | None = None,
+) -> Predictor:
+    """The Predictor to serve: ``model`` itself, or loaded (once) from one run or several (an ensemble).
+
+    ``inference`` / ``postprocess`` given with a loaded model replace its own; ``backend``,
+    ``precision``, ``onnx_path`` and ``config.device`` apply when runs are loaded (see
+    :func:`~pixelwise.predict.load_predictor`).
+    """
+    if isinstance(model, (Predictor, BaseSegmenter)):
+        return as_predictor(model, inference, postprocess)
+    runs = [model] if isinstance(model, (str, Path)) else list(model)
+    return load_predictor(runs, config.device, backend, precision, inference, postprocess, onnx_path)
+
+
 # Module-level: FastAPI resolves the (postponed) annotations below in this module's namespace.
 _bearer = HTTPBearer(auto_error=False, description="the server's --token")
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 415, 503)}
+_PREDICT_DESCRIPTION = (
+    "Send the image as the multipart field `file`. `format=json` (default) answers per-class "
+    "pixel counts and area shares; `format=mask` a PNG of class indices (8-bit, 16-bit past "
+    "256 classes), the image's own size; `format=overlay` a PNG of the image with the class "
+    "colours blended in at `alpha`. PNG answers carry the timings in `Server-Timing`. The labels "
+    "are those of the served Predictor: its inference options and post-processing apply."
+)
 
 
-def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None) -> FastAPI:
-    """Build the FastAPI app around a loaded Segmenter, or load one from a run directory (once).
-
-    Raises :class:`~pixelwise.PixelwiseError` when the run cannot be loaded.
-    """
-    config = config or ServeConfig()
-    if isinstance(model, Segmenter):
-        segmenter = model
-    else:
-        from ..predict.predictor import load
-
-        segmenter = load(model, config.device)
-    service = InferenceService(segmenter, config.workers, config.max_pending)
-    info = model_info(segmenter, config)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        yield
-        service.pool.shutdown(wait=False, cancel_futures=True)
-
-    app = FastAPI(
-        title="pixelwise",
-        version=__version__,
-        description="Semantic segmentation: upload an image, get each pixel's class.",
-        lifespan=lifespan,
-    )
-    app.state.config = config
-    app.state.service = service
+def _token_dependency(token: str | None) -> list:
+    """The FastAPI dependencies that require the bearer token (none without a token)."""
+    if not token:
+        return []
 
     def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
         # The guard middleware has refused a bad token already, before the body was read; this
         # repeats the check for direct users of the app and declares the scheme in the schema.
         header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
-        if not token_matches(header, config.token or ""):
+        if not token_matches(header, token):
             raise HTTPException(
                 401,
                 "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    protected = [Depends(require_token)] if config.token else []
+    return [Depends(require_token)]
 
+
+def _add_service_routes(app: FastAPI, info: dict, protected: list) -> None:
     @app.exception_handler(UploadError)
     async def _upload_error(request: Request, exc: UploadError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
@@ -269,22 +290,66 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
         response_model=ModelInfo,
         tags=["service"],
         dependencies=protected,
-        summary="The served model: architecture, classes and colours, validation metrics",
+        summary="What is served: models, classes and colours, validation metrics, inference options",
         responses={401: {"model": ErrorBody}},
     )
     async def get_model() -> dict:
         return info
 
+
+async def _labels_of_upload(service: InferenceService, config: ServeConfig, file: UploadFile) -> tuple:
+    """Read, check and decode an upload, then label it on the model threads.
+
+    Returns ``(image, mask, decode_ms, inference_ms)``; raises :class:`UploadError` for a bad upload.
+    """
+    data = await file.read(config.max_upload_bytes + 1)
+    if len(data) > config.max_upload_bytes:
+        raise UploadError(413, f"upload too large: the limit is {config.max_upload_bytes} bytes")
+    t_dec = time.perf_counter()
+    image = await run_in_threadpool(decode_upload, data, config.max_upload_pixels)
+    decode_ms = (time.perf_counter() - t_dec) * 1000.0
+    loop = asyncio.get_running_loop()
+    mask, inference_ms = await loop.run_in_executor(service.pool, service.timed_segment, image)
+    return image, mask, decode_ms, inference_ms
+
+
+async def _answer(service, image, mask, format: OutputFormat, alpha: float, timing: tuple[float, float, float]):
+    """The response for a labelled image: JSON areas, or a mask / overlay PNG with Server-Timing."""
+    predictor = service.predictor
+    decode_ms, inference_ms, t0 = timing
+    if format is OutputFormat.json:
+        return {
+            "width": int(mask.shape[1]),
+            "height": int(mask.shape[0]),
+            "classes": class_areas(mask, predictor),
+            "timing": {
+                "decode_ms": decode_ms,
+                "inference_ms": inference_ms,
+                "total_ms": (time.perf_counter() - t0) * 1000.0,
+            },
+        }
+    # Level 1: masks compress well anyway, and the server spends its time on the model, not zlib.
+    if format is OutputFormat.mask:
+        png = await run_in_threadpool(mask_png_bytes, mask, 1)
+    else:
+        png = await run_in_threadpool(lambda: png_bytes(predictor.overlay(image, mask, alpha), 1))
+    total_ms = (time.perf_counter() - t0) * 1000.0
+    server_timing = f"decode;dur={decode_ms:.1f}, inference;dur={inference_ms:.1f}, total;dur={total_ms:.1f}"
+    return Response(
+        png,
+        media_type="image/png",
+        headers={"Server-Timing": server_timing, "X-Image-Size": f"{mask.shape[1]}x{mask.shape[0]}"},
+    )
+
+
+def _add_predict_route(app: FastAPI, service: InferenceService, config: ServeConfig, protected: list) -> None:
     @app.post(
         "/predict",
         tags=["predict"],
         dependencies=protected,
         response_model=Prediction,
         summary="Label every pixel of an uploaded image",
-        description="Send the image as the multipart field `file`. `format=json` (default) answers per-class "
-        "pixel counts and area shares; `format=mask` a PNG of class indices (8-bit, 16-bit past "
-        "256 classes), the image's own size; `format=overlay` a PNG of the image with the class "
-        "colours blended in at `alpha`. PNG answers carry the timings in `Server-Timing`.",
+        description=_PREDICT_DESCRIPTION,
         responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}, **_ERRORS},
     )
     async def predict(
@@ -302,37 +367,13 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
             )
         service.pending += 1
         try:
-            data = await file.read(config.max_upload_bytes + 1)
-            if len(data) > config.max_upload_bytes:
-                raise UploadError(413, f"upload too large: the limit is {config.max_upload_bytes} bytes")
-            t_dec = time.perf_counter()
-            image = await run_in_threadpool(decode_upload, data, config.max_pixels)
-            decode_ms = (time.perf_counter() - t_dec) * 1000.0
-            loop = asyncio.get_running_loop()
-            mask, inference_ms = await loop.run_in_executor(service.pool, service.timed_segment, image)
-            if format is OutputFormat.json:
-                total_ms = (time.perf_counter() - t0) * 1000.0
-                return {
-                    "width": int(mask.shape[1]),
-                    "height": int(mask.shape[0]),
-                    "classes": class_areas(mask, segmenter),
-                    "timing": {"decode_ms": decode_ms, "inference_ms": inference_ms, "total_ms": total_ms},
-                }
-            if format is OutputFormat.mask:
-                png = await run_in_threadpool(mask_to_png, mask)
-            else:
-                colors = segmenter.classes.colors
-                png = await run_in_threadpool(lambda: encode_png(overlay(image, mask, colors, alpha)))
-            total_ms = (time.perf_counter() - t0) * 1000.0
-            timing = f"decode;dur={decode_ms:.1f}, inference;dur={inference_ms:.1f}, total;dur={total_ms:.1f}"
-            return Response(
-                png,
-                media_type="image/png",
-                headers={"Server-Timing": timing, "X-Image-Size": f"{mask.shape[1]}x{mask.shape[0]}"},
-            )
+            image, mask, decode_ms, inference_ms = await _labels_of_upload(service, config, file)
+            return await _answer(service, image, mask, format, alpha, (decode_ms, inference_ms, t0))
         finally:
             service.pending -= 1
 
+
+def _add_page_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=PAGE_SECURITY_HEADERS)
@@ -351,6 +392,45 @@ def create_app(model: Segmenter | str | Path, config: ServeConfig | None = None)
 
     app.mount("/static", static_with_headers, name="static")
 
+
+def create_app(
+    model: Predictor | BaseSegmenter | str | Path | Sequence[str | Path],
+    config: ServeConfig | None = None,
+    inference: InferenceConfig | None = None,
+    postprocess: PostprocessConfig | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    onnx_path: str | Path | None = None,
+) -> FastAPI:
+    """Build the FastAPI app around a Predictor (see :func:`serving_predictor` for ``model``).
+
+    ``model``: a Predictor, a Segmenter or Ensemble, or one run directory or several (an
+    ensemble), loaded once on ``config.device`` with ``backend``, ``precision`` and ``onnx_path``;
+    ``inference`` and ``postprocess`` are the options every prediction runs with. Raises
+    :class:`~pixelwise.PixelwiseError` when a run cannot be loaded or the options cannot run on it.
+    """
+    config = config or ServeConfig()
+    predictor = serving_predictor(model, config, inference, postprocess, backend, precision, onnx_path)
+    predictor.members()  # fail at start-up, not on the first request
+    service = InferenceService(predictor, config.model_threads, config.max_pending)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="pixelwise",
+        version=__version__,
+        description="Semantic segmentation: upload an image, get each pixel's class.",
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.service = service
+    protected = _token_dependency(config.token)
+    _add_service_routes(app, model_info(predictor, config), protected)
+    _add_predict_route(app, service, config, protected)
+    _add_page_routes(app)
     rules = GuardRules(max_body_bytes=config.max_upload_bytes + MULTIPART_OVERHEAD, token=config.token)
     app.add_middleware(RequestGuard, rules=rules)
     return app

@@ -6,13 +6,15 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import PixelwiseError
-from ..predict.predictor import Segmenter
+from ..postprocess import PostprocessConfig
+from ..predict.engine import InferenceConfig
+from ..predict.predictor import BaseSegmenter, Predictor
 from .app import ServeConfig, create_app
 
 
@@ -59,21 +61,37 @@ def _uvicorn_server(app, config: ServeConfig):
     )
 
 
-def serve(
-    model: Segmenter | str | Path, config: ServeConfig | None = None, announce: Callable[[str], None] | None = None
-) -> None:
-    """Load the model once, listen on ``config.host:config.port`` and serve until Ctrl-C.
+def _what(model) -> str:
+    """How the startup line names what is served."""
+    if isinstance(model, (str, Path)):
+        return str(model)
+    if isinstance(model, (Predictor, BaseSegmenter)):
+        return "model"
+    runs = [str(r) for r in model]
+    return runs[0] if len(runs) == 1 else f"an ensemble of {len(runs)} models ({', '.join(runs)})"
 
+
+def serve(
+    model: Predictor | BaseSegmenter | str | Path | Sequence[str | Path],
+    config: ServeConfig | None = None,
+    announce: Callable[[str], None] | None = None,
+    inference: InferenceConfig | None = None,
+    postprocess: PostprocessConfig | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    onnx_path: str | Path | None = None,
+) -> None:
+    """Load the model(s) once, listen on ``config.host:config.port`` and serve until Ctrl-C.
+
+    ``model``, ``inference``, ``postprocess``, ``backend``, ``precision`` and ``onnx_path`` are as for
+    :func:`~pixelwise.serve.create_app` (several run directories serve an ensemble).
     ``announce`` receives one line with the address once the socket is listening (default: print
     it to stdout), so ``port=0`` can be used and the chosen port read back.
     """
     config = config or ServeConfig()
-    app = create_app(model, config)
+    app = create_app(model, config, inference, postprocess, backend, precision, onnx_path)
     sock = bind_socket(config.host, config.port)
-    line = (
-        f"serving {model if not isinstance(model, Segmenter) else 'model'} at {url_of(sock)}/ "
-        f"(page at /, API schema at /openapi.json; Ctrl-C to stop)"
-    )
+    line = f"serving {_what(model)} at {url_of(sock)}/ (page at /, API schema at /openapi.json; Ctrl-C to stop)"
     if announce is None:
         print(line, flush=True)
     else:

@@ -1,0 +1,206 @@
+"""The inference flags shared by predict, evaluate and serve, and the Predictor they describe.
+
+Every command that labels images takes the same options, so a score from ``evaluate`` is the
+score of what ``predict`` writes and ``serve`` answers with the same flags:
+
+* model: ``--backend``, ``--onnx``, ``--precision``, ``--device``;
+* large images: ``--tile``, ``--tile-size``, ``--tile-overlap``, ``--blend``, ``--tile-batch``,
+  ``--tile-above``;
+* test-time augmentation: ``--hflip``, ``--vflip``, ``--scales``, ``--mc-dropout``;
+* post-processing: ``--min-size``, ``--fill-holes``, ``--crf``, ``--crf-iterations``, ``--crf-backend``.
+
+Each flag is the field of :class:`~pixelwise.predict.InferenceConfig` or
+:class:`~pixelwise.postprocess.PostprocessConfig` of the same name with dashes (or the keyword of
+:func:`~pixelwise.predict.load_predictor`: ``backend``, ``precision``, ``device``; ``--onnx`` is
+``onnx_path``). Adding the flags imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .arguments import positive_int, scales
+
+# Choices and defaults of pixelwise.predict.engine (TILE_MODES, BLENDS, InferenceConfig),
+# pixelwise.predict.backends (BACKENDS, PRECISIONS) and pixelwise.postprocess (CRF_BACKENDS,
+# PostprocessConfig), repeated so that building the parser imports no torch; a test checks they match.
+TILE_MODES = ("auto", "always", "never")
+BLENDS = ("gaussian", "linear", "constant")
+BACKENDS = ("auto", "torch", "onnxruntime")
+PRECISIONS = ("fp32", "bf16")
+CRF_BACKENDS = ("auto", "pydensecrf", "torch")
+INFERENCE_DEFAULTS = dict(
+    tile="auto",
+    tile_size=1024,
+    tile_overlap=0.25,
+    blend="gaussian",
+    tile_batch=2,
+    tile_above=2048 * 2048,
+    scales=(1.0,),
+)
+POSTPROCESS_DEFAULTS = dict(crf_iterations=5)
+
+INFERENCE_FIELDS = (
+    "tile",
+    "tile_size",
+    "tile_overlap",
+    "blend",
+    "tile_batch",
+    "tile_above",
+    "hflip",
+    "vflip",
+    "scales",
+    "mc_dropout",
+)
+POSTPROCESS_FIELDS = ("min_size", "fill_holes", "crf", "crf_iterations", "crf_backend")
+
+
+def add_inference_flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Add every inference flag to ``parser``, in argument groups; returns the actions by dest.
+
+    The parsed attributes are the fields of ``INFERENCE_FIELDS`` and ``POSTPROCESS_FIELDS`` plus
+    ``backend``, ``onnx_path``, ``precision`` and ``device``.
+    """
+    actions: dict[str, argparse.Action] = {}
+    _add_model_flags(parser.add_argument_group("model and backend"), actions)
+    _add_tiling_flags(parser.add_argument_group("large images (sliding window)"), actions)
+    _add_tta_flags(parser.add_argument_group("test-time augmentation"), actions)
+    _add_postprocess_flags(parser.add_argument_group("post-processing"), actions)
+    return actions
+
+
+def _add(group, actions: dict, *names: str, **kw) -> None:
+    action = group.add_argument(*names, **kw)
+    actions[action.dest] = action
+
+
+def _add_model_flags(g, actions: dict) -> None:
+    _add(g, actions, "--device", default="auto", help="auto, cpu, cuda, cuda:N (default %(default)s)")
+    _add(
+        g,
+        actions,
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto (default: ONNX Runtime on CPU when available), torch, onnxruntime (RUN/model.onnx "
+        "from `pixelwise export`, else exported in memory)",
+    )
+    _add(g, actions, "--onnx", dest="onnx_path", default=None, metavar="FILE", help="ONNX file to run (one run only)")
+    _add(
+        g,
+        actions,
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: PyTorch bfloat16 autocast, faster on GPUs and CPUs with AMX/AVX512-BF16, "
+        "probabilities within about 1e-2 of fp32 (default %(default)s)",
+    )
+
+
+def _add_tiling_flags(t, actions: dict) -> None:
+    d = INFERENCE_DEFAULTS
+    _add(
+        t,
+        actions,
+        "--tile",
+        choices=TILE_MODES,
+        default=d["tile"],
+        help="auto: tile images above --tile-above pixels; always; never (default %(default)s)",
+    )
+    _add(t, actions, "--tile-size", type=positive_int, default=d["tile_size"], help="tile side (default %(default)s)")
+    _add(
+        t, actions, "--tile-overlap", type=float, default=d["tile_overlap"], help="overlap share (default %(default)s)"
+    )
+    _add(t, actions, "--blend", choices=BLENDS, default=d["blend"], help="tile blending window (default %(default)s)")
+    _add(
+        t,
+        actions,
+        "--tile-batch",
+        type=positive_int,
+        default=d["tile_batch"],
+        help="tiles per forward pass; bounds the memory (default %(default)s)",
+    )
+    _add(
+        t,
+        actions,
+        "--tile-above",
+        type=positive_int,
+        default=d["tile_above"],
+        metavar="PIXELS",
+        help="with --tile auto: tile images of more pixels than this, width x height (default %(default)s)",
+    )
+
+
+def _add_tta_flags(a, actions: dict) -> None:
+    _add(a, actions, "--hflip", action="store_true", help="average with the mirrored image")
+    _add(a, actions, "--vflip", action="store_true", help="average with the upside-down image")
+    _add(
+        a,
+        actions,
+        "--scales",
+        type=scales,
+        default=INFERENCE_DEFAULTS["scales"],
+        metavar="S1,S2,...",
+        help="average over these resize factors, e.g. 0.75,1,1.25 (default 1)",
+    )
+    _add(
+        a,
+        actions,
+        "--mc-dropout",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N stochastic passes with dropout on; adds a variance map (model needs dropout)",
+    )
+
+
+def _add_postprocess_flags(q, actions: dict) -> None:
+    _add(q, actions, "--min-size", type=int, default=0, metavar="N", help="remove regions smaller than N pixels")
+    _add(q, actions, "--fill-holes", type=int, default=0, metavar="N", help="fill enclosed holes of up to N pixels")
+    _add(q, actions, "--crf", action="store_true", help="refine boundaries with a dense CRF on the image colours")
+    _add(
+        q,
+        actions,
+        "--crf-iterations",
+        type=positive_int,
+        default=POSTPROCESS_DEFAULTS["crf_iterations"],
+        help="default %(default)s",
+    )
+    _add(
+        q,
+        actions,
+        "--crf-backend",
+        choices=CRF_BACKENDS,
+        default="auto",
+        help="auto: pydensecrf when installed, else the PyTorch mean-field CRF",
+    )
+
+
+def inference_options(args):
+    """``(InferenceConfig, PostprocessConfig)`` from parsed inference flags."""
+    from ..postprocess import PostprocessConfig
+    from ..predict.engine import InferenceConfig
+
+    inference = InferenceConfig(**{k: getattr(args, k) for k in INFERENCE_FIELDS})
+    postprocess = PostprocessConfig(**{k: getattr(args, k) for k in POSTPROCESS_FIELDS})
+    return inference, postprocess
+
+
+def predictor_options(args) -> dict:
+    """The keywords of :func:`~pixelwise.predict.load_predictor` (and of ``evaluate``) the flags set."""
+    inference, postprocess = inference_options(args)
+    return dict(
+        device=args.device,
+        backend=args.backend,
+        precision=args.precision,
+        inference=inference,
+        postprocess=postprocess,
+        onnx_path=args.onnx_path,
+    )
+
+
+def build_predictor(args, runs: list[str]):
+    """The :class:`~pixelwise.predict.Predictor` the inference flags describe, over ``runs``."""
+    from ..predict.predictor import load_predictor
+
+    return load_predictor(runs, **predictor_options(args))
