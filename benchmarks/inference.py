@@ -249,7 +249,7 @@ def _data_of(run: Path, data: str | None) -> Path:
 
 
 def quality(run: Path, data: Path, max_images: int) -> dict:
-    from pixelwise.data.folder import find_samples, read_image, read_mask, split_samples
+    from pixelwise.data import find_samples, read_image, read_mask, split_samples
     from pixelwise.metrics import ConfusionMatrix
     from pixelwise.postprocess import PostprocessConfig, crf_backend_name, postprocess
     from pixelwise.predict.engine import InferenceConfig, error_rate_by_confidence

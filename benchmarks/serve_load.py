@@ -60,7 +60,7 @@ def check_loopback(host: str) -> None:
         sys.exit(f"serve_load: {host} is not this machine; this script only loads servers on localhost")
 
 
-def start_server(run: str, workers: int, device: str, token: str | None) -> tuple[subprocess.Popen, str]:
+def start_server(run: str, model_threads: int, device: str, token: str | None) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ)
     if token:
         env["PIXELWISE_TOKEN"] = token
@@ -72,8 +72,8 @@ def start_server(run: str, workers: int, device: str, token: str | None) -> tupl
         run,
         "--port",
         "0",
-        "--workers",
-        str(workers),
+        "--model-threads",
+        str(model_threads),
         "--device",
         device,
     ]
@@ -133,7 +133,9 @@ def main() -> int:
     ap.add_argument("--image", help="post this image file instead of a synthetic one")
     ap.add_argument("--format", choices=["json", "mask", "overlay"], default="json", help="default %(default)s")
     ap.add_argument("--token", default=None, help="bearer token (passed to a server this script starts)")
-    ap.add_argument("--workers", type=int, default=1, help="--workers of a server this script starts")
+    ap.add_argument(
+        "--model-threads", type=int, default=1, help="--model-threads of a server this script starts (default 1)"
+    )
     ap.add_argument("--device", default="auto", help="--device of a server this script starts")
     args = ap.parse_args()
     if not 0 < args.duration <= 600 or not 1 <= args.clients <= 1024:
@@ -141,7 +143,7 @@ def main() -> int:
 
     proc = None
     if args.run:
-        proc, url = start_server(args.run, args.workers, args.device, args.token)
+        proc, url = start_server(args.run, args.model_threads, args.device, args.token)
     else:
         url = args.url.rstrip("/")
     parts = urlsplit(url)
@@ -199,7 +201,7 @@ def main() -> int:
 
     total = sum(statuses.values())
     errors = total - statuses.get(200, 0)
-    print(f"server   {url}" + (f" (started from {args.run}, --workers {args.workers})" if args.run else ""))
+    print(f"server   {url}" + (f" (started from {args.run}, --model-threads {args.model_threads})" if args.run else ""))
     print(
         f"load     {args.clients} clients for {args.duration:g} s, POST /predict?format={args.format}, "
         f"{w}x{h} PNG ({len(data)} bytes)"
