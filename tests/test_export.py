@@ -167,6 +167,25 @@ def test_unknown_format_and_mc_dropout_on_onnx(exported_run):
         seg.predict(np.zeros((8, 8, 3), np.uint8), InferenceConfig(mc_dropout=2))
 
 
+def test_cli_export_choices_match_the_library():
+    from pixelwise.cli import export as cli_export
+    from pixelwise.export import DEFAULT_TOLERANCE, FORMATS
+
+    assert cli_export.EXPORT_FORMATS == tuple(FORMATS) and cli_export.DEFAULT_TOLERANCE == DEFAULT_TOLERANCE
+
+
+def test_parity_runs_through_the_prediction_backends(trained_run, tmp_path, monkeypatch):
+    import pixelwise.export as ex
+    from pixelwise.predict.backends import OnnxMember, TorchMember
+
+    seen = []
+    real = ex.parity
+    monkeypatch.setattr(ex, "parity", lambda ref, got, sizes: seen.append((ref, got)) or real(ref, got, sizes))
+    export_model(trained_run, "onnx", out=tmp_path / "m.onnx")
+    ((reference, exported),) = seen
+    assert isinstance(reference, TorchMember) and isinstance(exported, OnnxMember)
+
+
 def test_export_and_predict_help(capsys):
     for cmd, words in [
         ("export", ["--format", "--tolerance", "onnx"]),

@@ -117,9 +117,6 @@ class BaseSegmenter:
         """One entry per model: run, architecture, encoder, weights fingerprint, backend in use."""
         raise NotImplementedError
 
-    # Kept for callers of the former static method.
-    _as_array = staticmethod(as_rgb)
-
     def predict_full(self, image, config: InferenceConfig | None = None) -> Prediction:
         """Probabilities and uncertainty of one image (path, PIL image or array) under ``config``."""
         return predict_image(as_rgb(image), self.members(config), config, self.device)
