@@ -189,3 +189,24 @@ def test_nothing_crashes_on_a_folder_of_broken_files(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("pixelwise: error: 4 images cannot be read") and "Traceback" not in err
     assert torch.get_num_threads() >= 1
+
+
+def test_a_mask_above_the_pixel_limit_is_an_unusable_sample_in_the_report(simple_data, tmp_path):
+    Image.fromarray(np.zeros((40, 40), np.uint8), "L").save(simple_data / "masks" / "s01.png")  # 1600 px
+    report = pixelwise.inspect_data(simple_data, max_image_pixels=1000, chart=False)  # images are 768 px
+    big = next(p for p in report["problems"] if p["title"].startswith("files are above the pixel limit"))
+    assert big["samples"] == ["s01"] and "s01.png" in big["files"][0]
+    assert report["images"]["usable"] == 5 and report["images"]["unusable"] == 1
+
+
+def test_an_annotation_claiming_a_huge_image_is_refused_before_it_is_drawn(tmp_path):
+    root = tmp_path / "lm"
+    root.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "a.png")
+    shape = {"label": "thing", "points": [[1, 1], [5, 5]], "shape_type": "rectangle"}
+    doc = {"shapes": [shape], "imagePath": "a.png", "imageHeight": 200_000, "imageWidth": 200_000}
+    (root / "a.json").write_text(json.dumps(doc))
+    with pytest.raises(PixelwiseError) as e:
+        open_dataset(root, "labelme", val_fraction=0)
+    msg = _one_line(e)
+    assert "a.json" in msg and "200000 x 200000" in msg and "above the limit" in msg

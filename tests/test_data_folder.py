@@ -189,3 +189,19 @@ def test_image_modes_become_rgb(tmp_path, mode):
     assert out.shape == (5, 6, 3) and out.dtype == np.uint8
     if mode == "I;16":
         assert out[0, 0, 0] == round(40000 / 65535 * 255)
+
+
+def test_a_name_listed_twice_in_a_split_file_counts_once(simple_data):
+    (simple_data / "splits").mkdir()
+    (simple_data / "splits" / "train.txt").write_text("s00\ns01\ns00.png\n")
+    (simple_data / "splits" / "val.txt").write_text("s02\ns02\n")
+    ds = open_folder(simple_data)
+    assert [s.stem for s in ds.splits["train"]] == ["s00", "s01"]
+    assert [s.stem for s in ds.splits["val"]] == ["s02"]
+
+
+def test_a_split_file_that_is_not_text_is_named(simple_data):
+    (simple_data / "splits").mkdir()
+    (simple_data / "splits" / "train.txt").write_bytes(b"s00\n\xff\xfe\x00s01\n")
+    with pytest.raises(PixelwiseError, match=r"train\.txt: not a UTF-8 text file"):
+        open_folder(simple_data)

@@ -93,7 +93,10 @@ def read_sample_mask(sample: Sample, size: tuple[int, int] | None = None) -> np.
     nearest neighbour when the sample's spec says ``resize_masks="nearest"``.
     """
     spec = sample.spec
-    mask = render(sample.vector) if sample.vector is not None else read_mask(sample.mask, spec)
+    if sample.vector is not None:
+        mask = render(sample.vector, spec.max_pixels if spec else DEFAULT_MAX_PIXELS)
+    else:
+        mask = read_mask(sample.mask, spec)
     if size is not None and mask.shape != tuple(size):
         if spec is not None and spec.resize_masks == "nearest":
             return resize_nearest(mask, size)

@@ -20,8 +20,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .encodings import FileError
-from .types import Shape, VectorMask
+from .encodings import FileError, too_large
+from .types import DEFAULT_MAX_PIXELS, Shape, VectorMask
 
 
 def _coco_region(shape: Shape, h: int, w: int, source: str) -> np.ndarray:
@@ -78,8 +78,16 @@ def _draw_region(shape: Shape, h: int, w: int) -> np.ndarray:
     return np.asarray(canvas, dtype=bool)
 
 
-def render(vm: VectorMask) -> np.ndarray:
-    """Paint the shapes in order; returns ``(H, W)`` int64 class indices (background 0)."""
+def render(vm: VectorMask, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Paint the shapes in order; returns ``(H, W)`` int64 class indices (background 0).
+
+    A size that is not positive, or of more than ``max_pixels`` pixels, is refused before any
+    memory is taken: it comes from the annotation file, not from an image.
+    """
+    if vm.height < 1 or vm.width < 1:
+        raise FileError(vm.source, f"the annotation gives the image size {vm.width}x{vm.height}", "fix the annotation")
+    if vm.height * vm.width > max_pixels:
+        raise too_large(vm.source, vm.width, vm.height, max_pixels)
     out = np.zeros((vm.height, vm.width), dtype=np.int64)
     for shape in vm.shapes:
         if shape.kind in ("coco-polygon", "rle"):

@@ -44,13 +44,27 @@ def split_from_file_name(stem: str) -> str | None:
     return None
 
 
+def read_lines(path: Path) -> list[str]:
+    """The lines of a list file (split list, labels file), read as UTF-8 text.
+
+    Raises PixelwiseError naming the file when it cannot be read or is not text.
+    """
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise PixelwiseError(f"{path}: not a UTF-8 text file; save it as plain text, one name per line") from None
+    except OSError as e:
+        raise PixelwiseError(f"{path}: cannot read this file ({e.__class__.__name__})") from None
+
+
 def read_split_list(path: Path) -> list[str]:
     """The stems listed in a split file: one per line, ``#`` comments and blank lines skipped.
 
-    Lines written as image file names ("a.png") are taken as their stem ("a").
+    Lines written as image file names ("a.png") are taken as their stem ("a"). A name listed
+    twice counts once: a sample is neither trained on nor scored twice per pass.
     """
-    stems = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    return [Path(s).stem if Path(s).suffix.lower() in IMAGE_EXTENSIONS else s for s in stems]
+    stems = [ln.strip() for ln in read_lines(path) if ln.strip() and not ln.startswith("#")]
+    return list(dict.fromkeys(Path(s).stem if Path(s).suffix.lower() in IMAGE_EXTENSIONS else s for s in stems))
 
 
 def split_samples(

@@ -89,7 +89,7 @@ def _scan_one(sample: Sample, spec: DecodeSpec) -> SampleCheck:
         c.size = (h, w)
     try:
         if sample.vector is not None:
-            arr = render(sample.vector)
+            arr = render(sample.vector, spec.max_pixels)
             c.kind, c.mode, c.bits = "rendered", "shapes", 0
         else:
             im = open_image(sample.mask, spec.max_pixels, "mask")

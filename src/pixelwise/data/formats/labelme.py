@@ -14,6 +14,7 @@ from pathlib import Path
 from ...classes import ClassInfo, default_palette
 from ...errors import PixelwiseError
 from ..pairing import duplicate_stems
+from ..splits import read_lines
 from ..types import IMAGE_EXTENSIONS, DataSource, Problem, Sample, Shape, VectorMask
 
 _IGNORE_LABELS = {"__ignore__"}
@@ -38,9 +39,14 @@ def _read_docs(files: list[Path]) -> tuple[list[tuple[Path, dict]], list[Problem
     unreadable: list[str] = []
     for jp in files:
         try:
-            docs.append((jp, json.loads(jp.read_text())))
+            doc = json.loads(jp.read_text())
         except (OSError, ValueError, UnicodeDecodeError) as e:
             unreadable.append(f"{jp} ({e.__class__.__name__})")
+            continue
+        if isinstance(doc, dict):
+            docs.append((jp, doc))
+        else:
+            unreadable.append(f"{jp} (not a JSON object)")
     if not unreadable:
         return docs, []
     return docs, [Problem("LabelMe files cannot be read", "fix or remove them", unreadable)]
@@ -50,7 +56,7 @@ def _take_classes(src: DataSource, docs: list[tuple[Path, dict]]) -> None:
     """The classes from labels.txt, classes.yaml or the labels found, in that order of preference."""
     root = src.root
     if (root / "labels.txt").is_file():
-        labels = [ln.strip() for ln in (root / "labels.txt").read_text().splitlines() if ln.strip()]
+        labels = [ln.strip() for ln in read_lines(root / "labels.txt") if ln.strip()]
         names = [n for n in labels if n not in _IGNORE_LABELS]
         if _BACKGROUND in names:
             names.remove(_BACKGROUND)
@@ -59,7 +65,7 @@ def _take_classes(src: DataSource, docs: list[tuple[Path, dict]]) -> None:
         src.use_classes_file(root / "classes.yaml")
         return
     else:
-        found = {str(s.get("label")) for _, d in docs for s in d.get("shapes", [])}
+        found = {str(s.get("label")) for _, d in docs for s in _shape_list(d) if isinstance(s, dict)}
         names = sorted(found - _IGNORE_LABELS - {_BACKGROUND})
         src.classes_from = "labels found in the JSON files"
     names = [_BACKGROUND] + names
@@ -77,6 +83,12 @@ class _Unusable:
     def add(self, jp: Path, why: str) -> None:
         self.items.append(f"{jp} ({why})")
         self.stems.append(jp.stem)
+
+
+def _shape_list(d: dict) -> list:
+    """The ``shapes`` of a LabelMe document; [] when it holds none (or something else than a list)."""
+    shapes = d.get("shapes")
+    return shapes if isinstance(shapes, list) else []
 
 
 def _shape(s: dict, cls: int) -> Shape | None:
@@ -97,8 +109,13 @@ def _shape(s: dict, cls: int) -> Shape | None:
 def _shapes(jp: Path, d: dict, classes: ClassInfo, bad: _Unusable) -> tuple[Shape, ...]:
     """The shapes of one file in file order; unknown labels and malformed points go to ``bad``."""
     index = {n: i for i, n in enumerate(classes.names)}
+    if not isinstance(d.get("shapes", []), list):
+        bad.add(jp, "'shapes' is not a list")
     shapes = []
-    for s in d.get("shapes", []):
+    for s in _shape_list(d):
+        if not isinstance(s, dict):
+            bad.add(jp, "a shape is not a JSON object")
+            continue
         label = str(s.get("label"))
         if label in _IGNORE_LABELS:
             cls = classes.ignore_index

@@ -11,6 +11,7 @@ from pathlib import Path
 from ...classes import ClassInfo, default_palette
 from ...errors import PixelwiseError
 from ..pairing import files_by_stem, pair_by_stem
+from ..splits import read_lines
 from ..types import IMAGE_EXTENSIONS, SPLIT_NAMES, DataSource, Problem, Sample
 
 VOC_CLASSES = [
@@ -55,7 +56,7 @@ def _voc_splits(sets: Path, samples: list[Sample], src: DataSource) -> dict[str,
         path = sets / f"{name}.txt"
         if not path.is_file():
             continue
-        stems = [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+        stems = [ln.split()[0] for ln in read_lines(path) if ln.strip()]
         missing = [s for s in stems if s not in by_stem]
         if stems and len(missing) == len(stems):
             src.notes.append(f"{path}: none of its {len(stems)} images has a mask (not annotated); left out")
