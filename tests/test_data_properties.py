@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from pixelwise.classes import read_classes_file
 from pixelwise.data import DecodeSpec, Sample, check_samples, find_samples, read_mask, split_samples
 from pixelwise.data.encodings import INVALID, map_values
+from pixelwise.data.formats.coco import read_coco
 from pixelwise.data.formats.labelme import read_labelme
 from pixelwise.data.pairing import pair_by_stem
 from pixelwise.errors import PixelwiseError
@@ -262,6 +263,84 @@ def test_labelme_files_of_any_content_are_read_and_checked_without_a_traceback(d
         usable = set(result.report.values)
         for c in result.checks:
             # A sample is usable, or something names its file and says why it is not.
+            assert (
+                c.sample.stem in usable
+                or c.sample.stem in result.bad
+                or any(c.sample.stem in p.stems for p in src.problems + result.problems)
+            )
+
+
+numbers = st.one_of(st.integers(-2, 30), st.floats(-2, 30, allow_nan=False))
+coco_annotations = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "image_id": st.one_of(st.sampled_from([1, 2, 3]), yaml_values),
+            "category_id": st.one_of(st.sampled_from([1, 2, 7]), yaml_values),
+        },
+        optional={
+            "id": st.one_of(st.integers(0, 5), st.text(max_size=2)),
+            "iscrowd": st.sampled_from([0, 1]),
+            "area": st.one_of(numbers, st.text(max_size=3), st.none()),
+            "segmentation": st.one_of(
+                st.lists(st.lists(numbers, max_size=8), max_size=2),
+                st.lists(yaml_values, max_size=2),
+                st.fixed_dictionaries({"size": st.just([4, 5]), "counts": st.one_of(st.text(max_size=4), numbers)}),
+                yaml_scalars,
+            ),
+        },
+    ),
+    yaml_scalars,
+)
+good_image = st.fixed_dictionaries(
+    {
+        "id": st.sampled_from([1, 2, 3]),
+        "file_name": st.sampled_from(["a.png", "b.png", "sub/c.png"]),
+        "height": st.one_of(st.integers(-1, 6), st.just(10**6)),
+        "width": st.integers(-1, 6),
+    }
+)
+good_images = st.lists(good_image, max_size=3)
+coco_images = st.one_of(
+    good_images, good_images, st.lists(st.one_of(good_image, st.fixed_dictionaries({"id": yaml_values}), yaml_scalars))
+)
+good_categories = st.just([{"id": 1, "name": "kite"}, {"id": 2, "name": "person"}])
+coco_docs = st.fixed_dictionaries(
+    {
+        "images": coco_images,
+        "annotations": st.lists(coco_annotations, max_size=6),
+        "categories": st.one_of(
+            good_categories,
+            good_categories,
+            good_categories,
+            st.lists(st.one_of(st.fixed_dictionaries({"id": yaml_values, "name": yaml_values}), yaml_scalars)),
+        ),
+    }
+)
+_cats = [{"id": 1, "name": "kite"}]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(coco_docs)
+@example({"images": 3, "annotations": [], "categories": _cats})
+@example({"images": [], "annotations": {"a": 1}, "categories": _cats})
+@example({"images": [{"id": [1]}], "annotations": [], "categories": _cats})
+@example({"images": [], "annotations": [], "categories": [{"id": "x", "name": "kite"}]})
+def test_coco_files_of_any_content_are_read_and_checked_without_a_traceback(doc):
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "images").mkdir()
+        Image.fromarray(np.zeros((5, 4, 3), np.uint8)).save(root / "images" / "a.png")
+        (root / "instances_train.json").write_text(json.dumps(doc))
+        try:
+            src = read_coco(root)
+        except PixelwiseError as e:
+            event("the reader refused the file")
+            assert "instances_train.json" in str(e)
+            return
+        event(f"read: {len(src.samples)} samples, {len(src.problems)} problems")
+        result = check_samples(src.samples, src.classes, DecodeSpec(max_pixels=10_000))
+        usable = set(result.report.values)
+        for c in result.checks:
             assert (
                 c.sample.stem in usable
                 or c.sample.stem in result.bad

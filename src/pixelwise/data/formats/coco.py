@@ -61,11 +61,46 @@ def _load(path: Path) -> dict:
         raise PixelwiseError(f"{path}: cannot read this JSON ({e.__class__.__name__}); fix the file") from None
 
 
+def _entries(jp: Path, data: dict, key: str) -> list:
+    """The list under ``key`` (images, annotations, categories); anything else is an error naming the file."""
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise PixelwiseError(f"{jp}: '{key}' must be a list; fix the file")
+    return value
+
+
+def _categories(jp: Path, data: dict) -> dict[int, str]:
+    try:
+        return {int(c["id"]): str(c["name"]) for c in _entries(jp, data, "categories")}
+    except (KeyError, TypeError, ValueError):
+        raise PixelwiseError(f"{jp}: every category needs an integer id and a name; fix the file") from None
+
+
+def _flaw(a: dict) -> str:
+    """Why an annotation of an image cannot be drawn; "" when it can."""
+    try:
+        hash(a.get("category_id"))
+        float(a.get("area", 0))
+    except (TypeError, ValueError):
+        return "category_id or area is not a number"
+    seg = a.get("segmentation")
+    if isinstance(seg, list) and not all(
+        isinstance(p, (list, tuple)) and all(isinstance(v, (int, float)) for v in p) for p in seg
+    ):
+        return "a polygon is not a list of numbers"
+    return ""
+
+
+def _id_order(v) -> tuple:
+    # Annotation ids break ties of area; ids of another type than a number are ordered after numbers.
+    return (0, v) if isinstance(v, (int, float)) else (1, str(v))
+
+
 def _shapes(name: str, anns: list[dict], label_of: dict[int, int], bad_cat: list[str]) -> tuple[Shape, ...]:
     """One image's annotations as shapes in painting order: crowd regions (ignored), then largest object first."""
     crowd = [a for a in anns if a.get("iscrowd")]
     objects = sorted(
-        (a for a in anns if not a.get("iscrowd")), key=lambda a: (-float(a.get("area", 0)), a.get("id", 0))
+        (a for a in anns if not a.get("iscrowd")), key=lambda a: (-float(a.get("area", 0)), _id_order(a.get("id", 0)))
     )
     shapes = []
     for a in crowd + objects:
@@ -81,33 +116,64 @@ def _shapes(name: str, anns: list[dict], label_of: dict[int, int], bad_cat: list
     return tuple(shapes)
 
 
+def _by_image(jp: Path, data: dict, flawed: list[str]) -> dict[object, list[dict]]:
+    """The annotations of each image id; annotations that name no image id are listed in ``flawed``."""
+    anns: dict[object, list[dict]] = {}
+    for i, a in enumerate(_entries(jp, data, "annotations")):
+        try:
+            anns.setdefault(a.get("image_id"), []).append(a)
+        except (AttributeError, TypeError):  # not an object, or an image id that is a list or an object
+            flawed.append(f"annotation {i} in {jp.name} (no image_id)")
+    return anns
+
+
 def _file_samples(root: Path, jp: Path, data: dict, cats: dict[int, str]) -> tuple[list[Sample], list[Problem]]:
-    """The samples of one COCO file, and a warning for annotations of unknown categories."""
+    """The samples of one COCO file; problems for annotations that cannot be drawn or name unknown categories."""
     split_dir = next((part for part in jp.stem.split("_") if split_of(part)), "")
-    anns: dict[int, list[dict]] = {}
-    for a in data.get("annotations", []):
-        anns.setdefault(a.get("image_id"), []).append(a)
+    flawed: list[str] = []
+    anns = _by_image(jp, data, flawed)
     label_of = {cid: i + 1 for i, cid in enumerate(sorted(cats))}
     bad_cat: list[str] = []
-    samples = []
-    for im in data.get("images", []):
+    samples, flawed_stems = [], []
+    for im in _entries(jp, data, "images"):
         try:
             iid, name, h, w = im["id"], str(im["file_name"]), int(im["height"]), int(im["width"])
-        except (KeyError, TypeError, ValueError):
+            mine = anns.get(iid, [])
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise PixelwiseError(f"{jp}: an image entry lacks id, file_name, height or width; fix the file") from None
-        vm = VectorMask(h, w, _shapes(name, anns.get(iid, []), label_of, bad_cat), f"{jp} (image {name})")
-        samples.append(Sample(Path(name).stem, _image_path(root, jp, name, split_dir), jp, vector=vm))
-    if not bad_cat:
-        return samples, []
-    return samples, [
-        Problem(
-            f"annotations in {jp} name a category that is not in its categories",
-            "fix the category ids",
-            bad_cat,
-            severity="warning",
-            skippable=False,
+        flaws = [f"{name} (annotation {a.get('id')}: {_flaw(a)})" for a in mine if _flaw(a)]
+        if flaws:
+            flawed += flaws
+            flawed_stems.append(Path(name).stem)
+        vm = VectorMask(
+            h, w, _shapes(name, [a for a in mine if not _flaw(a)], label_of, bad_cat), f"{jp} (image {name})"
         )
-    ]
+        samples.append(Sample(Path(name).stem, _image_path(root, jp, name, split_dir), jp, vector=vm))
+    return samples, _annotation_problems(jp, flawed, flawed_stems, bad_cat)
+
+
+def _annotation_problems(jp: Path, flawed: list[str], stems: list[str], bad_cat: list[str]) -> list[Problem]:
+    out = []
+    if flawed:
+        out.append(
+            Problem(
+                f"annotations in {jp} cannot be drawn",
+                "fix them: each needs image_id, category_id, a numeric area and polygons of numbers or an RLE",
+                flawed,
+                stems=stems,
+            )
+        )
+    if bad_cat:
+        out.append(
+            Problem(
+                f"annotations in {jp} name a category that is not in its categories",
+                "fix the category ids",
+                bad_cat,
+                severity="warning",
+                skippable=False,
+            )
+        )
+    return out
 
 
 def read_coco(root: Path) -> DataSource:
@@ -122,7 +188,7 @@ def read_coco(root: Path) -> DataSource:
     per_split: dict[str, list[Sample]] = {n: [] for n in SPLIT_NAMES}
     for jp in files:
         data = _load(jp)
-        cats = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
+        cats = _categories(jp, data)
         if categories is None:
             categories = cats
         elif cats != categories:

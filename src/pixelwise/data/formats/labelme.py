@@ -141,7 +141,7 @@ def _sample(jp: Path, d: dict, classes: ClassInfo, bad: _Unusable) -> Sample | N
     try:
         h, w = int(d["imageHeight"]), int(d["imageWidth"])
         image_path = str(d["imagePath"]).replace("\\", "/")
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         bad.add(jp, "no imageHeight, imageWidth or imagePath")
         return None
     image = jp.parent / image_path
