@@ -138,7 +138,7 @@ def test_decompression_bomb_is_refused_above_a_configurable_limit(simple_data):
     with pytest.raises(PixelwiseError) as e:
         open_dataset(simple_data)
     msg = _one_line(e)
-    assert "s03.png" in msg and "refused" in msg and "--max-pixels" in msg
+    assert "s03.png" in msg and "refused" in msg and "--max-image-pixels" in msg
     # The limit is configurable: a small one refuses the ordinary 32x24 images too.
     with pytest.raises(PixelwiseError, match=r"refused: 32 x 24 = 768 pixels is above the limit of 700"):
         read_image(simple_data / "images" / "s00.png", max_pixels=700)

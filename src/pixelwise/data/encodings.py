@@ -75,7 +75,7 @@ def too_large(
     return FileError(
         path,
         f"refused: {size} is above the limit of {max_pixels:,} pixels (decompression bomb?)",
-        "pass --max-pixels N to allow it if the file is genuine",
+        "pass --max-image-pixels N to allow it if the file is genuine",
         kind="too_large",
     )
 

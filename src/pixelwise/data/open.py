@@ -56,7 +56,7 @@ def _check_options(encoding: str, resize_masks: str | None, max_pixels: int) -> 
             f"--resize-masks {resize_masks}: only 'nearest' is offered (a class index is never interpolated)"
         )
     if max_pixels < 1:
-        raise PixelwiseError("--max-pixels must be at least 1")
+        raise PixelwiseError("--max-image-pixels must be at least 1")
 
 
 def _classes_to_use(src: DataSource, classes: ClassInfo | None, root: str | Path) -> ClassInfo | None:

@@ -284,7 +284,7 @@ def _file_findings(checks: list[SampleCheck], spec: DecodeSpec, found: _Findings
         found.problems.append(
             Problem(
                 "files are above the pixel limit and were not decoded",
-                f"pass --max-pixels N (now {spec.max_pixels:,}) if they are genuine, or remove them",
+                f"pass --max-image-pixels N (now {spec.max_pixels:,}) if they are genuine, or remove them",
                 [_error_of(c).item for c in big],
                 [c.sample.stem for c in big],
             )
