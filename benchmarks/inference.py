@@ -123,7 +123,7 @@ def speed(workdir: Path, size: tuple[int, int], iters: int, warmup: int, batch: 
         "seg-torch": load(run, "cpu", "torch"),
         "onnxruntime": load(run, "cpu", "onnxruntime"),
     }
-    from pixelwise.training.trainer import cpu_supports_bf16
+    from pixelwise.devices import cpu_supports_bf16
 
     if cpu_supports_bf16():
         paths["seg-bf16"] = load(run, "cpu", "torch", precision="bf16")

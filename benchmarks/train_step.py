@@ -3,12 +3,13 @@
     python benchmarks/train_step.py [--encoders resnet18,tu-resnet10t] [--batches 8,16] [--crop 128]
                                     [--rounds 6] [--bf16 auto|yes|no]
 
-Random inputs (speed does not depend on pixel values), the demo's decoder, the real loss and
-AdamW. Every setting keeps its own model and optimiser; the settings take one step each in
-turn, round after round, so a machine whose speed drifts slows all of them alike. The first
-round is warm-up; the median of the rest is reported, as training images per second.
-bf16 autocast is measured only on CPUs with native bf16 unless ``--bf16 yes`` (emulated bf16 is
-about 10-20x slower than float32).
+Each setting runs the step pixelwise trains with (``pixelwise.training.step``, built from the
+default TrainConfig as the Trainer builds it: the real loss, AdamW, gradient clipping) on random
+inputs (speed does not depend on pixel values) with the demo's decoder. Every setting keeps its
+own model and optimiser; the settings take one step each in turn, round after round, so a
+machine whose speed drifts slows all of them alike. The first round is warm-up; the median of
+the rest is reported, as training images per second. bf16 autocast is measured only on CPUs with
+native bf16 unless ``--bf16 yes`` (emulated bf16 is about 10-20x slower than float32).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import time
 import torch
 
 from pixelwise.demo import DEMO_TRAIN
-from pixelwise.losses import build_loss
+from pixelwise.devices import cpu_supports_bf16
 from pixelwise.models import ModelConfig, build_model
-from pixelwise.training.trainer import cpu_supports_bf16
+from pixelwise.training.config import TrainConfig
+from pixelwise.training.step import build_criterion, build_train_step
 
 
 def main() -> None:
@@ -35,7 +37,9 @@ def main() -> None:
     p.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto")
     args = p.parse_args()
     bf16 = cpu_supports_bf16() if args.bf16 == "auto" else args.bf16 == "yes"
-    crit = build_loss("ce+dice", ignore_index=255)
+    config = TrainConfig(lr=1e-3, amp=False)
+    cpu = torch.device("cpu")
+    crit = build_criterion(config, None, 255, cpu)  # no class weights: no pixel counts needed
     settings = []
     for enc, batch, dtype, cl in itertools.product(
         args.encoders.split(","),
@@ -46,30 +50,25 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(ModelConfig(DEMO_TRAIN["arch"], enc, 5, kwargs=dict(DEMO_TRAIN["model_kwargs"])))
         fmt = torch.channels_last if cl else torch.contiguous_format
+        step = build_train_step(model.to(memory_format=fmt), crit, config, cpu, channels_last=cl)
+        step.amp_dtype = dtype  # set here rather than by amp_dtype_for, so --bf16 yes can force emulated bf16
         settings.append(
             {
                 "name": f"{enc} batch {batch} {'bf16' if dtype else 'float32'} {'channels_last' if cl else 'NCHW'}",
-                "model": model.to(memory_format=fmt),
-                "opt": torch.optim.AdamW(model.parameters(), 1e-3),
+                "step": step,
                 "x": torch.randn(batch, 3, args.crop, args.crop).contiguous(memory_format=fmt),
                 "y": torch.randint(0, 5, (batch, args.crop, args.crop)),
-                "dtype": dtype,
                 "times": [],
             }
         )
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_supports_bf16()}, "
-        f"{args.crop}x{args.crop} crops, {args.rounds} rounds (first = warm-up)"
+        f"{args.crop}x{args.crop} crops, {args.rounds} rounds (first = warm-up), grad clip {config.grad_clip:g}"
     )
     for _ in range(args.rounds):
         for s in settings:
             t = time.perf_counter()
-            with torch.autocast("cpu", dtype=s["dtype"] or torch.bfloat16, enabled=s["dtype"] is not None):
-                out = s["model"](s["x"])
-            loss = crit(out.float(), s["y"])
-            s["opt"].zero_grad()
-            loss.backward()
-            s["opt"].step()
+            float(s["step"](s["x"], s["y"]))  # the loop reads every step's loss
             s["times"].append(time.perf_counter() - t)
     print(f"{'setting':<48} {'images/s':>9}")
     for s in settings:

@@ -29,11 +29,16 @@ from safetensors.torch import load_file
 
 import pixelwise
 from conftest import make_simple_dataset
-from pixelwise.data.folder import open_folder
+from pixelwise.data import open_folder
+from pixelwise.data.dataset import SegmentationDataset, pad_collate
+from pixelwise.data.transforms import eval_transform
 from pixelwise.errors import PixelwiseError
-from pixelwise.training import distributed, trainer
+from pixelwise.losses import build_loss
+from pixelwise.models import ModelConfig, build_model
+from pixelwise.training import distributed, rundir, state, trainer
+from pixelwise.training.config import TrainConfig
 from pixelwise.training.distributed import DistContext, ShardSampler
-from pixelwise.training.trainer import SeededSampler, TrainConfig
+from pixelwise.training.sampling import SeededSampler
 
 NO_BATCHNORM_MODEL = {
     "arch": "unet",
@@ -188,9 +193,9 @@ def test_validation_metrics_cover_the_split_once(ddp_run, data):
     meta = json.loads((ddp_run / "model.json").read_text())
     logged = meta["metrics"]["val"]
     seg = pixelwise.load(ddp_run)
-    ds = trainer.SegmentationDataset(open_folder(str(data), 0.2, 0.0, 5).splits["val"], trainer.eval_transform())
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=trainer.pad_collate(255))
-    crit = trainer.build_loss("ce", ignore_index=255)
+    ds = SegmentationDataset(open_folder(str(data), 0.2, 0.0, 5).splits["val"], eval_transform())
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=pad_collate(255))
+    crit = build_loss("ce", ignore_index=255)
     _, cm = trainer.run_validation(seg.model, loader, crit, 3, 255, torch.device("cpu"), None, True)
     one = cm.compute()
     assert [c["gt_pixels"] for c in logged["per_class"]] == [c["gt_pixels"] for c in one["per_class"]]
@@ -214,9 +219,9 @@ def test_failing_rank_keeps_last_checkpoint_which_resumes(ddp_run, data, tmp_pat
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written file left
     # The last good checkpoint loads on its own.
     cfg = TrainConfig.from_dict(yaml.safe_load((out / "config.yaml").read_text()))
-    model = trainer.build_model(trainer.ModelConfig(cfg.arch, cfg.encoder, 3, kwargs=cfg.model_kwargs))
+    model = build_model(ModelConfig(cfg.arch, cfg.encoder, 3, kwargs=cfg.model_kwargs))
     opt = torch.optim.AdamW(model.parameters())
-    assert trainer.load_checkpoint(out, model, opt, None)["epoch"] == 1
+    assert state.load_checkpoint(out, model, opt, None)["epoch"] == 1
 
     assert_ok(torchrun(["--resume", "--out", str(out), "--quiet"]))
     assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 2
@@ -290,15 +295,15 @@ def test_torchrun_restart_resumes_only_its_own_run(tmp_path, monkeypatch):
     cfg = TrainConfig(data="DATA", out=str(run), epochs=3)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
-    assert trainer._restart_resumes(cfg, False, False) == (False, False)  # first attempt: as asked
+    assert rundir.restart_resumes(cfg, False, False) == (False, False)  # first attempt: as asked
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    assert trainer._restart_resumes(cfg, False, False) == (False, True)  # failed before a checkpoint: start again
+    assert rundir.restart_resumes(cfg, False, False) == (False, True)  # failed before a checkpoint: start again
     (run / "checkpoint.json").write_text("{}")
-    assert trainer._restart_resumes(cfg, False, True) == (True, True)  # never wipe a run on restart
+    assert rundir.restart_resumes(cfg, False, True) == (True, True)  # never wipe a run on restart
     other = TrainConfig(data="DATA", out=str(run), epochs=4)
-    assert trainer._restart_resumes(other, False, False) == (False, False)  # another command's run: refused later
+    assert rundir.restart_resumes(other, False, False) == (False, False)  # another command's run: refused later
     runtime_only = TrainConfig(data="DATA", out=str(run), epochs=3, device="cpu", num_workers=2)
-    assert trainer._restart_resumes(runtime_only, False, False) == (True, False)
+    assert rundir.restart_resumes(runtime_only, False, False) == (True, False)
 
 
 def test_checkpoint_is_whole_whenever_the_writer_is_killed(tmp_path, monkeypatch):
@@ -310,27 +315,27 @@ def test_checkpoint_is_whole_whenever_the_writer_is_killed(tmp_path, monkeypatch
         opt.zero_grad()
         model(torch.randn(4, 3)).sum().backward()
         opt.step()
-        trainer.save_checkpoint(tmp_path, model, opt, None, {"epoch": epoch})
+        state.save_checkpoint(tmp_path, model, opt, None, {"epoch": epoch})
         return {k: v.clone() for k, v in model.state_dict().items()}
 
     first = step_and_save(1)
     # Killed after the tensors were renamed into place but before checkpoint.json: the header's
     # copy of the metadata still matches the tensors.
-    real_write_json = trainer.write_json
-    monkeypatch.setattr(trainer, "write_json", lambda *a: (_ for _ in ()).throw(SystemExit(143)))
+    real_write_json = state.write_json
+    monkeypatch.setattr(state, "write_json", lambda *a: (_ for _ in ()).throw(SystemExit(143)))
     with pytest.raises(SystemExit):
         second = step_and_save(2)
     second = {k: v.clone() for k, v in model.state_dict().items()}
     assert json.loads((tmp_path / "checkpoint.json").read_text())["epoch"] == 1  # stale
     fresh = torch.nn.Linear(3, 2)
-    assert trainer.load_checkpoint(tmp_path, fresh, torch.optim.AdamW(fresh.parameters()), None)["epoch"] == 2
+    assert state.load_checkpoint(tmp_path, fresh, torch.optim.AdamW(fresh.parameters()), None)["epoch"] == 2
     assert all(torch.equal(fresh.state_dict()[k], second[k]) for k in second)
     # Killed while the tensors were written: the previous checkpoint is untouched.
-    monkeypatch.setattr(trainer, "write_json", real_write_json)
-    monkeypatch.setattr(trainer, "save_file", lambda *a, **k: (_ for _ in ()).throw(SystemExit(143)))
+    monkeypatch.setattr(state, "write_json", real_write_json)
+    monkeypatch.setattr(state, "save_file", lambda *a, **k: (_ for _ in ()).throw(SystemExit(143)))
     with pytest.raises(SystemExit):
         step_and_save(3)
-    assert trainer.load_checkpoint(tmp_path, fresh, torch.optim.AdamW(fresh.parameters()), None)["epoch"] == 2
+    assert state.load_checkpoint(tmp_path, fresh, torch.optim.AdamW(fresh.parameters()), None)["epoch"] == 2
     assert not torch.equal(fresh.state_dict()["weight"], first["weight"])
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 

@@ -241,8 +241,9 @@ def test_measuring_leaves_the_seeded_initialisation_alone(tmp_path):
     import torch
 
     from conftest import TINY_MODEL, make_simple_dataset
-    from pixelwise.data.formats import open_dataset
-    from pixelwise.training.trainer import TrainConfig, _plan_for_budget
+    from pixelwise.data import open_dataset
+    from pixelwise.training.config import TrainConfig
+    from pixelwise.training.planner import plan_for_budget
 
     data = open_dataset(str(make_simple_dataset(tmp_path / "data", n=12, size=(48, 48))))
     config = TrainConfig(
@@ -251,6 +252,6 @@ def test_measuring_leaves_the_seeded_initialisation_alone(tmp_path):
     torch.manual_seed(0)
     expected = torch.rand(4)
     torch.manual_seed(0)
-    plan, _ = _plan_for_budget(config, data, torch.device("cpu"), time.perf_counter())
+    plan, _ = plan_for_budget(config, data, torch.device("cpu"), time.perf_counter())
     assert plan.measurements  # models were built and trained for measuring ...
     assert torch.equal(torch.rand(4), expected)  # ... without drawing from the generator training uses next

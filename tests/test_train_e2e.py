@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import pixelwise
 from conftest import TINY_MODEL
 from pixelwise.errors import PixelwiseError
-from pixelwise.training.trainer import lr_factor
+from pixelwise.training.schedule import lr_factor
 
 
 def test_run_directory_contents(trained_run):

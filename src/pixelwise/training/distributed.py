@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from ..devices import resolve_device
 from ..errors import PixelwiseError
 
 __all__ = [
@@ -146,17 +147,14 @@ class DistContext:
 
 def _device_for(requested: str, local_rank: int) -> torch.device:
     """The device of this process under torchrun: ``cuda:LOCAL_RANK`` unless ``cpu`` is asked for."""
-    if requested == "cpu":
-        return torch.device("cpu")
-    if requested not in ("auto", "cuda"):
+    if requested not in ("auto", "cuda", "cpu"):
         raise PixelwiseError(
             f"--device {requested} cannot be used with torchrun: each process takes the GPU of its LOCAL_RANK; "
             "use --device auto, cuda or cpu"
         )
-    if not torch.cuda.is_available():
-        if requested == "cuda":
-            raise PixelwiseError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-        return torch.device("cpu")
+    dev = resolve_device(requested)  # the CPU for auto without CUDA; an error for cuda without it
+    if dev.type == "cpu":
+        return dev
     count = torch.cuda.device_count()
     if local_rank >= count:
         raise PixelwiseError(

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import PixelwiseError
+from .config import TrainConfig
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -287,7 +288,6 @@ def make_plan(
     """
     candidates = candidates or CANDIDATES
     overrides = dict(overrides or {})
-    by_name = {c.name: c for c in candidates}
     if budget_s - elapsed_s - FINISH_RESERVE <= 5:
         raise PixelwiseError(
             f"the budget of {budget_s:.0f} s is used up before training starts ({elapsed_s:.0f} s went on reading "
@@ -295,7 +295,6 @@ def make_plan(
         )
     if not any(m.images_per_s > 0 for m in measurements):
         raise PixelwiseError("no candidate configuration could be measured on this machine")
-    n_train = max(1, fp.train_images)
     options = _options(fp, budget_s, elapsed_s, measurements, eval_s_per_image, overrides, candidates)
     if not options:
         raise PixelwiseError(
@@ -304,42 +303,70 @@ def make_plan(
         )
     if "crop_size" in overrides:
         options = [o for o in options if o["crop"] == overrides["crop_size"]] or options
-    # The crop first: how much of a scene each step sees matters more than model capacity or
-    # extra steps (a 128 px crop of a 480x360 street sees a patch of road or sky, not where it
-    # meets the pavement). Then, at that crop, the most capable model that gets enough steps.
+    best, why_model = _choose(options)
+    cand = {c.name: c for c in candidates}[best["name"]]
+    batch = int(overrides.get("batch_size", cand.batch_size))
+    steps_per_epoch = max(1, max(1, fp.train_images) // batch)
+    epochs = max(1, int(best["steps"] // steps_per_epoch))
+    choices, reasons = _model_choices(fp, cand, best, batch, epochs, why_model)
+    for k, (v, why) in _data_choices(fp, best).items():
+        choices[k], reasons[k] = v, why
+    overridden = [k for k in overrides if k in choices or k in ("lr", "loss")]
+    for k in overridden:
+        choices[k], reasons[k] = overrides[k], "given on the command line"
+    estimates = {
+        "steps": best["steps"],
+        "epochs": epochs,
+        "train_seconds": round(best["train_s"], 1),
+        "validations": best["n_val"],
+        "validation_seconds": round(best["per_val"], 2),
+        "images_per_s": round(best["rate"], 2),
+        "elapsed_before_training": round(elapsed_s, 1),
+    }
+    return Plan(
+        budget_s, choices, reasons, sorted(overridden), estimates, asdict(fp), [asdict(m) for m in measurements]
+    )
+
+
+def _choose(options: list[dict]) -> tuple[dict, str]:
+    """The option to train, and why.
+
+    The crop first: how much of a scene each step sees matters more than model capacity or
+    extra steps (a 128 px crop of a 480x360 street sees a patch of road or sky, not where it
+    meets the pavement). Then, at that crop, the most capable model that gets enough steps.
+    """
     context = [o for o in options if _has_context(o)]
-    if context:
-        crop = max(o["crop"] for o in context)
-        why_crop = (
-            f"crop {crop}: the largest at which a candidate still gets >= {CONTEXT_MIN_STEPS} steps and "
-            f">= {CONTEXT_MIN_EPOCHS} epochs"
-        )
-        enough = [o for o in options if o["crop"] == crop and _has_steps(o)]
-        if enough:
-            best = max(enough, key=lambda o: o["rank"])
-            why_model = (
-                f"{why_crop}; at it, the most capable candidate that still gets >= {MIN_STEPS} steps and "
-                f">= {MIN_EPOCHS} epochs ({best['steps']} steps, {int(best['epochs'])} epochs at "
-                f"{best['rate']:.1f} img/s)"
-            )
-        else:
-            best = max((o for o in context if o["crop"] == crop), key=lambda o: o["steps"])
-            why_model = (
-                f"{why_crop}; at it no candidate reaches {MIN_STEPS} steps and {MIN_EPOCHS} epochs, so the "
-                f"one with the most steps ({best['steps']} steps, {int(best['epochs'])} epochs at "
-                f"{best['rate']:.1f} img/s)"
-            )
-    else:
+    if not context:
         best = max(options, key=lambda o: (o["steps"], o["crop"]))
-        why_model = (
+        return best, (
             f"no candidate reaches {CONTEXT_MIN_STEPS} steps and {CONTEXT_MIN_EPOCHS} epochs at any crop in "
             f"this budget, so the one with the most steps ({best['steps']} at {best['rate']:.1f} img/s)"
         )
-    cand = by_name[best["name"]]
-    batch = int(overrides.get("batch_size", cand.batch_size))
-    steps_per_epoch = max(1, n_train // batch)
-    epochs = max(1, int(best["steps"] // steps_per_epoch))
+    crop = max(o["crop"] for o in context)
+    why_crop = (
+        f"crop {crop}: the largest at which a candidate still gets >= {CONTEXT_MIN_STEPS} steps and "
+        f">= {CONTEXT_MIN_EPOCHS} epochs"
+    )
+    enough = [o for o in options if o["crop"] == crop and _has_steps(o)]
+    if enough:
+        best = max(enough, key=lambda o: o["rank"])
+        return best, (
+            f"{why_crop}; at it, the most capable candidate that still gets >= {MIN_STEPS} steps and "
+            f">= {MIN_EPOCHS} epochs ({best['steps']} steps, {int(best['epochs'])} epochs at "
+            f"{best['rate']:.1f} img/s)"
+        )
+    best = max((o for o in context if o["crop"] == crop), key=lambda o: o["steps"])
+    return best, (
+        f"{why_crop}; at it no candidate reaches {MIN_STEPS} steps and {MIN_EPOCHS} epochs, so the "
+        f"one with the most steps ({best['steps']} steps, {int(best['epochs'])} epochs at "
+        f"{best['rate']:.1f} img/s)"
+    )
 
+
+def _model_choices(
+    fp: Fingerprint, cand: Candidate, best: dict, batch: int, epochs: int, why_model: str
+) -> tuple[dict, dict]:
+    """(choices, reasons) for the model, crop, batch, epochs, clock and validations of option ``best``."""
     choices = {
         "arch": cand.arch,
         "encoder": cand.encoder,
@@ -369,54 +396,41 @@ def make_plan(
         "validations": f"{best['n_val']} validations of ~{best['per_val']:.1f} s keep validation under "
         f"{100 * VALIDATION_SHARE:.0f}% of the budget",
     }
+    return choices, reasons
+
+
+def _data_choices(fp: Fingerprint, best: dict) -> dict[str, tuple]:
+    """Class weights, class crops and scale augmentation: option -> (value, reason)."""
+    out: dict[str, tuple] = {}
     if fp.imbalance > 10:
-        choices["class_weights"] = "sqrt"
-        reasons["class_weights"] = (
+        out["class_weights"] = (
+            "sqrt",
             f"classes are imbalanced (largest/smallest pixel share {fp.imbalance:g} > 10); "
             "square-rooted median-frequency weights, which do not trade the large classes "
-            "for the rare ones as the full weights do in a short run"
+            "for the rare ones as the full weights do in a short run",
         )
     else:
-        choices["class_weights"] = None
-        reasons["class_weights"] = f"classes are balanced enough (ratio {fp.imbalance:g} <= 10)"
+        out["class_weights"] = (None, f"classes are balanced enough (ratio {fp.imbalance:g} <= 10)")
     # Measured on CamVid in 20 minutes (2-core CPU): 35.85 mIoU with half of the crops class-drawn,
     # 36.62 without, the rare classes at 0 either way; no gain, so crops stay uniform.
-    choices["class_crops"] = 0.0
-    reasons["class_crops"] = (
-        "crops placed uniformly: class-drawn crops (--class-crops) gave no gain on CamVid in a 20-minute budget"
+    out["class_crops"] = (
+        0.0,
+        "crops placed uniformly: class-drawn crops (--class-crops) gave no gain on CamVid in a 20-minute budget",
     )
     strong = best["epochs"] >= 60
-    choices["scale_range"] = (0.5, 2.0) if strong else (0.75, 1.5)
-    reasons["scale_range"] = (
+    out["scale_range"] = (
+        (0.5, 2.0) if strong else (0.75, 1.5),
         "many passes over the data: strong scale augmentation"
         if strong
-        else "few passes over the data: milder scale augmentation"
+        else "few passes over the data: milder scale augmentation",
     )
-
-    overridden = []
-    for k, v in overrides.items():
-        if k in choices or k in ("lr", "loss"):
-            overridden.append(k)
-            choices[k] = v
-            reasons[k] = "given on the command line"
-    estimates = {
-        "steps": best["steps"],
-        "epochs": epochs,
-        "train_seconds": round(best["train_s"], 1),
-        "validations": best["n_val"],
-        "validation_seconds": round(best["per_val"], 2),
-        "images_per_s": round(best["rate"], 2),
-        "elapsed_before_training": round(elapsed_s, 1),
-    }
-    return Plan(
-        budget_s, choices, reasons, sorted(overridden), estimates, asdict(fp), [asdict(m) for m in measurements]
-    )
+    return out
 
 
 def measure(
     data,
     device,
-    amp_dtype,
+    config: TrainConfig,
     crops: list[int],
     seconds_per_config: float = 2.0,
     candidates: list[Candidate] | None = None,
@@ -430,76 +444,128 @@ def measure(
     cannot change the plan; once ``max_seconds`` have gone by, the remaining ones are left out
     (the first is always measured).
 
-    Steps run on random tensors of the right shape (speed does not depend on the pixel values)
-    with the real loss and optimizer; the first step builds the kernels and is not counted, and
-    at least two steps are timed unless that would take more than four times
-    ``seconds_per_config``.
+    Each step is the one the run trains with: :func:`pixelwise.training.step.build_train_step`
+    builds it from ``config`` (its loss, AdamW, autocast dtype and GradScaler, gradient clipping,
+    EMA) for the candidate's model in channels-last memory, as the plan trains it. Steps run on
+    random tensors of the right shape (speed does not depend on the pixel values); the first step
+    builds the kernels and is not counted, and at least two steps are timed unless that would
+    take more than four times ``seconds_per_config``.
     """
     import torch
 
-    from ..losses import build_loss
     from ..models import ModelConfig, build_model
+    from .step import build_criterion, build_train_step
 
     candidates = candidates or CANDIDATES
     wanted = wanted or (lambda *_: True)
     num_classes = data.classes.num_classes
     fp = Fingerprint.from_data(data)
-    h, w = fp.median_hw
     out: list[Measurement] = []
     evals: dict[str, float] = {}
-    criterion = build_loss("ce+dice", ignore_index=data.classes.ignore_index)
+    criterion = build_criterion(config, data.report.class_pixels, data.classes.ignore_index, device)
     gen = torch.Generator().manual_seed(0)
     started = time.perf_counter()
+
+    def time_left() -> bool:
+        return not out or time.perf_counter() - started <= max_seconds
+
     for cand in candidates:
-        if out and time.perf_counter() - started > max_seconds:
+        if not time_left():
             break
         if not any(wanted(cand, crop, out, evals) for crop in crops):
             continue
         model = build_model(ModelConfig(cand.arch, cand.encoder, num_classes, kwargs=dict(cand.model_kwargs)))
         model = model.to(device).to(memory_format=torch.channels_last)
-        model.eval()
-        with torch.no_grad():
-            x = torch.randn(1, 3, h, w, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
-            ts = []
-            for _ in range(2):
-                t = time.perf_counter()
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    model(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                ts.append(time.perf_counter() - t)
-            # A validation also decodes, normalises and scores each image: on CamVid (480x360) it
-            # took about twice the bare forward pass, so that is what the plan reserves.
-            evals[cand.name] = 2.0 * min(ts[1:])
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        step = build_train_step(model, criterion, config, device, channels_last=True)
+        evals[cand.name] = _time_prediction(model, fp.median_hw, device, step.amp_dtype, gen)
         for crop in crops:
-            if (out and time.perf_counter() - started > max_seconds) or not wanted(cand, crop, out, evals):
+            if not time_left() or not wanted(cand, crop, out, evals):
                 continue
-            x = (
-                torch.randn(cand.batch_size, 3, crop, crop, generator=gen)
-                .to(device)
-                .contiguous(memory_format=torch.channels_last)
-            )
+            x = torch.randn(cand.batch_size, 3, crop, crop, generator=gen).to(device)
             y = torch.randint(0, num_classes, (cand.batch_size, crop, crop), generator=gen).to(device)
             model.train()
-            timed, images, steps, config_start = 0.0, 0, 0, time.perf_counter()
-            for i in range(50):
-                t = time.perf_counter()
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(x)
-                loss = criterion(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                if i >= 1:  # the first step builds kernels: not counted
-                    timed += time.perf_counter() - t
-                    images += cand.batch_size
-                    steps += 1
-                    wall = time.perf_counter() - config_start
-                    if (timed >= seconds_per_config and steps >= 2) or wall >= 4 * seconds_per_config:
-                        break
-            out.append(Measurement(cand.name, crop, images / timed if timed > 0 else 0.0))
-        del model, opt
+            out.append(Measurement(cand.name, crop, _images_per_s(step, x, y, device, seconds_per_config)))
+        del model, step
     return out, evals
+
+
+def _time_prediction(model, hw: tuple[int, int], device, amp_dtype, gen) -> float:
+    """Seconds a validation takes per full-size image: twice the bare forward pass.
+
+    A validation also decodes, normalises and scores each image: on CamVid (480x360) it took
+    about twice the bare forward pass, so that is what the plan reserves.
+    """
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        x = torch.randn(1, 3, *hw, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+        ts = []
+        for _ in range(2):
+            t = time.perf_counter()
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            ts.append(time.perf_counter() - t)
+    return 2.0 * min(ts[1:])
+
+
+def _images_per_s(step, x, y, device, seconds_per_config: float) -> float:
+    """Training images per second of ``step`` on the batch ``x``, ``y``; the first step is not counted."""
+    import torch
+
+    timed, images, steps, config_start = 0.0, 0, 0, time.perf_counter()
+    for i in range(50):
+        t = time.perf_counter()
+        loss = step(x, y)
+        float(loss)  # the loop reads every step's loss (the NaN check): a synchronisation on GPUs
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 1:  # the first step builds kernels: not counted
+            timed += time.perf_counter() - t
+            images += x.shape[0]
+            steps += 1
+            wall = time.perf_counter() - config_start
+            if (timed >= seconds_per_config and steps >= 2) or wall >= 4 * seconds_per_config:
+                break
+    return images / timed if timed > 0 else 0.0
+
+
+def plan_for_budget(config: TrainConfig, data, device, run_clock: float) -> tuple[Plan, TrainConfig]:
+    """Measure this machine, choose the recipe for ``config.budget`` and return (plan, new config).
+
+    ``run_clock`` is the ``time.perf_counter()`` at which the budget started.
+    """
+    import torch
+
+    fp = Fingerprint.from_data(data)
+    candidates, crops = CANDIDATES, usable_crops(fp)
+    if "crop_size" in config.keep:
+        crops = [config.crop_size]
+    if config.budget < 300:  # short budgets: no time to measure big models
+        candidates = candidates[:1]
+        crops = crops[-2:] if "crop_size" not in config.keep else crops
+    if any(k in config.keep for k in ("arch", "encoder", "model_kwargs")):
+        candidates = [Candidate("given", config.arch, config.encoder, dict(config.model_kwargs), config.batch_size)]
+    per_config = min(2.0, max(0.3, 0.03 * config.budget / max(1, len(candidates) * len(crops))))
+    overrides = {k: getattr(config, k) for k in config.keep if hasattr(config, k)}
+
+    def wanted(cand, crop, measured, evals) -> bool:
+        elapsed = time.perf_counter() - run_clock
+        return worth_measuring(fp, config.budget, elapsed, measured, evals, overrides, candidates, cand, crop)
+
+    # The models built for measuring draw from the random generators; forking them keeps the trained
+    # model's initialisation the one --seed gives, however many configurations were measured.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        measurements, evals = measure(
+            data, device, config, crops, per_config, candidates, max_seconds=0.06 * config.budget, wanted=wanted
+        )
+    elapsed = time.perf_counter() - run_clock
+    plan = make_plan(fp, config.budget, elapsed, measurements, evals, overrides, candidates)
+    changes = {k: v for k, v in plan.choices.items() if k in TrainConfig.__dataclass_fields__}
+    if "scale_range" in changes:
+        changes["scale_range"] = tuple(changes["scale_range"])
+    # The clock, not the epoch count, ends a planned run: leave room for a faster machine than measured.
+    changes["epochs"] = max(1, int(changes["epochs"] * 3))
+    return plan, TrainConfig.from_dict({**config.to_dict(), **changes})
