@@ -72,7 +72,8 @@ def as_rgb(image) -> np.ndarray:
         arr = ((arr[..., :3].astype(np.float32) + 128.5) / 257.0).astype(np.uint8)
     if arr.dtype != np.uint8:
         raise PixelwiseError(f"expected a uint8 or uint16 image, got {arr.dtype}; convert it to 8-bit RGB first")
-    return np.ascontiguousarray(arr[..., :3])
+    out = np.ascontiguousarray(arr[..., :3])
+    return out if out.flags.writeable else out.copy()  # torch.from_numpy warns on read-only memory
 
 
 def _labels_grouped(arrays: list[np.ndarray], members, config, device) -> list[np.ndarray]:
