@@ -161,10 +161,8 @@ def _read_classes_text(text: str):
             return None
 
 
-# pixelwise.classes.read_classes_file raises TypeError for `ignore_color: 5`, KeyError for
-# `ignore_color: {x: 1}` and ValueError for a date YAML cannot build (`ignore_index: 2001-13-45`),
-# where a PixelwiseError naming the file is due. The mark goes when the reader is fixed.
-@pytest.mark.xfail(strict=True, raises=(TypeError, KeyError, ValueError), reason="read_classes_file crashes")
+# The examples once raised TypeError (`ignore_color: 5`) and KeyError (`ignore_color: {x: 1}`)
+# where a PixelwiseError naming the file is due.
 @settings(max_examples=150, deadline=None, derandomize=True, report_multiple_bugs=False)
 @given(classes_docs)
 @example({"names": ["a", "b"], "ignore_color": 5})
@@ -179,8 +177,8 @@ def test_classes_files_of_any_structure_give_consistent_classes_or_a_clear_error
     assert not 0 <= info.ignore_index < len(info.names)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="read_classes_file lets YAML's date error through")
 def test_a_classes_file_with_an_impossible_date_is_a_clear_error():
+    # YAML turns 2001-13-45 into a date and fails with ValueError.
     assert _read_classes_text("names: [a]\nignore_index: 2001-13-45\n") is None
 
 

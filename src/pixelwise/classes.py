@@ -105,7 +105,7 @@ def read_classes_file(path: str | Path) -> ClassesFile:
         raise PixelwiseError(f"{path}: classes file not found")
     try:
         raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:  # ValueError: a date YAML cannot build
         raise PixelwiseError(f"{path}: not valid YAML ({e.__class__.__name__}); fix the file") from None
     if isinstance(raw, list):
         raw = {"names": raw}
@@ -126,7 +126,7 @@ def read_classes_file(path: str | Path) -> ClassesFile:
     given = colors is not None
     colors = _color_list(colors, path, "colors", len(names)) if given else default_palette(len(names))
     ignore_colors = raw.get("ignore_color") or []
-    if ignore_colors and isinstance(ignore_colors[0], int):
+    if isinstance(ignore_colors, list) and ignore_colors and isinstance(ignore_colors[0], int):
         ignore_colors = [ignore_colors]
     ignore_colors = _color_list(ignore_colors, path, "ignore_color", None) if ignore_colors else []
     return ClassesFile(ClassInfo(names=names, colors=colors, ignore_index=ignore), given, ignore_colors, path)
