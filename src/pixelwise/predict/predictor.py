@@ -314,7 +314,7 @@ class Predictor:
     def finish(self, prediction: Prediction, image: np.ndarray) -> np.ndarray:
         """``(H, W)`` int64 labels of ``prediction`` after post-processing (the CRF needs ``image``)."""
         if self.postprocess.crf:
-            return postprocess(prediction.probs, image, self.postprocess)
+            return postprocess(prediction.probs, as_rgb(image), self.postprocess)
         return refine_labels(prediction.labels, self.postprocess)
 
     def run(self, image) -> tuple[np.ndarray, Prediction]:
