@@ -74,9 +74,9 @@ def test_resume_skips_finished_outputs_and_refuses_other_settings(seg, folder, t
     assert (out / "masks" / "rgb1.png").is_file()
     assert len(again["failed"]) == 1  # the corrupt file is tried again and listed again
     with pytest.raises(PixelwiseError, match="other settings"):
-        predict_files(seg, [folder], out, progress=False, config=InferenceConfig(hflip=True))
+        predict_files(seg, [folder], out, progress=False, inference=InferenceConfig(hflip=True))
     calls.clear()
-    redo = predict_files(seg, [folder], out, progress=False, config=InferenceConfig(hflip=True), overwrite=True)
+    redo = predict_files(seg, [folder], out, progress=False, inference=InferenceConfig(hflip=True), overwrite=True)
     assert redo["written"] == 7 and len(calls) == 7
     assert json.loads((out / "predict.json").read_text())["inference"]["hflip"] is True
 

@@ -9,71 +9,37 @@ Python API (the CLI calls exactly these)::
     mask = seg.predict("image.jpg")          # (H, W) int64 class indices
 """
 
-from .errors import PixelwiseError  # noqa: E402
+from importlib import import_module
+
+from .errors import PixelwiseError
 from .version import __version__
+
+# Public name -> the module that defines it. Imported on first use, so that `import pixelwise`
+# and `pixelwise --help` never load PyTorch.
+_API = {
+    "train": "training.trainer",
+    "TrainResult": "training.trainer",
+    "TrainConfig": "training.config",
+    "load": "predict",
+    "load_ensemble": "predict",
+    "load_predictor": "predict",
+    "Segmenter": "predict",
+    "Ensemble": "predict",
+    "Predictor": "predict",
+    "InferenceConfig": "predict",
+    "predict_files": "predict",
+    "PostprocessConfig": "postprocess",
+    "evaluate": "evaluation",
+    "inspect_data": "inspection",
+    "export_model": "export",
+    "run_demo": "demo",
+}
 
 
 def __getattr__(name):
-    # Imported lazily so that `import pixelwise` and `pixelwise --help` stay fast.
-    if name == "TrainConfig":
-        from .training.config import TrainConfig
-
-        return TrainConfig
-    if name in ("train", "TrainResult"):
-        from .training import trainer as _t
-
-        return getattr(_t, name)
-    if name in (
-        "load",
-        "Segmenter",
-        "predict_files",
-        "Ensemble",
-        "load_ensemble",
-        "InferenceConfig",
-        "Predictor",
-        "load_predictor",
-    ):
-        from . import predict as _p
-
-        return getattr(_p, name)
-    if name == "PostprocessConfig":
-        from .postprocess import PostprocessConfig
-
-        return PostprocessConfig
-    if name == "export_model":
-        from .export import export_model
-
-        return export_model
-    if name == "evaluate":
-        from .evaluation import evaluate
-
-        return evaluate
-    if name == "inspect_data":
-        from .inspection import inspect_data
-
-        return inspect_data
-    if name == "run_demo":
-        from .demo import run_demo
-
-        return run_demo
+    if name in _API:
+        return getattr(import_module(f".{_API[name]}", __name__), name)
     raise AttributeError(f"module 'pixelwise' has no attribute {name!r}")
 
 
-__all__ = [
-    "PixelwiseError",
-    "train",
-    "TrainConfig",
-    "TrainResult",
-    "evaluate",
-    "load",
-    "Segmenter",
-    "predict_files",
-    "run_demo",
-    "inspect_data",
-    "__version__",
-    "Ensemble",
-    "load_ensemble",
-    "InferenceConfig",
-    "PostprocessConfig",
-    "export_model",
-]
+__all__ = ["PixelwiseError", "__version__", *_API]

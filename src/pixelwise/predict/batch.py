@@ -207,8 +207,8 @@ def predict_files(
     out: str | Path,
     alpha: float = 0.5,
     progress: bool = True,
-    config: InferenceConfig | None = None,
-    postprocess_config: PostprocessConfig | None = None,
+    inference: InferenceConfig | None = None,
+    postprocess: PostprocessConfig | None = None,
     probs: bool = False,
     uncertainty: bool = False,
     uncertainty_npy: bool = False,
@@ -218,8 +218,8 @@ def predict_files(
     """Predict every input and write ``OUT/masks/<stem>.png`` (class indices) and ``OUT/overlays/<stem>.png``.
 
     ``model``: a :class:`Predictor` (its inference options and post-processing apply) or a
-    Segmenter / Ensemble; ``config`` and ``postprocess_config``, when given, replace the
-    predictor's. Optional: ``OUT/probs/<stem>.npy`` ((C, H, W) float32 probabilities),
+    Segmenter / Ensemble; ``inference`` and ``postprocess``, when given, replace the
+    predictor's (the same keywords as :func:`pixelwise.evaluate` and :func:`pixelwise.serve.create_app`). Optional: ``OUT/probs/<stem>.npy`` ((C, H, W) float32 probabilities),
     ``OUT/uncertainty/<stem>_{confidence,entropy[,variance]}.png`` heat maps (and ``.npy`` float
     arrays with ``uncertainty_npy``). Images are decoded by ``decode_threads`` threads (default:
     up to 4) while the model runs. Resumable: ``OUT/predict.json`` records the models and
@@ -231,7 +231,7 @@ def predict_files(
     """
     from tqdm.auto import tqdm
 
-    predictor = as_predictor(model, config, postprocess_config)
+    predictor = as_predictor(model, inference, postprocess)
     files = collect_inputs(inputs)
     out = Path(out)
     predictor.members()  # fail now (e.g. MC dropout without dropout), not per image
