@@ -25,7 +25,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -399,18 +399,21 @@ def _model_choices(
     return choices, reasons
 
 
-def _data_choices(fp: Fingerprint, best: dict) -> dict[str, tuple]:
-    """Class weights, class crops and scale augmentation: option -> (value, reason)."""
-    out: dict[str, tuple] = {}
+def _class_weights_choice(fp: Fingerprint) -> tuple[str | None, str]:
+    """The loss weighting for the data's class balance, and why."""
     if fp.imbalance > 10:
-        out["class_weights"] = (
+        return (
             "sqrt",
             f"classes are imbalanced (largest/smallest pixel share {fp.imbalance:g} > 10); "
             "square-rooted median-frequency weights, which do not trade the large classes "
             "for the rare ones as the full weights do in a short run",
         )
-    else:
-        out["class_weights"] = (None, f"classes are balanced enough (ratio {fp.imbalance:g} <= 10)")
+    return None, f"classes are balanced enough (ratio {fp.imbalance:g} <= 10)"
+
+
+def _data_choices(fp: Fingerprint, best: dict) -> dict[str, tuple]:
+    """Class weights, class crops and scale augmentation: option -> (value, reason)."""
+    out: dict[str, tuple] = {"class_weights": _class_weights_choice(fp)}
     # Measured on CamVid in 20 minutes (2-core CPU): 35.85 mIoU with half of the crops class-drawn,
     # 36.62 without, the rare classes at 0 either way; no gain, so crops stay uniform.
     out["class_crops"] = (
@@ -446,20 +449,19 @@ def measure(
 
     Each step is the one the run trains with: :func:`pixelwise.training.step.build_train_step`
     builds it from ``config`` (its loss, AdamW, autocast dtype and GradScaler, gradient clipping,
-    EMA) for the candidate's model in channels-last memory, as the plan trains it. Steps run on
-    random tensors of the right shape (speed does not depend on the pixel values); the first step
-    builds the kernels and is not counted, and at least two steps are timed unless that would
-    take more than four times ``seconds_per_config``.
+    EMA, memory layout) for the candidate's model. Steps run on random tensors of the right shape
+    (speed does not depend on the pixel values); the first step builds the kernels and is not
+    counted, and at least two steps are timed unless that would take more than four times
+    ``seconds_per_config``.
     """
     import torch
 
-    from ..models import ModelConfig, build_model
-    from .step import build_criterion, build_train_step
+    from .step import build_criterion
 
     candidates = candidates or CANDIDATES
     wanted = wanted or (lambda *_: True)
     num_classes = data.classes.num_classes
-    fp = Fingerprint.from_data(data)
+    median_hw = Fingerprint.from_data(data).median_hw
     out: list[Measurement] = []
     evals: dict[str, float] = {}
     criterion = build_criterion(config, data.report.class_pixels, data.classes.ignore_index, device)
@@ -474,22 +476,32 @@ def measure(
             break
         if not any(wanted(cand, crop, out, evals) for crop in crops):
             continue
-        model = build_model(ModelConfig(cand.arch, cand.encoder, num_classes, kwargs=dict(cand.model_kwargs)))
-        model = model.to(device).to(memory_format=torch.channels_last)
-        step = build_train_step(model, criterion, config, device, channels_last=True)
-        evals[cand.name] = _time_prediction(model, fp.median_hw, device, step.amp_dtype, gen)
+        step = _candidate_step(cand, num_classes, criterion, config, device)
+        evals[cand.name] = _time_prediction(step, median_hw, device, gen)
         for crop in crops:
             if not time_left() or not wanted(cand, crop, out, evals):
                 continue
             x = torch.randn(cand.batch_size, 3, crop, crop, generator=gen).to(device)
             y = torch.randint(0, num_classes, (cand.batch_size, crop, crop), generator=gen).to(device)
-            model.train()
             out.append(Measurement(cand.name, crop, _images_per_s(step, x, y, device, seconds_per_config)))
-        del model, step
+        del step
     return out, evals
 
 
-def _time_prediction(model, hw: tuple[int, int], device, amp_dtype, gen) -> float:
+def _candidate_step(cand: Candidate, num_classes: int, criterion, config: TrainConfig, device):
+    """The training step of ``config`` for the model of ``cand``, built as the Trainer builds it."""
+    import torch
+
+    from ..models import ModelConfig, build_model
+    from .step import build_train_step, uses_channels_last
+
+    model = build_model(ModelConfig(cand.arch, cand.encoder, num_classes, kwargs=dict(cand.model_kwargs)))
+    channels_last = uses_channels_last(config, device)
+    model = model.to(device).to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return build_train_step(model, criterion, config, device, channels_last=channels_last)
+
+
+def _time_prediction(step, hw: tuple[int, int], device, gen) -> float:
     """Seconds a validation takes per full-size image: twice the bare forward pass.
 
     A validation also decodes, normalises and scores each image: on CamVid (480x360) it took
@@ -497,17 +509,21 @@ def _time_prediction(model, hw: tuple[int, int], device, amp_dtype, gen) -> floa
     """
     import torch
 
+    model = step.model
     model.eval()
     with torch.no_grad():
-        x = torch.randn(1, 3, *hw, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(1, 3, *hw, generator=gen).to(device)
+        if step.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         ts = []
         for _ in range(2):
             t = time.perf_counter()
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with torch.autocast(device.type, dtype=step.amp_dtype, enabled=step.amp_dtype is not None):
                 model(x)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             ts.append(time.perf_counter() - t)
+    model.train()
     return 2.0 * min(ts[1:])
 
 
@@ -555,11 +571,14 @@ def plan_for_budget(config: TrainConfig, data, device, run_clock: float) -> tupl
         elapsed = time.perf_counter() - run_clock
         return worth_measuring(fp, config.budget, elapsed, measured, evals, overrides, candidates, cand, crop)
 
+    # Measure the step the plan trains with: its memory layout and loss weighting, unless given.
+    planned = {"channels_last": True, "class_weights": _class_weights_choice(fp)[0]}
+    as_planned = replace(config, **{k: v for k, v in planned.items() if k not in config.keep})
     # The models built for measuring draw from the random generators; forking them keeps the trained
     # model's initialisation the one --seed gives, however many configurations were measured.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         measurements, evals = measure(
-            data, device, config, crops, per_config, candidates, max_seconds=0.06 * config.budget, wanted=wanted
+            data, device, as_planned, crops, per_config, candidates, max_seconds=0.06 * config.budget, wanted=wanted
         )
     elapsed = time.perf_counter() - run_clock
     plan = make_plan(fp, config.budget, elapsed, measurements, evals, overrides, candidates)

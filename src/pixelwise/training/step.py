@@ -98,6 +98,11 @@ class TrainStep:
         return self.ema.module if self.ema is not None else self.model
 
 
+def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    """Whether a run of ``config`` on ``device`` trains in channels-last memory (unset: on CUDA only)."""
+    return config.channels_last if config.channels_last is not None else device.type == "cuda"
+
+
 def build_train_step(
     model: nn.Module,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

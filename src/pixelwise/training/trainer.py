@@ -38,7 +38,7 @@ from .loaders import build_loaders, to_device
 from .sampling import derive_seed
 from .schedule import Clock, clock_lr, lr_factor
 from .state import TrainingRecord, load_checkpoint, save_checkpoint
-from .step import build_criterion, build_train_step
+from .step import build_criterion, build_train_step, uses_channels_last
 
 
 @dataclass
@@ -252,7 +252,7 @@ class Trainer:
             kwargs=dict(c.model_kwargs),
         )
         model = build_model(self.model_cfg, None if self.resume else c.pretrained).to(device)
-        channels_last = c.channels_last if c.channels_last is not None else device.type == "cuda"
+        channels_last = uses_channels_last(c, device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if c.sync_bn and ctx.world_size > 1:
