@@ -1,39 +1,143 @@
 """File writers: atomic writes (a temp file in the same folder, then ``os.replace``), and the
-one writer each of JSON, image PNGs, mask PNGs and ``.npy`` arrays.
+one writer each of JSON, image PNGs, mask PNGs and ``.npy`` arrays; the check of an output folder.
 
-A crash or Ctrl-C mid-write leaves the previous file intact, never a truncated one.
+A crash, Ctrl-C or a full disk mid-write leaves the previous file intact and no temporary file
+behind, never a truncated one. Files get the mode the user's umask gives (0644 with the usual
+umask of 022), like any file a program creates with ``open``.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from .errors import PixelwiseError
+
+# What to do about an OSError, by errno; the CLI prints it after the file and the system's words.
+OS_ERROR_HINTS = {
+    errno.ENOSPC: "free some disk space or write somewhere else",
+    errno.EDQUOT: "free some space in your quota or write somewhere else",
+    errno.EROFS: "the file system is read-only; write somewhere else",
+    errno.EACCES: "check its permissions or write somewhere else",
+    errno.EPERM: "check its permissions or write somewhere else",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EISDIR: "it is a folder; give a file name",
+    errno.ENOENT: "check the path",
+    errno.EEXIST: "remove it or choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
+    errno.EADDRINUSE: "another program uses that address; choose another --port or stop it",
+    errno.EIO: "the disk reported an input/output error; check the device",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OSError: ``<file>: <what the system says>; <what to do>``."""
+    reason = exc.strerror or exc.__class__.__name__
+    hint = OS_ERROR_HINTS.get(exc.errno, "check the path and try again")
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{exc.filename} -> {exc.filename2}: "
+    return f"{where}{reason}; {hint}"
+
+
+def _new_file(directory: Path, prefix: str, suffix: str) -> Path:
+    """Create an empty file with a fresh name in ``directory``, with the umask's mode (not 0600)."""
+    for _ in range(100):
+        path = directory / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return path
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(directory))
+
 
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path next to ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; it replaces ``path`` only if the block succeeds.
+
+    On any failure (an exception, Ctrl-C, a full disk) the temporary file is removed and ``path``
+    is left as it was; an OSError that names no file (a failed ``write``) is given ``path``'s name.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_file(path.parent, f".{path.name}.", ".tmp")
+    except OSError as e:
+        _name_the_file(e, path)
         raise
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as e:
+        with suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            _name_the_file(e, path, tmp)
+        raise
+
+
+def _name_the_file(exc: OSError, path: Path, tmp: Path | None = None) -> None:
+    """Point an OSError at the file the user asked for rather than at nothing or a temporary name."""
+    if exc.filename is None or (tmp is not None and str(exc.filename) == str(tmp)):
+        exc.filename = str(path)
+        exc.filename2 = None
+
+
+def prepare_output_dir(path: str | Path, what: str = "--out", create: bool = True) -> Path:
+    """Make the folder ``path`` (and its parents) and check that files can be written in it.
+
+    Call it before any work, so that an output that cannot be written is found in a second, not
+    after an hour of training. Raises :class:`PixelwiseError` with one line naming ``path`` (and
+    ``what``, the option that gave it) when ``path`` is a file, lies under a file, or cannot be
+    created or written (no permission, a read-only file system, a full disk). With
+    ``create=False`` nothing is left behind: the nearest existing folder is checked instead, so
+    that a refused start leaves no empty folder. Returns the path.
+    """
+    path = Path(path).expanduser()
+    existing = _nearest_existing(path, what)
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        _probe_write(path if create else existing)
+    except OSError as e:
+        reason = e.strerror or e.__class__.__name__
+        hint = OS_ERROR_HINTS.get(e.errno, "choose a folder you can write to")
+        raise PixelwiseError(f"{what} {path}: cannot write there ({reason}); {hint}") from e
+    return path
+
+
+def _nearest_existing(path: Path, what: str) -> Path:
+    """The first of ``path`` and its parents that exists; a PixelwiseError if that is not a folder."""
+    for part in [path, *path.parents]:
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                kind = "is a file" if part == path else f"lies under {part}, which is a file"
+                raise PixelwiseError(f"{what} {path} {kind}, not a folder; choose another {what}")
+            return part
+    return Path.cwd()
+
+
+def _probe_write(directory: Path) -> None:
+    """Create, write one byte to and remove a hidden file in ``directory``; OSError if it cannot."""
+    probe = _new_file(directory, ".pixelwise-probe-", ".tmp")
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0")
+    finally:
+        with suppress(OSError):
+            os.unlink(probe)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -4,13 +4,17 @@ One module per command, each with ``add_parser(subparsers)`` and ``run(args) -> 
 the parser imports no torch (``pixelwise --help`` and ``--version`` stay fast): a command imports
 the library it calls inside ``run``.
 
-A user mistake (:class:`PixelwiseError`) prints one line and exits with status 2; Ctrl-C exits
-with 130; anything else is a bug and keeps its traceback.
+A user mistake (:class:`PixelwiseError`) prints one line and exits with status 2, and so does an
+error of the system (an ``OSError``: a full disk, a read-only file system, no permission) with the
+file it concerns and what to do; Ctrl-C exits with 130; a reader that goes away (``pixelwise
+inspect --json | head -1``) ends the command quietly with 141, as a shell does on SIGPIPE;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..errors import PixelwiseError
@@ -56,10 +60,33 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``pixelwise ARGV`` (default ``sys.argv[1:]``); returns the exit status."""
     args = parse_args(build_parser(), argv)
     try:
-        return COMMANDS[args.command].run(args)
+        status = COMMANDS[args.command].run(args)
+        sys.stdout.flush()
+        return status
     except PixelwiseError as e:
-        print(f"pixelwise: error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
     except KeyboardInterrupt:
         print("pixelwise: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    except OSError as e:
+        from ..fileio import os_error_message  # here, so that --help loads no numpy
+
+        return _error(os_error_message(e))
+
+
+def _error(message: str) -> int:
+    """Print ``pixelwise: error: MESSAGE`` on stderr; the exit status of a user or system error."""
+    print(f"pixelwise: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is not a real file (a test's capture): nothing is flushed to the pipe at exit

@@ -1,0 +1,220 @@
+"""Output folders and files: checked before any work, written atomically, with the umask's mode.
+
+Each hostile case (an --out that is a file, a read-only folder, a full disk mid-write) gives one
+line naming the path and leaves no half-written or temporary file behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pixelwise import fileio
+from pixelwise.cli import main
+from pixelwise.errors import PixelwiseError
+
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _refuse_writes_in(monkeypatch, directory, code=errno.EACCES):
+    """Make creating a file in ``directory`` fail as permissions (or a read-only mount) would.
+
+    Root ignores permission bits, so a ``chmod`` alone cannot make a folder unwritable for it.
+    """
+    real_open = os.open
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and os.path.dirname(os.path.abspath(path)) == str(directory):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+def _leftovers(directory):
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_prepare_output_dir_makes_the_folder(tmp_path):
+    out = fileio.prepare_output_dir(tmp_path / "a" / "b")
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_prepare_output_dir_without_create_leaves_nothing(tmp_path):
+    out = fileio.prepare_output_dir(tmp_path / "a" / "b", create=False)
+    assert out == tmp_path / "a" / "b"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_that_is_a_file(tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    with pytest.raises(PixelwiseError) as e:
+        fileio.prepare_output_dir(target)
+    message = str(e.value)
+    assert "\n" not in message and str(target) in message and "--out" in message and "not a folder" in message
+    assert target.read_text() == "keep me"
+
+
+def test_out_under_a_file(tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    with pytest.raises(PixelwiseError, match="which is a file"):
+        fileio.prepare_output_dir(target / "run", what="RUN")
+    with pytest.raises(PixelwiseError, match="which is a file"):
+        fileio.prepare_output_dir(target / "run", create=False)
+
+
+@pytest.mark.skipif(AS_ROOT, reason="root ignores permission bits; see the next test")
+def test_read_only_folder_by_permissions(tmp_path):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        with pytest.raises(PixelwiseError) as e:
+            fileio.prepare_output_dir(parent / "run")
+        assert str(parent / "run") in str(e.value) and "cannot write there" in str(e.value)
+        with pytest.raises(PixelwiseError):
+            fileio.prepare_output_dir(parent)
+    finally:
+        parent.chmod(0o700)
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC])
+def test_unwritable_folder(tmp_path, monkeypatch, code):
+    out = tmp_path / "out"
+    out.mkdir()
+    _refuse_writes_in(monkeypatch, out, code)
+    with pytest.raises(PixelwiseError) as e:
+        fileio.prepare_output_dir(out)
+    message = str(e.value)
+    assert "\n" not in message and str(out) in message and os.strerror(code) in message
+    assert fileio.OS_ERROR_HINTS[code] in message
+    monkeypatch.undo()
+    assert list(out.iterdir()) == []
+
+
+def test_a_write_that_fails_mid_file_leaves_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "model.json"
+    fileio.write_json(target, {"version": 1})
+    before = target.read_bytes()
+
+    def half_then_full(f):
+        f.write(b'{"ver')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as e:
+        fileio.atomic_write(target, half_then_full)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    assert target.read_bytes() == before
+    assert _leftovers(tmp_path) == []
+
+
+def test_disk_full_through_a_writer(tmp_path, monkeypatch):
+    target = tmp_path / "probs.npy"
+    real_save = np.save
+
+    def full_disk(f, array, **kwargs):
+        real_save(f, array[:1], **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(OSError):
+        fileio.write_npy(target, np.zeros((4, 4)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_temporary_file_after_ctrl_c(tmp_path):
+    def interrupted(f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fileio.atomic_write(tmp_path / "a.bin", interrupted)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_get_the_umask_mode(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        fileio.write_json(tmp_path / "model.json", {})
+        fileio.write_text(tmp_path / "config.yaml", "a: 1\n")
+        fileio.write_npy(tmp_path / "x.npy", np.zeros(3))
+        fileio.write_png(tmp_path / "x.png", np.zeros((2, 2), np.uint8))
+        with fileio.atomic_path(tmp_path / "weights.bin") as tmp:
+            tmp.write_bytes(b"w")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask) and len(modes) == 5
+
+
+def test_cli_turns_os_errors_into_one_line(monkeypatch, capsys, tmp_path):
+    from pixelwise.cli import demo
+
+    target = tmp_path / "run" / "model.json"
+    cases = {
+        errno.ENOSPC: "No space left on device",
+        errno.EROFS: "Read-only file system",
+        errno.EACCES: "Permission denied",
+        errno.ENOTDIR: "Not a directory",
+    }
+    for code, words in cases.items():
+
+        def failing(args, code=code):
+            raise OSError(code, os.strerror(code), str(target))
+
+        monkeypatch.setattr(demo, "run", failing)
+        assert main(["demo"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(f"pixelwise: error: {target}: {words}; {fileio.OS_ERROR_HINTS[code]}")
+
+
+def test_cli_interrupt_and_user_error(monkeypatch, capsys):
+    from pixelwise.cli import demo
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run", interrupted)
+    assert main(["demo"]) == 130
+    assert capsys.readouterr().err == "pixelwise: interrupted\n"
+
+    def mistake(args):
+        raise PixelwiseError("no such run: x; train one first")
+
+    monkeypatch.setattr(demo, "run", mistake)
+    assert main(["demo"]) == 2
+    assert capsys.readouterr().err == "pixelwise: error: no such run: x; train one first\n"
+
+
+def test_a_real_full_disk_is_one_line(tmp_path):
+    """/dev/full answers every write with ENOSPC: the real error, in a real process, named after the
+    file being written, which stays as it was, with no temporary file left."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    target = tmp_path / "metrics.json"
+    target.write_text("{}")
+    code = (
+        "import sys\n"
+        "from pixelwise import fileio\n"
+        "from pixelwise.cli import demo, main\n"
+        "def run(args):\n"
+        "    full = open('/dev/full', 'wb', buffering=0)\n"
+        f"    fileio.atomic_write({str(target)!r}, lambda f: full.write(b'x'))\n"
+        "demo.run = run\n"
+        "sys.exit(main(['demo']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    hint = fileio.OS_ERROR_HINTS[errno.ENOSPC]
+    assert proc.stderr == f"pixelwise: error: {target}: No space left on device; {hint}\n"
+    assert target.read_text() == "{}" and _leftovers(tmp_path) == []
