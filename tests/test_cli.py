@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -109,3 +111,149 @@ def test_cli_flow_train_evaluate_predict(demo_data, tmp_path, capsys):
     bad.write_text("hello")
     assert main(["predict", str(run), str(bad), "--out", str(tmp_path / "pred2"), "--quiet"]) == 1
     assert "notimage.png" in capsys.readouterr().err
+
+
+# Every command with the positional arguments it needs, so that only the unknown flag is wrong.
+COMMAND_LINES = {
+    "train": ["train", "DATA"],
+    "evaluate": ["evaluate", "RUN", "DATA"],
+    "inspect": ["inspect", "DATA"],
+    "predict": ["predict", "RUN", "x.png", "--out", "OUT"],
+    "export": ["export", "RUN"],
+    "demo": ["demo"],
+    "serve": ["serve", "RUN"],
+}
+
+
+@pytest.mark.parametrize("cmd", list(COMMAND_LINES))
+@pytest.mark.parametrize("unknown", [["--bogus"], ["--bogus=3", "-z"]])
+def test_unknown_flag_shows_the_subcommands_usage(cmd, unknown, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(COMMAND_LINES[cmd] + unknown)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: pixelwise {cmd}")
+    assert err.strip().endswith(f"pixelwise {cmd}: error: unrecognized arguments: {' '.join(unknown)}")
+
+
+def test_every_command_is_tested_for_unknown_flags():
+    from pixelwise.cli import COMMANDS
+
+    assert set(COMMANDS) == set(COMMAND_LINES)
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--images", "1"], "--images: must be at least 2, got 1"),
+        (["--images", "0"], "--images: must be at least 2"),
+        (["--images", "-5"], "--images: must be at least 2"),
+        (["--images", "100001"], "--images: must be at most 100000"),
+        (["--images", "3.5"], "--images: expected a whole number"),
+        (["--epochs", "0"], "--epochs: must be at least 1"),
+        (["--epochs", "nan"], "--epochs: expected a whole number"),
+        (["--epochs", "10001"], "--epochs: must be at most 10000"),
+        (["--seed", "-1"], "--seed: must be at least 0"),
+        (["--seed", str(2**32)], "--seed: must be at most 4294967295"),
+        (["--seed", "1e3"], "--seed: expected a whole number"),
+    ],
+)
+def test_demo_numbers_checked_before_any_work(flags, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--out", str(tmp_path / "d"), *flags])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: pixelwise demo") and expected in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"num_images": 1}, "--images 1: expected a whole number from 2 to 100000"),
+        ({"num_images": 2.5}, "--images 2.5"),
+        ({"epochs": 0}, "--epochs 0"),
+        ({"seed": -3}, "--seed -3"),
+        ({"device": "gpu7"}, "unknown device 'gpu7'"),
+    ],
+)
+def test_run_demo_refuses_bad_arguments_before_any_work(kwargs, expected, tmp_path):
+    from pixelwise.demo import run_demo
+    from pixelwise.errors import PixelwiseError
+
+    with pytest.raises(PixelwiseError, match=expected.replace(".", r"\.")):
+        run_demo(out=str(tmp_path / "d"), progress=False, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_refuses_an_out_that_is_a_file_or_not_empty(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    _one_line_error(capsys, ["demo", "--out", str(taken)], "not empty")
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    _one_line_error(capsys, ["demo", "--out", str(afile)], "is a file, not a folder")
+    _one_line_error(capsys, ["demo", "--out", str(afile / "run")], "which is a file")
+
+
+def test_demo_prints_percentages_and_writes_fractions(tmp_path, capsys):
+    """One unit: the printout shows mIoU in percent with the unit, the files hold fractions."""
+    run = tmp_path / "d"
+    old = os.umask(0o022)
+    try:
+        assert main(["demo", "--out", str(run), "--images", "4", "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    out = capsys.readouterr().out
+    saved = json.loads((run / "eval-val" / "metrics.json").read_text())
+    assert 0.0 <= saved["miou"] <= 1.0
+    assert f"held-out mIoU {100 * saved['miou']:.2f} %" in out
+    table_miou = next(line for line in out.splitlines() if line.startswith("mIoU "))
+    assert table_miou.split()[1:] == [f"{100 * saved['miou']:.2f}", "%"]
+    assert "IoU %" in out and "training unet/tu-resnet10t for 1 epoch " in out
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir() if p.is_file()}
+    assert {"model.safetensors", "model.json", "config.yaml", "metrics.csv"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_broken_pipe_exits_quietly(tmp_path):
+    """`pixelwise ... | head -1`: the reader goes away; no traceback, no 'Exception ignored'."""
+    code = (
+        "import sys\n"
+        "from pixelwise.cli import demo, main\n"
+        "def run(args):\n"
+        "    for i in range(100000):\n"
+        "        print('line', i)\n"
+        "    return 0\n"
+        "demo.run = run\n"
+        "sys.exit(main(['demo']))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141
+    assert err == ""
+
+
+def test_inspect_json_into_a_closed_pipe(tmp_path):
+    from conftest import make_simple_dataset
+
+    data = make_simple_dataset(tmp_path / "data", n=4)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes a byte
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pixelwise", "inspect", str(data), "--json", "--quiet"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert proc.stderr == "" and proc.returncode == 141

@@ -280,7 +280,8 @@ def test_format_metrics_table():
     for name in ("sky", "road", "car", "boat"):
         assert name in table
     miou_line = next(line for line in table.splitlines() if line.startswith("mIoU"))
-    assert miou_line.split()[-1] == "50.00"
+    assert miou_line.split()[-2:] == ["50.00", "%"]
+    assert table.splitlines()[0].split() == ["class", "IoU", "%", "Dice", "%", "Acc", "%", "GT", "share", "%"]
     assert "33.33" in table  # class 0 IoU and its 1/3 share of gt pixels
     boat_line = next(line for line in table.splitlines() if line.startswith("boat"))
     assert boat_line.split()[1:4] == ["-", "-", "-"]

@@ -218,3 +218,23 @@ def test_a_real_full_disk_is_one_line(tmp_path):
     hint = fileio.OS_ERROR_HINTS[errno.ENOSPC]
     assert proc.stderr == f"pixelwise: error: {target}: No space left on device; {hint}\n"
     assert target.read_text() == "{}" and _leftovers(tmp_path) == []
+
+
+def test_a_writer_that_makes_its_own_file_gets_the_umask_mode(tmp_path):
+    """safetensors writes its own file at the temporary path, with mode 0600."""
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(0o022)
+    try:
+        with fileio.atomic_path(tmp_path / "model.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp))
+        with fileio.atomic_path(tmp_path / "other.bin") as tmp:
+            os.unlink(tmp)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600))
+    finally:
+        os.umask(old)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {
+        "model.safetensors": 0o644,
+        "other.bin": 0o644,
+    }

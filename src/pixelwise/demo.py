@@ -16,6 +16,11 @@ from pathlib import Path
 # same time. Batches of 16 and channels-last memory make better use of the CPU cores than
 # batches of 8 in NCHW; validation every 5 epochs (and at the end) leaves the time to training.
 DEMO_IMAGES = 300
+# Bounds of the demo's numbers: at least 2 images (one to train on, one held out), seeds that
+# NumPy and PyTorch both take.
+MAX_IMAGES = 100_000
+MAX_EPOCHS = 10_000
+MAX_SEED = 2**32 - 1
 DEMO_TRAIN = dict(
     arch="unet",
     encoder="tu-resnet10t",
@@ -29,6 +34,8 @@ DEMO_TRAIN = dict(
     val_fraction=0.2,
     val_every=5,
     channels_last=True,
+    # Random initialisation: the demo stays offline and its figures do not depend on a download.
+    pretrained=None,
     # Training stops after `epochs` or on this clock, whichever comes first (the learning rate
     # still decays to zero by then), so a slow CPU does not stretch the demo past 5 minutes.
     # An explicit --epochs drops the clock.
@@ -44,7 +51,12 @@ def run_demo(
     device: str = "auto",
     progress: bool = True,
 ) -> dict:
-    """Run the demo end to end; returns {"run": path, "metrics": held-out metrics dict}."""
+    """Run the demo end to end; returns {"run": path, "metrics": held-out metrics dict}.
+
+    ``out`` must be a new or empty folder. Every argument is checked before any work: a bad one
+    raises a one-line :class:`~pixelwise.errors.PixelwiseError`. The metrics hold fractions in
+    [0, 1]; the printout shows them as percentages (``mIoU 89.40 %``).
+    """
     # Imported here so that reading DEMO_TRAIN (for `pixelwise demo --help`) imports no torch.
     from .data.synthetic import make_demo_dataset
     from .evaluation import evaluate
@@ -54,16 +66,21 @@ def run_demo(
     from .training.trainer import train
 
     run = Path(out) if out else Path("runs") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    num_images = DEMO_IMAGES if num_images is None else num_images
+    check_demo_arguments(run, num_images, epochs, seed, device)
     data = run / "data"
-    print(f"[1/4] generating {num_images or DEMO_IMAGES} synthetic 256x256 images into {data}")
-    make_demo_dataset(data, num_images=num_images or DEMO_IMAGES, seed=seed, progress=progress)
+    print(f"[1/4] generating {num_images} synthetic 256x256 images into {data}")
+    make_demo_dataset(data, num_images=num_images, seed=seed, progress=progress)
     cfg = dict(DEMO_TRAIN)
     if epochs:
         cfg["epochs"] = epochs
         cfg["time_limit"] = 0.0
     limit = f" or {cfg['time_limit']:.0f} s, whichever comes first" if cfg["time_limit"] else ""
-    print(f"[2/4] training {cfg['arch']}/{cfg['encoder']} for {cfg['epochs']} epochs{limit}")
-    result = train(TrainConfig(data=str(data), out=str(run), seed=seed, device=device, **cfg), progress=progress)
+    epochs_text = "1 epoch" if cfg["epochs"] == 1 else f"{cfg['epochs']} epochs"
+    print(f"[2/4] training {cfg['arch']}/{cfg['encoder']} for {epochs_text}{limit}")
+    # The run folder holds the demo's data/ beside the run; it was new or empty when the demo began.
+    config = TrainConfig(data=str(data), out=str(run), seed=seed, device=device, **cfg)
+    result = train(config, overwrite=True, progress=progress)
     print("[3/4] evaluating on the held-out (val) images at full resolution")
     seg = load(run, device)
     metrics = evaluate(run, data, split="val", predictor=seg, progress=progress)
@@ -72,10 +89,32 @@ def run_demo(
     val_images = [data / "images" / f"{s}.png" for s in (data / "splits" / "val.txt").read_text().split()]
     predict_files(seg, val_images, run / "predictions", progress=progress)
     print()
-    print(f"held-out mIoU {100 * metrics['miou']:.2f}  (best epoch {result.best_epoch} of {len(result.history)})")
+    print(f"held-out mIoU {100 * metrics['miou']:.2f} %  (best epoch {result.best_epoch} of {len(result.history)})")
     print(f"  metrics:     {run / 'eval-val' / 'metrics.json'}  {run / 'eval-val' / 'confusion.png'}")
     print(f"  curves:      {run / 'curves.png'}  {run / 'metrics.csv'}")
     print(f"  predictions: {run / 'predictions'}/masks, /overlays")
     print(f"  model:       {run / 'model.safetensors'} + model.json")
     print(f"run directory: {run}")
     return {"run": str(run), "metrics": metrics}
+
+
+def check_demo_arguments(run: Path, num_images: int, epochs: int | None, seed: int, device: str) -> None:
+    """Refuse, with one line, a demo that could not finish: numbers out of range, an unknown or absent
+    device, or an output folder that is not new or empty or cannot be written. Writes nothing."""
+    from .devices import resolve_device
+    from .errors import PixelwiseError
+    from .fileio import prepare_output_dir
+
+    for flag, value, lo, hi in (
+        ("--images", num_images, 2, MAX_IMAGES),
+        ("--epochs", epochs, 1, MAX_EPOCHS),
+        ("--seed", seed, 0, MAX_SEED),
+    ):
+        if value is None and flag == "--epochs":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise PixelwiseError(f"{flag} {value!r}: expected a whole number from {lo} to {hi}")
+    resolve_device(device)
+    prepare_output_dir(run, "--out", create=False)
+    if run.is_dir() and any(run.iterdir()):
+        raise PixelwiseError(f"--out {run}: not empty; the demo writes a new run, so choose a new or empty folder")

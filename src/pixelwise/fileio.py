@@ -13,6 +13,7 @@ import io
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -69,6 +70,7 @@ def atomic_path(path: str | Path):
 
     On any failure (an exception, Ctrl-C, a full disk) the temporary file is removed and ``path``
     is left as it was; an OSError that names no file (a failed ``write``) is given ``path``'s name.
+    The file gets the mode the umask gives (0644 with umask 022), whoever wrote it.
     """
     path = Path(path)
     try:
@@ -77,8 +79,13 @@ def atomic_path(path: str | Path):
     except OSError as e:
         _name_the_file(e, path)
         raise
+    mode = stat.S_IMODE(os.stat(tmp).st_mode)
     try:
         yield tmp
+        # A writer that makes its own file at `tmp` (safetensors does, with mode 0600) gets the
+        # umask's mode back, like every other file pixelwise writes.
+        if stat.S_IMODE(os.stat(tmp).st_mode) != mode:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as e:
         with suppress(OSError):

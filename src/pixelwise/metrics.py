@@ -192,10 +192,12 @@ def format_metrics_table(metrics: dict) -> str:
     """Plain-text table of a :func:`compute_metrics` result.
 
     One aligned row per class (IoU, Dice, accuracy and the class's share of ground-truth pixels,
-    all in percent with 2 decimals, "-" when undefined), then the summary lines.
+    all in percent with 2 decimals, "-" when undefined), then the summary lines (``mIoU  89.40 %``).
+    The header and every summary value carry the unit: the table shows percentages, while
+    ``metrics`` (and every file pixelwise writes) holds fractions in [0, 1].
     """
     total = metrics.get("num_pixels", 0)
-    header = ["class", "IoU", "Dice", "Acc", "GT share %"]
+    header = ["class", "IoU %", "Dice %", "Acc %", "GT share %"]
     rows = []
     for pc in metrics["per_class"]:
         share = pc["gt_pixels"] / total if total else None
@@ -219,5 +221,5 @@ def format_metrics_table(metrics: dict) -> str:
         ("fwIoU", metrics.get("fwiou")),
     ]
     label_w = max(len(k) for k, _ in summary)
-    out += [f"{k.ljust(label_w)}  {_pct(v)}" for k, v in summary]
+    out += [f"{k.ljust(label_w)}  {_pct(v).rjust(6)}{' %' if v is not None else ''}" for k, v in summary]
     return "\n".join(out)

@@ -7,10 +7,11 @@ the subcommand it belongs to.
 from __future__ import annotations
 
 import argparse
+import math
 
 
-def whole_number(minimum: int | None = None):
-    """An argparse type: a whole number, at least ``minimum`` when given."""
+def whole_number(minimum: int | None = None, maximum: int | None = None):
+    """An argparse type: a whole number, at least ``minimum`` and at most ``maximum`` when given."""
 
     def convert(text: str) -> int:
         try:
@@ -18,10 +19,42 @@ def whole_number(minimum: int | None = None):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if minimum is not None and v < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {v}")
+        if maximum is not None and v > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {v}")
         return v
 
     convert.__name__ = "whole number"
+    return convert
+
+
+def real_number(
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+):
+    """An argparse type: a finite number within the bounds given (``minimum``/``maximum`` inclusive,
+    ``above``/``below`` exclusive); ``nan`` and ``inf`` are refused."""
+
+    def convert(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        for bound, bad, words in (
+            (minimum, lambda b: v < b, "at least"),
+            (maximum, lambda b: v > b, "at most"),
+            (above, lambda b: v <= b, "above"),
+            (below, lambda b: v >= b, "below"),
+        ):
+            if bound is not None and bad(bound):
+                raise argparse.ArgumentTypeError(f"must be {words} {bound:g}, got {v:g}")
+        return v
+
+    convert.__name__ = "number"
     return convert
 
 
@@ -35,6 +68,6 @@ def scales(text: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError("expected numbers like 0.75,1,1.25") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError("scales must be positive")
+    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
+        raise argparse.ArgumentTypeError("scales must be positive finite numbers")
     return values
