@@ -7,7 +7,13 @@ index, input normalisation, the training configuration, validation metrics and t
 versions it was made with.
 
 Schema versions: 1 is the untyped ``model.json`` of pixelwise 0.1 (key ``format_version``);
-2 adds ``schema_version`` and is what is written now. Both load.
+2 adds ``schema_version`` and is what is written now. Both load. ``training.pretrained`` (what
+the weights started from) is optional: readers that do not know it skip it.
+
+``model.json`` is checked before anything is built: types and ranges of every section, and for
+``model`` the architecture's allowed keyword arguments and a known encoder name
+(:func:`pixelwise.models.model_config_problem`), so that no ``model.json`` can make a library
+load, unpickle or download a file.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from .classes import ClassInfo
 from .errors import PixelwiseError, short_message
 from .fileio import atomic_path, write_json
-from .models import ModelConfig, SegmentationModel, build_model
+from .models import ModelConfig, SegmentationModel, build_model, model_config_problem
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
@@ -55,6 +61,9 @@ class TrainingSummary:
     global_batch: int | None = None
     epoch: int | None = None  # the epoch whose weights these are
     best_epoch: int | None = None
+    # What the weights started from: "imagenet (cache)", "imagenet (downloaded)", "none",
+    # "none: offline", a weights file's path, ... (None: not recorded, as in bundles before it was).
+    pretrained: str | None = None
 
 
 @dataclass
@@ -145,7 +154,12 @@ def _model_config(d: dict, source) -> ModelConfig:
         raise PixelwiseError(
             f"{source}: 'model' needs arch (text), num_classes (>= 1), dropout in [0, 1) and kwargs (an object)"
         )
-    return ModelConfig.from_dict(d)
+    config = ModelConfig.from_dict(d)
+    problem = model_config_problem(config)
+    if problem:
+        where, words = problem
+        raise PixelwiseError(f"{source}: model.{where} {words}; this model.json was edited or not written by pixelwise")
+    return config
 
 
 def _classes(d: dict, source) -> ClassInfo:
@@ -187,6 +201,13 @@ def _training(d, source) -> TrainingSummary:
     known = {k: d[k] for k in TrainingSummary.__dataclass_fields__ if k in d}
     if not isinstance(known.get("config", {}), dict):
         raise PixelwiseError(f"{source}: 'training.config' must be a JSON object")
+    for key in ("device", "amp", "pretrained"):
+        if not isinstance(known.get(key), (str, type(None))):
+            raise PixelwiseError(f"{source}: 'training.{key}' must be text")
+    for key in ("processes", "batch_per_process", "global_batch", "epoch", "best_epoch"):
+        value = known.get(key)
+        if value is not None and not _is_int(value, 0):
+            raise PixelwiseError(f"{source}: 'training.{key}' must be a whole number >= 0")
     return TrainingSummary(**known)
 
 
@@ -228,11 +249,14 @@ def state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_bundle(directory: str | Path, model: SegmentationModel, bundle: Bundle) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``directory`` (each atomically).
 
-    ``bundle.model`` is replaced by the network's own config and ``versions`` is filled in when empty.
+    ``bundle.model`` is replaced by the network's own config, ``versions`` is filled in when empty
+    and ``training.pretrained`` from the model's ``pretrained_source`` when not set.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     bundle.model = model.config
+    if bundle.training.pretrained is None:
+        bundle.training.pretrained = getattr(model, "pretrained_source", None)
     if not bundle.versions:
         bundle.versions = library_versions()
     with atomic_path(directory / WEIGHTS) as tmp:

@@ -7,13 +7,30 @@ torchvision provides ``fcn`` (ResNet-50) and ``lraspp`` (MobileNetV3-Large).
 
 :class:`SegmentationModel` pads the input to the network's stride, runs the network, and crops
 the logits back, so the output has exactly the input's height and width.
+
+A model description (:class:`ModelConfig`, the ``model`` section of ``model.json``) is checked
+before anything is built (:func:`model_config_problem`): the encoder must be a name the library
+knows, and ``kwargs`` may hold only the keyword arguments of :data:`ALLOWED_KWARGS`, which shape
+the network and never name a file, a URL or weights to fetch.
+
+Pretrained weights (:func:`build_model`'s ``pretrained``): ``"auto"`` takes the encoder's ImageNet
+weights from the local cache, else downloads them, else trains from scratch and says why;
+``"imagenet"`` insists on them; ``"none"`` starts from random weights; a path loads a local
+safetensors file. The built model records what it started from in ``pretrained_source``.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
 import socket
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +66,11 @@ def _smp(arch_cls_name: str):
 
         cls = getattr(smp, arch_cls_name)
         kwargs = dict(cfg.kwargs)
-        if "decoder_channels" in kwargs and isinstance(kwargs["decoder_channels"], list):
-            kwargs["decoder_channels"] = tuple(kwargs["decoder_channels"])
+        for key in ("decoder_channels", "decoder_atrous_rates"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = tuple(kwargs[key])
+        if "decoder_use_batchnorm" in kwargs:  # the earlier name of decoder_use_norm
+            kwargs.setdefault("decoder_use_norm", kwargs.pop("decoder_use_batchnorm"))
         try:
             net = cls(
                 encoder_name=cfg.encoder,
@@ -59,12 +79,13 @@ def _smp(arch_cls_name: str):
                 classes=cfg.num_classes,
                 **kwargs,
             )
-        except (KeyError, ValueError, RuntimeError) as e:
+        except Exception as e:  # the library's checks raise many types; a description it cannot build
             if encoder_weights is not None:
                 raise  # build_model reports a failed weight download
             raise PixelwiseError(
-                f"cannot build {cfg.arch} with encoder '{cfg.encoder}': {short_message(e, 200)}; "
-                "pick an encoder segmentation-models-pytorch knows (e.g. resnet18, resnet34, mobilenet_v2, efficientnet-b0)"
+                f"cannot build {cfg.arch} with encoder '{cfg.encoder}' and {cfg.kwargs or 'no extra arguments'}: "
+                f"{short_message(e, 200)}; pick an encoder segmentation-models-pytorch knows "
+                "(e.g. resnet18, resnet34, mobilenet_v2, efficientnet-b0) and arguments it accepts"
             ) from None
         if cfg.dropout > 0:
             # Dropout right before the 1x1 classifier of the segmentation head.
@@ -119,6 +140,212 @@ MODELS = {
 TORCHVISION_BACKBONES = {"fcn": "resnet50", "lraspp": "mobilenet_v3_large"}
 
 
+# What a model description may say. Everything in ModelConfig.kwargs goes to the library's
+# builder, and a library keyword can load or fetch a file (timm's checkpoint_path unpickles one,
+# encoder_weights and pretrained download); so only the keywords below, which shape the network,
+# are accepted, each with the values it may take. Bounds keep a hostile model.json from asking
+# for a network too large to build.
+MAX_CLASSES = 4096
+MAX_IN_CHANNELS = 64
+MAX_CHANNELS = 1024
+
+# One check: (test of a value, the values allowed in words).
+Rule = tuple[Callable[[object], bool], str]
+
+
+def _whole(lo: int, hi: int) -> Rule:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi), f"a whole number {lo}..{hi}"
+
+
+def _fraction() -> Rule:
+    ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 1  # noqa: E731
+    return ok, "a number in [0, 1)"
+
+
+def _among(*values) -> Rule:
+    return (lambda v: isinstance(v, (str, type(None))) and v in values), " or ".join(
+        "null" if v is None else v for v in values
+    )
+
+
+def _flag() -> Rule:
+    return (lambda v: isinstance(v, bool)), "true or false"
+
+
+def _whole_list(lo_len: int, hi_len: int, lo: int, hi: int) -> Rule:
+    each = _whole(lo, hi)[0]
+    ok = lambda v: isinstance(v, (list, tuple)) and lo_len <= len(v) <= hi_len and all(each(x) for x in v)  # noqa: E731
+    size = f"{lo_len}" if lo_len == hi_len else f"{lo_len} to {hi_len}"
+    return ok, f"a list of {size} whole numbers {lo}..{hi}"
+
+
+_INTERPOLATION = _among("nearest", "bilinear", "bicubic", "area", "nearest-exact")
+_UNET = {
+    "decoder_channels": _whole_list(1, 5, 1, MAX_CHANNELS),
+    "decoder_use_norm": (
+        lambda v: isinstance(v, bool) or v in ("batchnorm", "identity", "layernorm", "instancenorm"),
+        "true, false, batchnorm, identity, layernorm or instancenorm",
+    ),
+    "decoder_use_batchnorm": _flag(),
+    "decoder_attention_type": _among(None, "scse"),
+    "decoder_interpolation": _INTERPOLATION,
+}
+_DEEPLAB = {
+    "encoder_output_stride": ((lambda v: v in (8, 16) and not isinstance(v, bool)), "8 or 16"),
+    "decoder_channels": _whole(1, MAX_CHANNELS),
+    "decoder_atrous_rates": _whole_list(3, 3, 1, 64),
+    "decoder_aspp_separable": _flag(),
+    "decoder_aspp_dropout": _fraction(),
+}
+_FPN = {
+    "decoder_pyramid_channels": _whole(1, MAX_CHANNELS),
+    "decoder_segmentation_channels": _whole(1, MAX_CHANNELS),
+    "decoder_merge_policy": _among("add", "cat"),
+    "decoder_dropout": _fraction(),
+    "decoder_interpolation": _INTERPOLATION,
+}
+# architecture -> keyword -> rule. Not here on purpose: encoder_weights, aux_params, activation,
+# upsampling (changes the output size), in_channels/classes/encoder_name (set by pixelwise).
+ALLOWED_KWARGS: dict[str, dict[str, Rule]] = {
+    "unet": {"encoder_depth": _whole(1, 5), **_UNET},
+    "unetplusplus": {"encoder_depth": _whole(2, 5), **_UNET},
+    "fpn": {"encoder_depth": _whole(3, 5), **_FPN},
+    "deeplabv3plus": {"encoder_depth": _whole(3, 5), **_DEEPLAB},
+    "deeplabv3": {"encoder_depth": _whole(1, 5), **_DEEPLAB},
+    "fcn": {},
+    "lraspp": {},
+}
+# Extra keywords of timm encoders (``tu-...``), passed on to timm.create_model: layer types by
+# name and drop rates. Not: checkpoint_path, pretrained, pretrained_cfg(_overlay), features_only, ...
+TIMM_ENCODER_KWARGS: dict[str, Rule] = {
+    "norm_layer": _among(
+        "batchnorm", "batchnorm2d", "groupnorm", "groupnorm1", "layernorm", "layernorm2d", "rmsnorm", "rmsnorm2d"
+    ),
+    "act_layer": _among(
+        "relu",
+        "relu6",
+        "leaky_relu",
+        "elu",
+        "celu",
+        "selu",
+        "gelu",
+        "gelu_tanh",
+        "quick_gelu",
+        "silu",
+        "swish",
+        "mish",
+        "hard_swish",
+        "hardswish",
+        "hard_mish",
+        "tanh",
+        "sigmoid",
+        "hard_sigmoid",
+        "hardsigmoid",
+        "prelu",
+    ),
+    "drop_rate": _fraction(),
+    "drop_path_rate": _fraction(),
+}
+_ENCODER_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]{0,99}(\.[a-z0-9_]{1,60})?")
+
+
+def allowed_kwargs(arch: str, encoder: str) -> dict[str, Rule]:
+    """The keyword arguments ``kwargs`` may hold for ``arch`` with ``encoder``, with their rules."""
+    allowed = dict(ALLOWED_KWARGS.get(arch, {}))
+    if arch not in TORCHVISION_BACKBONES and encoder.startswith("tu-"):
+        allowed.update(TIMM_ENCODER_KWARGS)
+    return allowed
+
+
+def encoder_problem(name: str) -> str | None:
+    """Why ``name`` is not an encoder to build (None when it is): a segmentation-models-pytorch
+    encoder name, or ``tu-`` and a model name timm lists. Paths, URLs and hub names are refused."""
+    import segmentation_models_pytorch as smp
+
+    if name in smp.encoders.get_encoder_names():
+        return None
+    if name.startswith("tu-") and _ENCODER_NAME.fullmatch(name[3:]):
+        import timm
+
+        if timm.is_model(name[3:]):
+            return None
+    return (
+        f"{name[:80]!r} is not an encoder pixelwise builds: give a segmentation-models-pytorch encoder "
+        "(resnet18, resnet34, mobilenet_v2, efficientnet-b0, ...) or tu-<a model name timm lists>; "
+        "file paths, URLs and hub names are not accepted"
+    )
+
+
+def model_config_problem(config: ModelConfig) -> tuple[str, str] | None:
+    """What is wrong with a model description, as (field, words), or None when it may be built.
+
+    ``field`` is ``arch``, ``encoder``, ``num_classes``, ``in_channels``, ``dropout``, ``kwargs``
+    or ``kwargs.<key>``; the words follow the field's name in a message ("is not ...", "must be ...").
+    Nothing is imported but the library that knows the encoder names; nothing is built or read.
+    """
+    c = config
+    checks = [
+        ("arch", isinstance(c.arch, str) and c.arch in MODELS, f"is not an architecture ({', '.join(MODELS)})"),
+        ("encoder", isinstance(c.encoder, str), "must be text"),
+        ("num_classes", _whole(1, MAX_CLASSES)[0](c.num_classes), f"must be {_whole(1, MAX_CLASSES)[1]}"),
+        ("in_channels", _whole(1, MAX_IN_CHANNELS)[0](c.in_channels), f"must be {_whole(1, MAX_IN_CHANNELS)[1]}"),
+        ("dropout", _fraction()[0](c.dropout), "must be a number in [0, 1)"),
+        ("kwargs", isinstance(c.kwargs, dict) and all(isinstance(k, str) for k in c.kwargs), "must be a mapping"),
+    ]
+    for name, ok, words in checks:
+        if not ok:
+            return name, words
+    if c.arch not in TORCHVISION_BACKBONES:  # those have a fixed backbone: the name is replaced
+        problem = encoder_problem(c.encoder)
+        if problem:
+            return "encoder", problem
+    return _kwargs_problem(c.arch, c.encoder, c.kwargs)
+
+
+def _kwargs_problem(arch: str, encoder: str, kwargs: dict) -> tuple[str, str] | None:
+    allowed = allowed_kwargs(arch, encoder)
+    for key, value in kwargs.items():
+        if key not in allowed:
+            options = ", ".join(sorted(allowed)) or "none"
+            return (
+                f"kwargs.{key[:60]}",
+                f"is not an option of {arch} with encoder {encoder} (allowed: {options}); "
+                "nothing that names a file, a URL or weights to fetch",
+            )
+        test, words = allowed[key]
+        if not test(value):
+            return f"kwargs.{key}", f"must be {words}, not {_short_repr(value)}"
+    channels = kwargs.get("decoder_channels")
+    depth = kwargs.get("encoder_depth", 5)
+    if arch in ("unet", "unetplusplus") and channels is not None and len(channels) != depth:
+        return (
+            "kwargs.decoder_channels",
+            f"must have one entry per encoder stage: {len(channels)} given for encoder_depth {depth}",
+        )
+    return None
+
+
+def _short_repr(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_model_config(config: ModelConfig) -> None:
+    """Raise a one-line :class:`PixelwiseError` naming the option (``--model-kwargs KEY``,
+    ``--encoder``, ...) when ``config`` is not a description :func:`build_model` may build."""
+    problem = model_config_problem(config)
+    if problem is None:
+        return
+    where, words = problem
+    if where == "arch":
+        raise PixelwiseError(f"unknown architecture {config.arch!r}; choose one of: {', '.join(MODELS)}")
+    flags = {"encoder": "--encoder", "dropout": "--dropout", "kwargs": "--model-kwargs"}
+    name = flags.get(where, where)
+    if where.startswith("kwargs."):
+        name = f"--model-kwargs {where[len('kwargs.') :]}"
+    raise PixelwiseError(f"{name} {words}")
+
+
 class SegmentationModel(nn.Module):
     """Any-size wrapper: ``(N, 3, H, W)`` normalised image -> ``(N, C, H, W)`` logits.
 
@@ -131,6 +358,8 @@ class SegmentationModel(nn.Module):
         self.net = net
         self.stride = stride
         self.config = config
+        self.pretrained_source: str | None = None  # what the weights started from (see build_model)
+        self.pretrained_note: str | None = None  # one line for the user when "auto" fell back to scratch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -145,40 +374,204 @@ class SegmentationModel(nn.Module):
 
 
 def build_model(config: ModelConfig, pretrained: str | None = None) -> SegmentationModel:
-    """Build the network named by ``config.arch``.
+    """Build the network named by ``config.arch`` after checking the description (:func:`check_model_config`).
 
-    ``pretrained``: None (random initialisation, nothing downloaded), ``"imagenet"`` (the
-    encoder's published weights, downloaded by the underlying library; a failure is a clear
-    error after at most 60 s without data), or a path to a local ``.safetensors`` file: a
-    pixelwise bundle's ``model.safetensors`` (or its run directory), or an encoder state dict.
+    ``pretrained``:
+
+    - None: random initialisation, nothing looked up (``pretrained_source`` None; what loading a
+      bundle and resuming a run use);
+    - ``"none"``: random initialisation, recorded as ``"none"``;
+    - ``"auto"``: the encoder's ImageNet weights from the local cache (``"imagenet (cache)"``), else
+      downloaded (``"imagenet (downloaded)"``), else random with ``pretrained_note`` saying why
+      (``"none: offline"``, ``"none: no ImageNet weights"``, ``"none: download failed"``);
+    - ``"imagenet"``: the same weights, and a clear error when they cannot be had (after at most
+      60 s without data);
+    - a path to a local ``.safetensors`` file: a pixelwise bundle's ``model.safetensors`` (or its
+      run directory), or an encoder state dict; recorded as the resolved path.
+
+    The model gets ``pretrained_source`` (str or None) and ``pretrained_note`` (one line for the
+    user, or None).
     """
-    if config.arch not in MODELS:
-        raise PixelwiseError(f"unknown architecture '{config.arch}'; choose one of: {', '.join(MODELS)}")
-    if config.arch in TORCHVISION_BACKBONES:  # fixed backbones: record the real one
+    if isinstance(config.arch, str) and config.arch in TORCHVISION_BACKBONES:  # fixed: record the real one
         config.encoder = TORCHVISION_BACKBONES[config.arch]
-    if pretrained in (None, "", "none"):
+    check_model_config(config)
+    note = None
+    if pretrained is None or pretrained in ("", "none"):
         net, stride = MODELS[config.arch](config, None)
-        return SegmentationModel(net, stride, config)
-    if pretrained == "imagenet":
-        old = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(60)
-        try:
-            net, stride = MODELS[config.arch](config, "imagenet")
-        except PixelwiseError:
-            raise
-        except Exception as e:  # network errors come in many types from many libraries
-            raise PixelwiseError(
-                f"could not get ImageNet weights for {config.arch}/{config.encoder} "
-                f"({short_message(e, 150, with_type=True)}); "
-                "check the network, or pass --pretrained PATH to a local .safetensors file"
-            ) from None
-        finally:
-            socket.setdefaulttimeout(old)
-        return SegmentationModel(net, stride, config)
-    net, stride = MODELS[config.arch](config, None)
+        source = None if pretrained is None else "none"
+    elif pretrained in ("auto", "imagenet"):
+        net, stride, source, note = _build_imagenet(config, required=pretrained == "imagenet")
+    else:
+        net, stride = MODELS[config.arch](config, None)
+        model = SegmentationModel(net, stride, config)
+        load_pretrained(model, pretrained)
+        model.pretrained_source = str(Path(pretrained).resolve())
+        return model
     model = SegmentationModel(net, stride, config)
-    load_pretrained(model, pretrained)
+    model.pretrained_source, model.pretrained_note = source, note
     return model
+
+
+# Seconds to wait for a connection to the weights' host before "auto" trains from scratch, and
+# without data during a download before it gives up.
+PROBE_TIMEOUT_S = 3.0
+DOWNLOAD_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class ImagenetWeights:
+    """Where the ImageNet weights of an encoder come from: a hub repository or URL, its host, cached or not."""
+
+    location: str
+    host: str
+    cached: bool
+
+
+def imagenet_weights(config: ModelConfig) -> ImagenetWeights | None:
+    """Where the ImageNet weights of ``config``'s encoder live, and whether the local cache holds
+    them (no network used); None when the encoder has none."""
+    if config.arch in TORCHVISION_BACKBONES:
+        from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
+
+        url = {"fcn": ResNet50_Weights, "lraspp": MobileNet_V3_Large_Weights}[config.arch].IMAGENET1K_V1.url
+        return _url_weights(url)
+    import segmentation_models_pytorch as smp
+
+    name = config.encoder
+    if smp.encoders.is_equivalent_to_timm_universal(name):  # smp builds these with timm
+        name = name.replace("timm-", "tu-").replace("tu-mobilenetv3", "tu-tf_mobilenetv3")
+    if name.startswith("tu-"):
+        return _timm_weights(name[3:])
+    settings = smp.encoders.encoders.get(name, {}).get("pretrained_settings", {}).get("imagenet")
+    if settings is None:
+        return None
+    repo, revision = settings["repo_id"], settings["revision"]
+    files = ("config.json", "model.safetensors")
+    return ImagenetWeights(repo, _hub_host(), all(_hub_cached(repo, f, revision) for f in files))
+
+
+def _timm_weights(name: str) -> ImagenetWeights | None:
+    import timm
+
+    if not timm.models.is_model_pretrained(name):
+        return None
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg.hf_hub_id:
+        repo = cfg.hf_hub_id
+        files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        return ImagenetWeights(repo, _hub_host(), any(_hub_cached(repo, f) for f in files))
+    return _url_weights(cfg.url) if cfg.url else None
+
+
+def _url_weights(url: str) -> ImagenetWeights:
+    """Weights fetched by torch.hub into ``$TORCH_HOME/hub/checkpoints``."""
+    cached = Path(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path)).is_file()
+    return ImagenetWeights(url, urlparse(url).hostname or "", cached)
+
+
+def _hub_host() -> str:
+    from huggingface_hub import constants
+
+    return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+
+
+def _hub_cached(repo: str, filename: str, revision: str | None = None) -> bool:
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, filename, cache_dir=constants.HF_HUB_CACHE, revision=revision)
+    return isinstance(found, str)
+
+
+def offline_by_environment() -> bool:
+    """True when ``PIXELWISE_OFFLINE`` or ``HF_HUB_OFFLINE`` is set to 1/true/yes: nothing is downloaded."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARIABLES)
+
+
+_OFFLINE_VARIABLES = ("PIXELWISE_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def reachable(host: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to ``host``:443 opens within ``timeout`` seconds (name lookup included)."""
+    if not host:
+        return False
+    opened = []
+
+    def probe():
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                opened.append(True)
+        except Exception:  # no network, no name service, refused: all mean "not now"
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(opened)
+
+
+def _build_imagenet(config: ModelConfig, required: bool):
+    """(network, stride, source, note) for ``pretrained="auto"`` (``required`` False) or ``"imagenet"``."""
+    name = f"{config.arch}/{config.encoder}"
+    weights = imagenet_weights(config)
+    if weights is None:
+        return _scratch(config, required, "none: no ImageNet weights", f"{name} has no ImageNet weights")
+    if weights.cached:
+        try:
+            with _hub_offline():
+                net, stride = MODELS[config.arch](config, "imagenet")
+            return net, stride, "imagenet (cache)", None
+        except Exception as e:  # a damaged cache entry: try the network as for a missing one
+            cache_error = short_message(e, 100, with_type=True)
+            if not required and (offline_by_environment() or not reachable(weights.host)):
+                why = f"its ImageNet weights in the local cache cannot be read ({cache_error})"
+                return _scratch(config, required, "none: cache unreadable", f"{name}: {why}")
+    elif offline_by_environment() or not reachable(weights.host):
+        why = f"the ImageNet weights of {name} are not in the local cache and {weights.host} cannot be reached"
+        return _scratch(config, required, "none: offline", why)
+    try:
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            net, stride = MODELS[config.arch](config, "imagenet")
+        return net, stride, "imagenet (downloaded)", None
+    except PixelwiseError:
+        raise
+    except Exception as e:  # network errors come in many types from many libraries
+        why = f"downloading the ImageNet weights of {name} failed ({short_message(e, 150, with_type=True)})"
+        return _scratch(config, required, "none: download failed", why)
+
+
+def _scratch(config: ModelConfig, required: bool, source: str, why: str):
+    """Random weights with a note saying why, or for ``required`` weights the error."""
+    if required:
+        raise PixelwiseError(
+            f"could not get ImageNet weights: {why}; check the network, pass --pretrained PATH to a local "
+            ".safetensors file, or --pretrained auto to train from scratch when they cannot be had"
+        )
+    net, stride = MODELS[config.arch](config, None)
+    note = f"training from scratch: {why}; --pretrained PATH starts from a local .safetensors file, --no-pretrained silences this"
+    return net, stride, source, note
+
+
+@contextmanager
+def _socket_timeout(seconds: float):
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+@contextmanager
+def _hub_offline():
+    """Hugging Face Hub look-ups answered from the local cache only (no update check over the network)."""
+    from huggingface_hub import constants
+
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
 
 
 def _encoder_of(model: SegmentationModel) -> tuple[nn.Module, str]:

@@ -115,13 +115,16 @@ class TrainConfig:
     )
     dropout: float = option(0.0, group="model", min=0.0, below=1.0, help="dropout before the classifier")
     pretrained: str | None = option(
-        None,
+        "auto",
         group="model",
         const="imagenet",
-        metavar="PATH",
-        default_text="none: random initialisation",
-        help="start from pretrained weights: alone = ImageNet encoder weights (downloads); "
-        "with PATH = a local .safetensors file (a pixelwise run/bundle or an encoder state dict)",
+        off="none",
+        metavar="auto|none|imagenet|PATH",
+        default_text="auto",
+        help="encoder weights to start from: auto = ImageNet weights from the local cache, else downloaded, "
+        "else from scratch with a note saying why; imagenet (the flag alone) = those weights or an error; "
+        "none (--no-pretrained) = from scratch; PATH = a local .safetensors file (a pixelwise run or an "
+        "encoder state dict)",
     )
     epochs: int = option(30, group="optimisation", min=1, help="passes over the training split")
     batch_size: int = option(
