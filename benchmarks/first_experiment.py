@@ -29,7 +29,6 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from pixelwise.cli import build_parser
 from pixelwise.cli import main as pixelwise_main
 from pixelwise.metrics import ConfusionMatrix, compute_metrics
 
@@ -109,13 +108,6 @@ def run(argv: list[str]) -> None:
         raise SystemExit(f"pixelwise {argv[0]} exited with status {code}")
 
 
-def from_scratch_flag() -> list[str]:
-    """The classic experiment starts from random weights: `--no-pretrained` where `train` has it."""
-    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and isinstance(a.choices, dict))
-    options = {s for a in sub.choices["train"]._actions for s in a.option_strings}
-    return ["--no-pretrained"] if "--no-pretrained" in options else []
-
-
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f} %"
 
@@ -147,7 +139,7 @@ def main() -> None:
     run_dir = out / "run"
     train = ["train", str(data), "--out", str(run_dir), *MODEL_FLAGS, *RECIPE_FLAGS]
     train += ["--epochs", str(args.epochs), "--time-limit", str(args.time_limit), "--seed", str(args.seed)]
-    run(train + ["--channels-last", *from_scratch_flag(), "--quiet", *shlex.split(args.extra)])
+    run(train + ["--channels-last", "--pretrained", "none", "--quiet", *shlex.split(args.extra)])
     run(["evaluate", str(run_dir), str(data), "--split", "val", "--backend", "torch", "--quiet"])
     model = json.loads((run_dir / "eval-val" / "metrics.json").read_text())
     report(model, background_only(data), time.perf_counter() - start)
