@@ -9,10 +9,11 @@ precision, inference options, post-processing, limits), ``POST /predict`` (an im
 multipart field ``file``; ``?format=json|mask|overlay``), the web page at ``/`` and FastAPI's own
 ``/openapi.json`` and ``/docs``.
 
-The event loop never runs model code: uploads are decoded and PNGs encoded in the thread pool of
-the ASGI framework, and the model runs in a pool of ``model_threads`` threads of its own. At most
-``max_pending`` predictions are in flight; past that a request gets 503 at once instead of
-queueing without bound.
+The event loop never runs model code: PNGs are encoded in the thread pool of the ASGI framework,
+and uploads are decoded and labelled in a pool of ``model_threads`` threads of its own. An upload
+waits for the model as its compressed file, decoded only when its turn comes. At most
+``max_pending`` predictions holding at most ``max_queued_bytes`` of uploads are in flight; past
+that a request gets 503 at once instead of queueing without bound.
 """
 
 from __future__ import annotations
@@ -68,9 +69,18 @@ class ServeConfig:
         max_upload_bytes: largest accepted image file, in bytes (default 20 MB); a larger upload is
             refused from its Content-Length, or cut off while it streams in.
         max_upload_pixels: largest accepted width x height, read from the image header before decoding.
-        max_pending: predictions in flight (running or waiting) before new ones get 503.
-        max_connections: open connections (idle keep-alive ones included) before new requests get
-            503 from uvicorn; bounds the uploads being received at once.
+        max_pending: predictions in flight (running or waiting for the model) before new ones get 503.
+        max_queued_bytes: bytes of uploaded files held by predictions in flight before new ones get
+            503. Uploads wait for the model as their compressed files and are decoded only when
+            their turn comes, so this bounds the memory of queued work.
+        max_connections: requests in progress (being received, waiting or answered; ``/health``
+            not counted) before new ones get 503; bounds the uploads being received at once. A
+            socket that has not sent a complete request header holds no slot.
+        header_timeout: seconds a connection may take to send a request's headers (from its
+            opening, or from its previous answer) before it is closed (408 if it sent part of one).
+        body_timeout: seconds a request's body may take to arrive after its headers (408, closed).
+        max_open_connections: open sockets at most; past that the one that has been waiting
+            longest for a request is closed to make room.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` (used when run directories are given).
         access_log: print one line per request.
     """
@@ -81,15 +91,33 @@ class ServeConfig:
     token: str | None = None
     max_upload_bytes: int = 20_000_000
     max_upload_pixels: int = 4096 * 4096
-    max_pending: int = 64
-    max_connections: int = 256
+    max_pending: int = 16
+    max_queued_bytes: int = 200_000_000
+    max_connections: int = 64
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_open_connections: int = 1024
     device: str = "auto"
     access_log: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("model_threads", "max_upload_bytes", "max_upload_pixels", "max_pending", "max_connections"):
+        for name in (
+            "model_threads",
+            "max_upload_bytes",
+            "max_upload_pixels",
+            "max_pending",
+            "max_queued_bytes",
+            "max_connections",
+            "max_open_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServeConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if not 1 <= self.port + 1 <= 65536:
+            raise ValueError(f"ServeConfig.port must be 0..65535, got {self.port}")
+        for name in ("header_timeout", "body_timeout"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"ServeConfig.{name} must be a positive number of seconds, got {value}")
         if self.token is not None and not self.token.strip():
             raise ValueError("ServeConfig.token must not be empty")
 
@@ -155,22 +183,39 @@ class ErrorBody(BaseModel):
 
 
 class InferenceService:
-    """The Predictor, its thread pool and the count of predictions in flight."""
+    """The Predictor, its thread pool, and the predictions in flight with the bytes they hold."""
 
-    def __init__(self, predictor: Predictor, model_threads: int, max_pending: int):
+    def __init__(self, predictor: Predictor, model_threads: int, max_pending: int, max_queued_bytes: int = 1 << 62):
         self.predictor = predictor
         self.max_pending = max_pending
-        self.pending = 0  # changed only on the event loop thread, so no lock is needed
+        self.max_queued_bytes = max_queued_bytes
+        # Changed only on the event loop thread, so no lock is needed.
+        self.pending = 0
+        self.queued_bytes = 0
         self.pool = ThreadPoolExecutor(max_workers=model_threads, thread_name_prefix="pixelwise-model")
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """The one place the server calls the model: ``(H, W, 3)`` uint8 -> ``(H, W)`` int64 classes."""
         return self.predictor.predict(image)
 
-    def timed_segment(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+    def decode_and_segment(self, data: bytes, max_pixels: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """Decode an upload and label it, on a model thread: ``(image, mask, decode_ms, inference_ms)``.
+
+        Decoding here, when the model is free, keeps the uploads that wait for it compressed.
+        """
         t0 = time.perf_counter()
+        image = decode_upload(data, max_pixels)
+        t1 = time.perf_counter()
         mask = self.segment(image)
-        return mask, (time.perf_counter() - t0) * 1000.0
+        return image, mask, (t1 - t0) * 1000.0, (time.perf_counter() - t1) * 1000.0
+
+    def busy(self, size: int) -> str | None:
+        """Why a new upload of ``size`` bytes cannot be queued now (None: it can)."""
+        if self.pending >= self.max_pending:
+            return f"busy: {self.pending} predictions in flight; retry shortly"
+        if self.pending and self.queued_bytes + size > self.max_queued_bytes:
+            return f"busy: {self.queued_bytes / 1e6:.1f} MB of uploads waiting for the model; retry shortly"
+        return None
 
 
 def _finite(value):
@@ -298,19 +343,17 @@ def _add_service_routes(app: FastAPI, info: dict, protected: list) -> None:
 
 
 async def _labels_of_upload(service: InferenceService, config: ServeConfig, file: UploadFile) -> tuple:
-    """Read, check and decode an upload, then label it on the model threads.
+    """Read and check an upload, then decode and label it on the model threads.
 
     Returns ``(image, mask, decode_ms, inference_ms)``; raises :class:`UploadError` for a bad upload.
     """
     data = await file.read(config.max_upload_bytes + 1)
     if len(data) > config.max_upload_bytes:
         raise UploadError(413, f"upload too large: the limit is {config.max_upload_bytes} bytes")
-    t_dec = time.perf_counter()
-    image = await run_in_threadpool(decode_upload, data, config.max_upload_pixels)
-    decode_ms = (time.perf_counter() - t_dec) * 1000.0
+    if not data:
+        raise UploadError(400, "the uploaded file is empty; send an image file (PNG, JPEG, ...)")
     loop = asyncio.get_running_loop()
-    mask, inference_ms = await loop.run_in_executor(service.pool, service.timed_segment, image)
-    return image, mask, decode_ms, inference_ms
+    return await loop.run_in_executor(service.pool, service.decode_and_segment, data, config.max_upload_pixels)
 
 
 async def _answer(service, image, mask, format: OutputFormat, alpha: float, timing: tuple[float, float, float]):
@@ -361,16 +404,18 @@ def _add_predict_route(app: FastAPI, service: InferenceService, config: ServeCon
         ctype = (file.content_type or "").split(";")[0].strip().lower()
         if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
             raise HTTPException(415, f"the file was sent as {ctype!r}; send an image (image/png, image/jpeg, ...)")
-        if service.pending >= service.max_pending:
-            raise HTTPException(
-                503, f"busy: {service.pending} predictions in flight; retry shortly", headers={"Retry-After": "1"}
-            )
+        size = min(file.size or 0, config.max_upload_bytes)
+        reason = service.busy(size)
+        if reason:
+            raise HTTPException(503, reason, headers={"Retry-After": "1"})
         service.pending += 1
+        service.queued_bytes += size
         try:
             image, mask, decode_ms, inference_ms = await _labels_of_upload(service, config, file)
             return await _answer(service, image, mask, format, alpha, (decode_ms, inference_ms, t0))
         finally:
             service.pending -= 1
+            service.queued_bytes -= size
 
 
 def _add_page_routes(app: FastAPI) -> None:
@@ -412,7 +457,7 @@ def create_app(
     config = config or ServeConfig()
     predictor = serving_predictor(model, config, inference, postprocess, backend, precision, onnx_path)
     predictor.members()  # fail at start-up, not on the first request
-    service = InferenceService(predictor, config.model_threads, config.max_pending)
+    service = InferenceService(predictor, config.model_threads, config.max_pending, config.max_queued_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -431,6 +476,10 @@ def create_app(
     _add_service_routes(app, model_info(predictor, config), protected)
     _add_predict_route(app, service, config, protected)
     _add_page_routes(app)
-    rules = GuardRules(max_body_bytes=config.max_upload_bytes + MULTIPART_OVERHEAD, token=config.token)
+    rules = GuardRules(
+        max_body_bytes=config.max_upload_bytes + MULTIPART_OVERHEAD,
+        token=config.token,
+        max_requests=config.max_connections,
+    )
     app.add_middleware(RequestGuard, rules=rules)
     return app

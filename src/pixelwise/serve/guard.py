@@ -2,7 +2,9 @@
 
 It runs in front of FastAPI, so a request with a wrong token, a body of the wrong type or a
 declared length over the limit gets its 4xx answer without the server reading the upload; a
-body that turns out longer than the limit while it streams in is cut off at the limit.
+body that turns out longer than the limit while it streams in is cut off at the limit. It also
+bounds the requests in progress (``max_requests``): past that, new ones get 503 at once
+(``/health`` is never counted nor refused).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class GuardRules:
 
     max_body_bytes: int
     token: str | None = None
+    max_requests: int | None = None
+    uncounted_paths: tuple[str, ...] = ("/health",)
     public_paths: tuple[str, ...] = ("/health", "/")
     public_prefixes: tuple[str, ...] = ("/static/",)
     upload_paths: tuple[str, ...] = ("/predict",)
@@ -41,8 +45,24 @@ class RequestGuard:
     def __init__(self, app, rules: GuardRules):
         self.app = app
         self.rules = rules
+        self.in_progress = 0  # changed only on the event loop thread
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path", "") in self.rules.uncounted_paths:
+            await self._guarded(scope, receive, send)
+            return
+        limit = self.rules.max_requests
+        if limit is not None and self.in_progress >= limit:
+            body = f"busy: {self.in_progress} requests in progress; retry shortly"
+            await _error(send, 503, body, [(b"retry-after", b"1")] + self.rules.extra_headers)
+            return
+        self.in_progress += 1
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            self.in_progress -= 1
+
+    async def _guarded(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

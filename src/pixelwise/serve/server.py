@@ -16,6 +16,7 @@ from ..postprocess import PostprocessConfig
 from ..predict.engine import InferenceConfig
 from ..predict.predictor import BaseSegmenter, Predictor
 from .app import ServeConfig, create_app
+from .connections import ConnectionLimits, guarded_protocol
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -45,20 +46,43 @@ def url_of(sock: socket.socket) -> str:
 
 
 def _uvicorn_server(app, config: ServeConfig):
+    """uvicorn on the guarded h11 protocol (request deadlines, a cap on sockets; see :mod:`.connections`).
+
+    uvicorn's own ``limit_concurrency`` stays off: it counts sockets that never sent a request, so
+    stalled clients would lock everyone out; the app bounds the requests in progress instead.
+    """
     import uvicorn
 
+    limits = ConnectionLimits(config.header_timeout, config.body_timeout, config.max_open_connections)
     return uvicorn.Server(
         uvicorn.Config(
             app,
             host=config.host,
             port=config.port,
+            http=guarded_protocol(limits),
             lifespan="on",
             server_header=False,
-            limit_concurrency=config.max_connections + 1,  # uvicorn counts the new one too
+            limit_concurrency=None,
+            timeout_keep_alive=5,
             log_level="info" if config.access_log else "warning",
             access_log=config.access_log,
         )
     )
+
+
+def _allow_open_files(count: int) -> None:
+    """Raise this process's soft limit on open files to ``count`` (at most the hard limit)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = count if hard == resource.RLIM_INFINITY else min(count, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def _what(model) -> str:
@@ -103,6 +127,7 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
+    _allow_open_files(config.max_open_connections + 256)
     try:
         _uvicorn_server(app, config).run(sockets=[sock])
     except KeyboardInterrupt:
