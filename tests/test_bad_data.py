@@ -55,7 +55,7 @@ def test_non_image_files_among_the_images(simple_data):
     (simple_data / "images" / "s03.png").write_bytes(b"<html>not a picture</html>")
     with pytest.raises(PixelwiseError) as e:
         open_dataset(simple_data)
-    assert "images cannot be read" in _one_line(e) and "s03.png" in str(e.value)
+    assert "1 image cannot be read" in _one_line(e) and "s03.png" in str(e.value)
 
 
 def test_mask_size_mismatch_is_an_error_unless_resizing_is_asked_for(simple_data):
@@ -111,7 +111,7 @@ def test_empty_split(tmp_path):
 
 def test_image_smaller_than_the_crop_is_padded_not_an_error(tmp_path):
     write_pair(tmp_path, "tiny", np.full((10, 12, 3), 50, np.uint8), np.ones((10, 12)))
-    ds = open_dataset(tmp_path, val_fraction=0)
+    ds = open_dataset(tmp_path, val_fraction=0, for_training=False)  # one class: not trainable, but readable
     tf = train_transform(32, ignore_index=255, scale_range=(1.0, 1.0), hflip=False, color_jitter=0)
     image, mask = SegmentationDataset(ds.splits["train"], tf)[0]
     assert image.shape == (3, 32, 32) and mask.shape == (32, 32)

@@ -73,9 +73,14 @@ def test_binary_0_255_masks_are_mapped_with_a_notice(tmp_path):
 
 def test_binary_detection_can_be_overridden(tmp_path):
     labels = _write(tmp_path, 2, lambda lab: ((lab > 0) * 255).astype(np.uint8), mode="L")
-    ds = open_dataset(tmp_path, encoding="index", val_fraction=0)  # 255 means "ignore" after all
+    ds = open_dataset(tmp_path, encoding="index", val_fraction=0, for_training=False)  # 255 means "ignore"
     assert ds.spec.encoding == "index" and ds.classes.num_classes == 1
     assert ds.report.ignored_pixels == sum(int((lab > 0).sum()) for lab in labels.values())
+    # Read that way, every labelled pixel is class 0: training refuses it and says what 255 is taken for.
+    with pytest.raises(PixelwiseError) as e:
+        open_dataset(tmp_path, encoding="index", val_fraction=0)
+    msg = str(e.value)
+    assert "\n" not in msg and "is class 0" in msg and "cannot learn" in msg and "255 is the ignore index" in msg
 
 
 def test_rgb_masks_through_the_classes_file_colours(tmp_path):

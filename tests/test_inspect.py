@@ -29,7 +29,7 @@ def street(tmp_path):
         m = np.zeros((h, w), np.uint8)
         m[h // 2 :, :] = 0
         if i % 2 == 0:
-            m[2:6, 3:9] = 1  # car in half the images
+            m[2:10, 3:18] = 1  # car in half the images
         if i == 3:
             m[0:2, 0:2] = 2  # one small person
         m[-1, :] = 255  # ignored bottom row
@@ -65,11 +65,17 @@ def test_report_matches_direct_counts(street, tmp_path):
     assert r["per_class"][1]["share"] == pytest.approx(counts[1] / labelled, abs=1e-6)
     assert r["ignored_pixels"] == 6 * 30 + 2 * 16
     assert r["imbalance"] == {"ratio": round(counts[0] / counts[2], 2), "most": "road", "least": "person"}
-    # Median-frequency weights, computed here from the training counts.
+    # Median-frequency weights, computed here from the training counts; person (4 pixels) gets none.
     freq = train_counts / train_counts.sum()
+    median = np.median(freq[freq > 0])
+    assert r["suggested_class_weights"]["median_weights"][2] == pytest.approx(median / freq[2], abs=1e-3)
+    kept = train_counts * (train_counts >= 100)
+    freq = kept / kept.sum()
     med = np.median(freq[freq > 0])
-    want = np.where(freq > 0, med / np.where(freq > 0, freq, 1), 0)
-    assert r["suggested_class_weights"]["weights"] == pytest.approx(want.tolist(), abs=1e-3)
+    want = [med / f if f else None for f in freq]
+    assert r["suggested_class_weights"]["weights"][:2] == pytest.approx(want[:2], abs=1e-3)
+    assert r["suggested_class_weights"]["weights"][2:] == [None, None]
+    assert r["suggested_class_weights"]["too_few_pixels"] == ["person"]
     sizes = r["images"]["sizes"]
     assert sizes["distinct"] == 2 and sizes["most_common"][0] == {"width": 30, "height": 20, "images": 6}
     assert sizes["height"] == {"min": 16, "median": 20.0, "max": 20}
@@ -98,19 +104,23 @@ def test_every_problem_is_listed_with_files_and_what_to_do(street, tmp_path, cap
     out = capsys.readouterr().out
     assert rc == 1
     for expected in (
-        "images cannot be read",
+        "ERROR   1 image cannot be read",
         "f0.png",
-        "masks differ in size",
+        "ERROR   1 mask differs in size from its image",
         "f4.png is 5x5, image is 30x20",
-        "neither a class nor the ignore index",
+        "1 mask has values that are neither a class nor the ignore index",
         "f5.png (value 9)",
-        "masks have no image",
+        "ERROR   1 mask has no image",
         "f9.png",
         "what to do:",
         "--skip-bad",
     ):
         assert expected in out, expected
-    assert "3 checked" not in out and "8 checked, 5 usable" in out
+    assert "3 checked" not in out and "8 checked, 5 usable, 3 unusable" in out
+    # The split counts say how many of each split's images can be used (the unusable f0, f4, f5 are in train).
+    assert "splits:    train 6 (3 usable), val 2, test 0 images" in out
+    for plural_slip in ("1 images", "1 masks", "1 stems", "1 errors", "1 classes", "1 names"):
+        assert plural_slip not in out, plural_slip
     rc = main(["inspect", str(root), "--json", "--skip-bad", "--out", str(tmp_path / "o")])
     report = json.loads(capsys.readouterr().out)
     assert rc == 0  # with --skip-bad the rest is usable

@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from .data import DEFAULT_MAX_PIXELS, SPLIT_NAMES, Problem, ScannedData, scan_dataset
+from .data.types import plural
 from .fileio import write_json
+
+# A class with fewer training pixels gets no suggested weight (stray labels, too few to learn
+# from: a median-frequency weight would be in the thousands); the others are capped.
+MIN_WEIGHT_PIXELS = 100
+MAX_SUGGESTED_WEIGHT = 50.0
 
 # Converted on reading, worth a line in the report: mode -> what happens.
 _IMAGE_MODES = {
@@ -68,9 +74,9 @@ def _tally(values: dict[str, dict[int, int]], train: set[str], ncls: int, ignore
 
 
 def _imbalance(pixels: np.ndarray, names: list[str]) -> dict | None:
-    """Pixels of the most common class over those of the rarest present one; None when no class occurs."""
+    """Pixels of the most common class over those of the rarest present one; None when fewer than two occur."""
     present = [i for i in range(len(names)) if pixels[i] > 0]
-    if not present:
+    if len(present) < 2:
         return None
     hi, lo = max(present, key=lambda i: pixels[i]), min(present, key=lambda i: pixels[i])
     return {"ratio": round(float(pixels[hi] / pixels[lo]), 2), "most": names[hi], "least": names[lo]}
@@ -91,6 +97,7 @@ def _class_warnings(
                 absent,
                 severity="warning",
                 skippable=False,
+                one="class never occurs in the checked masks",
             )
         )
     not_in_train = [names[i] for i in range(len(names)) if tally.pixels[i] > 0 and tally.train_pixels[i] == 0]
@@ -102,6 +109,7 @@ def _class_warnings(
                 not_in_train,
                 severity="warning",
                 skippable=False,
+                one="class occurs only outside the training split",
             )
         )
     if per_split["train"]["images"] and not per_split["val"]["images"]:
@@ -117,12 +125,62 @@ def _class_warnings(
         out.append(
             Problem(
                 f"classes are very unbalanced: {ratio['most']} has {ratio['ratio']:g}x the pixels of {ratio['least']}",
-                "consider --class-weights (suggested weights below) or the dice/focal losses",
+                "consider --class-weights (the class table's weight column shows suggested weights) "
+                "or the dice/focal losses",
                 severity="warning",
                 skippable=False,
             )
         )
     return out
+
+
+@dataclass
+class _Weights:
+    """Suggested loss weights per class (NaN: none suggested) and what ``--class-weights median`` gives."""
+
+    suggested: np.ndarray  # (C,) float64
+    median: np.ndarray  # (C,) float64, uncapped, every present class
+    rare: list[int]  # classes with 0 < training pixels < MIN_WEIGHT_PIXELS
+    capped: list[int]
+
+
+def _suggested_weights(train_pixels: np.ndarray) -> _Weights:
+    """Median-frequency weights over the training split, without the classes of too few pixels
+    (no suggestion: NaN) and capped at MAX_SUGGESTED_WEIGHT; absent classes get none either."""
+    from .losses import class_weights_from_counts  # imports torch: only when a report is made
+
+    n = len(train_pixels)
+    median = class_weights_from_counts(train_pixels, "median").astype(np.float64) if train_pixels.sum() else np.zeros(n)
+    rare = [i for i in range(n) if 0 < train_pixels[i] < MIN_WEIGHT_PIXELS]
+    kept = train_pixels.copy()
+    kept[rare] = 0
+    raw = class_weights_from_counts(kept, "median").astype(np.float64) if kept.sum() else np.zeros(n)
+    capped = [i for i in range(n) if raw[i] > MAX_SUGGESTED_WEIGHT]
+    suggested = np.where(kept > 0, np.minimum(raw, MAX_SUGGESTED_WEIGHT), np.nan)
+    return _Weights(suggested, median, rare, capped)
+
+
+def _rare_warning(names: list[str], train_pixels: np.ndarray, w: _Weights) -> list[Problem]:
+    """Classes with too few training pixels to learn from (often stray labels), with the weight
+    ``--class-weights median`` would give them."""
+    if not w.rare:
+        return []
+    items = [
+        f"{names[i]} ({plural(int(train_pixels[i]), 'training pixel')}; "
+        f"--class-weights median would weigh it {w.median[i]:,.0f})"
+        for i in w.rare
+    ]
+    return [
+        Problem(
+            f"classes have fewer than {MIN_WEIGHT_PIXELS} pixels in the training split",
+            "check those masks for stray labels; no weight is suggested for them, and --class-weights sqrt "
+            "weighs them far less than median",
+            items,
+            severity="warning",
+            skippable=False,
+            one=f"class has fewer than {MIN_WEIGHT_PIXELS} pixels in the training split",
+        )
+    ]
 
 
 def _images_section(scanned: ScannedData) -> dict:
@@ -147,7 +205,12 @@ def _images_section(scanned: ScannedData) -> dict:
     }
 
 
-def _per_class(names: list[str], tally: _Tally, weights: np.ndarray) -> list[dict]:
+def _weight_of(w: _Weights, i: int) -> float | None:
+    return None if np.isnan(w.suggested[i]) else round(float(w.suggested[i]), 4)
+
+
+def _per_class(names: list[str], tally: _Tally, weights: _Weights) -> list[dict]:
+    """One row per class: pixels, share of the labelled pixels (fraction), images, suggested weight (None: none)."""
     labelled = int(tally.pixels.sum())
     return [
         {
@@ -157,7 +220,7 @@ def _per_class(names: list[str], tally: _Tally, weights: np.ndarray) -> list[dic
             "share": round(float(tally.pixels[i] / labelled), 6) if labelled else 0.0,
             "images": int(tally.images_with[i]),
             "train_pixels": int(tally.train_pixels[i]),
-            "suggested_weight": round(float(weights[i]), 4),
+            "suggested_weight": _weight_of(weights, i),
         }
         for i in range(len(names))
     ]
@@ -165,20 +228,18 @@ def _per_class(names: list[str], tally: _Tally, weights: np.ndarray) -> list[dic
 
 def _report(root: Path, scanned: ScannedData) -> dict:
     """The report of a scanned data set as a JSON-ready dict (without chart and timing)."""
-    from .losses import class_weights_from_counts  # imports torch: only when a report is made
-
     res, splits, src = scanned.result, scanned.splits, scanned.source
     classes, spec = res.classes, res.spec
     ncls, ignore = classes.num_classes, classes.ignore_index
     values = res.report.values  # usable samples only: stem -> {class: pixels}
     per_split = {n: {"images": len(splits[n]), "usable": sum(s.stem in values for s in splits[n])} for n in SPLIT_NAMES}
-    # A stem listed in several splits (already a problem) counts in the last one, as everywhere in the report.
+    # A stem is in one split only (a second listing is a problem and is dropped when the lists are read).
     split_of = {s.stem: n for n in SPLIT_NAMES for s in splits[n]}
     tally = _tally(values, {stem for stem, n in split_of.items() if n == "train"}, ncls, ignore)
-    has_train = ncls and tally.train_pixels.sum()
-    weights = class_weights_from_counts(tally.train_pixels, "median") if has_train else np.zeros(ncls)
+    weights = _suggested_weights(tally.train_pixels)
     ratio = _imbalance(tally.pixels, classes.names)
     problems = list(scanned.problems) + _class_warnings(classes.names, tally, ratio, per_split, bool(values))
+    problems += _rare_warning(classes.names, tally.train_pixels, weights)
     labelled = int(tally.pixels.sum())
     return {
         "data": str(root.resolve()),
@@ -201,8 +262,13 @@ def _report(root: Path, scanned: ScannedData) -> dict:
         "imbalance": ratio,
         "absent_classes": [classes.names[i] for i in range(ncls) if tally.pixels[i] == 0],
         "suggested_class_weights": {
-            "method": "median frequency over the training split (as --class-weights)",
-            "weights": [round(float(w), 4) for w in weights],
+            "method": "median frequency over the training split (as --class-weights median), capped at "
+            f"{MAX_SUGGESTED_WEIGHT:g}; none (null) for absent classes and classes of fewer than "
+            f"{MIN_WEIGHT_PIXELS} training pixels",
+            "weights": [_weight_of(weights, i) for i in range(ncls)],
+            "capped": [classes.names[i] for i in weights.capped],
+            "too_few_pixels": [classes.names[i] for i in weights.rare],
+            "median_weights": [round(float(w), 4) for w in weights.median],
         },
         "problems": [p.to_dict() for p in problems],
         "errors": sum(p.severity == "error" for p in problems),
@@ -247,7 +313,6 @@ def inspect_data(
         classes_file=classes_file,
         resize_masks=resize_masks,
         max_pixels=max_image_pixels or DEFAULT_MAX_PIXELS,
-        skip_missing=True,
         workers=read_threads,
         progress=progress,
     )
@@ -266,8 +331,8 @@ def inspect_data(
 
 
 def plot_class_frequencies(report: dict, out_png: str | Path) -> None:
-    """Horizontal bars: each class's share of the labelled pixels (log scale), in the class colours,
-    labelled with the number of images that contain the class."""
+    """Horizontal bars: each class's share of the labelled pixels in % (log scale when they span
+    much), in the class colours, labelled with the share and the number of images that show the class."""
     from .viz import _new_figure, _save_figure
 
     rows = report["per_class"]
@@ -292,12 +357,12 @@ def plot_class_frequencies(report: dict, out_png: str | Path) -> None:
         ax.set_xscale("log")
         ax.set_xlim(min(positive) / 2, max(positive) * 8)  # room for the labels right of the bars
     elif positive:
-        ax.set_xlim(0, max(positive) * 1.3)
+        ax.set_xlim(0, max(positive) * 1.45)
     ax.set_xlabel("share of labelled pixels (%)")
     total = report["images"]["usable"]
     if n <= 60:
         for i, r in enumerate(rows):
-            text = f"{shares[i]:.2f}%  in {r['images']}/{total} img" if shares[i] > 0 else "absent"
+            text = f"{shares[i]:.2f} %, in {r['images']} of {plural(total, 'image')}" if shares[i] > 0 else "absent"
             ax.text(
                 shares[i] if shares[i] > 0 else (min(positive) if positive else 1),
                 i,
@@ -305,27 +370,35 @@ def plot_class_frequencies(report: dict, out_png: str | Path) -> None:
                 va="center",
                 fontsize=7,
             )
-    ax.set_title(f"Class frequencies: {Path(report['data']).name} ({report['format']}, {total} images)")
+    ax.set_title(
+        f"Class frequencies: {Path(report['data']).name} ({report['format']}, {plural(total, 'usable image')})"
+    )
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     _save_figure(fig, out_png)
+
+
+def _split_counts(report: dict) -> str:
+    """'train 6 (4 usable), val 2, test 0': images listed in each split, and how many can be used when not all."""
+    parts = []
+    for n in SPLIT_NAMES:
+        s = report["splits"][n]
+        parts.append(f"{n} {s['images']}" + (f" ({s['usable']} usable)" if s["usable"] != s["images"] else ""))
+    return ", ".join(parts)
 
 
 def _data_lines(report: dict) -> list[str]:
     """Where the data is, what was detected, how many images of which sizes."""
     lines = [f"data:      {report['data']}"]
     lines += [f"           {n}" for n in report["notes"]]
-    sp = report["splits"]
     im = report["images"]
-    lines.append(
-        f"images:    {im['total']} checked, {im['usable']} usable  ("
-        + ", ".join(f"{n} {sp[n]['images']}" for n in SPLIT_NAMES)
-        + ")"
-    )
+    unusable = f", {im['unusable']} unusable (see problems)" if im["unusable"] else ""
+    lines.append(f"images:    {im['total']} checked, {im['usable']} usable{unusable}")
+    lines.append(f"splits:    {_split_counts(report)} images")
     sz = im["sizes"]
     if sz["distinct"]:
         common = ", ".join(f"{s['width']}x{s['height']} ({s['images']})" for s in sz["most_common"])
-        lines.append(f"sizes:     {sz['distinct']} distinct; most common {common}")
+        lines.append(f"sizes:     {sz['distinct']} distinct; most common (images) {common}")
         lines.append(
             f"           width {sz['width']['min']}..{sz['width']['max']} (median {sz['width']['median']:g}), "
             f"height {sz['height']['min']}..{sz['height']['max']} (median {sz['height']['median']:g})"
@@ -333,8 +406,26 @@ def _data_lines(report: dict) -> list[str]:
     if im["converted"]:
         lines.append("converted: " + ", ".join(f"{m}: {t}" for m, t in im["converted"].items()))
     if im["exif_rotated"]:
-        lines.append(f"EXIF:      {im['exif_rotated']} images carry an orientation; applied, masks checked against it")
+        n = im["exif_rotated"]
+        lines.append(
+            f"EXIF:      {plural(n, 'image')} carr{'ies' if n == 1 else 'y'} an orientation; applied, masks checked "
+            "against it"
+        )
     return lines
+
+
+def _weight_line(report: dict) -> str:
+    """How the weight column was made, and which classes it leaves out or caps."""
+    w = report["suggested_class_weights"]
+    line = (
+        "weights:   suggested loss weights: median frequency over the training split (--class-weights median), "
+        f"capped at {MAX_SUGGESTED_WEIGHT:g}"
+    )
+    if w["capped"]:
+        line += f" ({', '.join(w['capped'])} capped)"
+    if w["too_few_pixels"]:
+        line += f"; none for {', '.join(w['too_few_pixels'])}: under {MIN_WEIGHT_PIXELS} training pixels"
+    return line
 
 
 def _class_lines(report: dict) -> list[str]:
@@ -342,24 +433,22 @@ def _class_lines(report: dict) -> list[str]:
     c = report["classes"]
     lines = [f"classes:   {len(c['names'])} ({c['source']}); ignore index {c['ignore_index']}", ""]
     width = max([len(r["name"]) for r in report["per_class"]] + [5])
-    lines.append(f"  {'#':>3}  {'class':<{width}}  {'pixels':>12}  {'share':>7}  {'images':>13}  {'weight':>7}")
+    lines.append(f"  {'#':>3}  {'class':<{width}}  {'pixels':>12}  {'share':>8}  {'images':>14}  {'weight':>7}")
     total = max(1, report["images"]["usable"])
     for r in report["per_class"]:
+        weight = "-" if r["suggested_weight"] is None else f"{r['suggested_weight']:.3f}"
         lines.append(
-            f"  {r['index']:>3}  {r['name']:<{width}}  {r['pixels']:>12,}  {100 * r['share']:>6.2f}%  "
-            f"{r['images']:>6} ({100 * r['images'] / total:>3.0f}%)  {r['suggested_weight'] or 0:>7.3f}"
+            f"  {r['index']:>3}  {r['name']:<{width}}  {r['pixels']:>12,}  {100 * r['share']:>6.2f} %  "
+            f"{r['images']:>6} ({100 * r['images'] / total:>3.0f} %)  {weight:>7}"
         )
+    n_ignored = report["ignored_pixels"]
     lines.append(
-        f"  ignored pixels ({c['ignore_index']}): {report['ignored_pixels']:,} "
-        f"({100 * report['ignored_share']:.2f}% of all pixels)"
+        f"  ignored pixels ({c['ignore_index']}): {n_ignored:,} ({100 * report['ignored_share']:.2f} % of all pixels)"
     )
     if report["imbalance"]:
         b = report["imbalance"]
-        lines.append(f"imbalance: {b['ratio']:g} ({b['most']} has {b['ratio']:g}x the pixels of {b['least']})")
-    lines.append(
-        "weights:   median-frequency weights from the training split (use with --class-weights): "
-        + ", ".join(f"{w:g}" for w in report["suggested_class_weights"]["weights"])
-    )
+        lines.append(f"imbalance: {b['ratio']:g}x ({b['most']} has {b['ratio']:g}x the pixels of {b['least']})")
+    lines.append(_weight_line(report))
     return lines
 
 
@@ -367,10 +456,9 @@ def _problem_lines(report: dict, max_files: int) -> list[str]:
     """Every problem with its first files and what to do."""
     if not report["problems"]:
         return ["problems:  none found"]
-    lines = [f"problems:  {report['errors']} errors, {report['warnings']} warnings"]
+    lines = [f"problems:  {plural(report['errors'], 'error')}, {plural(report['warnings'], 'warning')}"]
     for p in report["problems"]:
-        head = f"{p['count']} {p['title']}" if p["count"] else p["title"]
-        lines.append(f"  {p['severity'].upper():<7} {head}")
+        lines.append(f"  {p['severity'].upper():<7} {p.get('heading') or p['title']}")
         lines += [f"          - {f}" for f in p["files"][:max_files]]
         if p["count"] > max_files:
             lines.append(f"          ... and {p['count'] - max_files} more (see --json)")

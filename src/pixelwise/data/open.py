@@ -1,9 +1,9 @@
 """Open a data set of any format: read it, split it, check every file; what train, evaluate and
 inspect call.
 
-:func:`scan_dataset` reads and checks without stopping at problems in files (``pixelwise
-inspect`` lists them all); :func:`open_dataset` stops at the first one, or with ``skip_bad``
-leaves the samples concerned out, and returns a :class:`~pixelwise.data.types.FolderDataset`
+:func:`scan_dataset` reads and checks without stopping at problems in files or split lists
+(``pixelwise inspect`` lists them all); :func:`open_dataset` stops with all of them at once, or
+with ``skip_bad`` leaves the samples concerned out, and returns a :class:`~pixelwise.data.types.FolderDataset`
 whose samples carry the decode spec validation resolved.
 """
 
@@ -14,10 +14,11 @@ from pathlib import Path
 
 from ..classes import ClassInfo
 from ..errors import PixelwiseError
+from .coverage import spread_warnings, training_problems
 from .encodings import ENCODINGS
 from .formats import FORMATS, detect_format
-from .problems import errors, raise_first
-from .splits import shipped_splits, split_samples
+from .problems import errors, raise_all
+from .splits import read_split_files, seeded_split, shipped_splits
 from .types import DEFAULT_MAX_PIXELS, SPLIT_NAMES, DataSource, DecodeSpec, FolderDataset, Problem, Sample
 from .validation import CheckResult, check_samples
 
@@ -92,15 +93,27 @@ def _decode_spec(
     )
 
 
-def _split(
-    root: str | Path, src: DataSource, val_fraction: float, test_fraction: float, seed: int, skip_missing: bool
-) -> tuple[dict[str, list[Sample]], list[str]]:
+@dataclass
+class _Splits:
+    """The splits of a data set, what their lists got wrong, notes, and the split files (None: none)."""
+
+    splits: dict[str, list[Sample]]
+    problems: list[Problem]
+    notes: list[str]
+    files: dict[str, Path] | None = None
+
+
+def _split(root: str | Path, src: DataSource, val_fraction: float, test_fraction: float, seed: int) -> _Splits:
     """The splits the format ships (a validation split held out when it ships none), split files, or a seeded split."""
     if src.splits is not None:
-        return shipped_splits(root, src.splits, val_fraction, seed)
+        splits, notes = shipped_splits(root, src.splits, val_fraction, seed)
+        return _Splits(splits, [], notes)
     if not src.samples:
-        return {n: [] for n in SPLIT_NAMES}, []
-    return split_samples(src.root, src.samples, val_fraction, test_fraction, seed, skip_missing=skip_missing), []
+        return _Splits({n: [] for n in SPLIT_NAMES}, [], [])
+    lists = read_split_files(src.root, src.samples)
+    if lists is None:
+        return _Splits(seeded_split(src.root, src.samples, val_fraction, test_fraction, seed), [], [])
+    return _Splits(lists.splits, lists.problems, lists.notes(), lists.files)
 
 
 def _samples_of(splits: dict[str, list[Sample]], names: tuple[str, ...]) -> list[Sample]:
@@ -128,15 +141,17 @@ def scan_dataset(
     validate_splits: tuple[str, ...] = SPLIT_NAMES,
     resize_masks: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    skip_missing: bool = False,
     workers: int | None = None,
     progress: bool = False,
+    for_training: bool | None = None,
 ) -> ScannedData:
     """Read a data set of any format and check every sample of ``validate_splits``.
 
     Raises only when the data set as a whole cannot be understood (no folder, unknown format,
-    bad classes file); problems in files are returned. ``max_pixels``: largest image or mask
-    decoded; ``workers``: reader threads (default from the CPU count).
+    bad classes file); problems in files and split lists are returned. ``max_pixels``: largest
+    image or mask decoded; ``workers``: reader threads (default from the CPU count).
+    ``for_training``: also check what training needs (a train split whose masks show more than
+    one class); None = when the data set's own classes are used and train is checked.
     """
     _check_options(encoding, resize_masks, max_pixels)
     src, line = load_source(root, format)
@@ -149,22 +164,27 @@ def scan_dataset(
         )
     effective = _classes_to_use(src, classes, root)
     spec = _decode_spec(src, effective, encoding, resize_masks, max_pixels)
-    splits, split_notes = _split(root, src, val_fraction, test_fraction, seed, skip_missing)
-    notes += split_notes
-    to_check = _samples_of(splits, validate_splits)
+    sp = _split(root, src, val_fraction, test_fraction, seed)
+    to_check = _samples_of(sp.splits, validate_splits)
     result = check_samples(to_check, effective, spec, workers=workers, progress=progress)
-    return ScannedData(src, splits, result, src.problems + result.problems, notes + src.notes + result.notes)
+    problems = sp.problems + src.problems + result.problems
+    if for_training if for_training is not None else (classes is None and "train" in validate_splits):
+        problems += training_problems(root, sp.splits, sp.files, result.report.values, result.classes)
+    problems += spread_warnings(sp.splits, validate_splits, result.report.values, result.classes)
+    return ScannedData(src, sp.splits, result, problems, notes + sp.notes + src.notes + result.notes)
 
 
-def _leave_out_bad(scanned: ScannedData, skip_bad: bool) -> tuple[dict[str, list[Sample]], list[str]]:
-    """Raise the first error, or with ``skip_bad`` drop the samples with errors; returns the splits and
-    the "path (reason)" of what was left out. Problems of the data set as a whole always raise."""
+def _leave_out_bad(
+    root: str | Path, scanned: ScannedData, skip_bad: bool, format: str
+) -> tuple[dict[str, list[Sample]], list[str]]:
+    """Raise every error at once, or with ``skip_bad`` drop the samples with errors; returns the splits
+    and the "path (reason)" of what was left out. Problems of the data set as a whole always raise."""
     errs = errors(scanned.problems)
     if not errs:
         return scanned.splits, []
     fatal = [p for p in errs if not p.skippable]
     if not skip_bad or fatal:
-        raise_first(fatal or errs)
+        raise_all(fatal if skip_bad else errs, root, format, skip_bad_helps=not skip_bad)
     drop = set(scanned.result.bad)
     skipped: list[str] = []
     for p in errs:
@@ -202,12 +222,15 @@ def open_dataset(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int | None = None,
     progress: bool = False,
+    for_training: bool | None = None,
 ) -> FolderDataset:
     """Read, split and validate a data set of any format for training or evaluation.
 
-    Every problem stops it with one line naming the files, unless ``skip_bad``: then the samples
-    with problems are left out and listed in ``FolderDataset.skipped`` (problems of the data set
-    as a whole still stop it). The returned samples carry the resolved decode spec, so
+    Every error stops it, all listed at once with the files they concern (one line when there is
+    one), unless ``skip_bad``: then the samples with problems are left out and listed in
+    ``FolderDataset.skipped`` (problems of the data set as a whole still stop it).
+    ``for_training``: also refuse a train split whose masks show one class only (see
+    :func:`scan_dataset`). The returned samples carry the resolved decode spec, so
     :func:`pixelwise.data.read_sample` decodes them as validation did. ``max_pixels``: largest
     image or mask decoded; ``workers``: reader threads.
     """
@@ -223,11 +246,11 @@ def open_dataset(
         validate_splits=validate_splits,
         resize_masks=resize_masks,
         max_pixels=max_pixels,
-        skip_missing=skip_bad,
         workers=workers,
         progress=progress,
+        for_training=for_training,
     )
-    splits, skipped = _leave_out_bad(scanned, skip_bad)
+    splits, skipped = _leave_out_bad(root, scanned, skip_bad, format)
     _require_samples(root, splits, validate_splits, skipped)
     result = scanned.result
     splits = {n: [replace(s, spec=result.spec) for s in ss] for n, ss in splits.items()}

@@ -52,6 +52,7 @@ def pair_by_stem(
                     "keep one file per stem",
                     [f"{s} ({', '.join(p.name for p in ps)})" for s, ps in dup.items()],
                     stems=[s for s in dup if s in images],
+                    one=f"stem has more than one {what}{place}",
                 )
             )
             bad |= set(dup)
@@ -63,13 +64,17 @@ def pair_by_stem(
                 f"add {mask_hint} or remove the images",
                 [str(images[s][0]) for s in missing],
                 stems=missing,
+                one=f"image{place} has no mask",
             )
         )
     orphans = [s for s in masks if s not in images]
     if orphans:
         problems.append(
             Problem(
-                f"masks{place} have no image", "add the images or remove the masks", [str(masks[s][0]) for s in orphans]
+                f"masks{place} have no image",
+                "add the images or remove the masks",
+                [str(masks[s][0]) for s in orphans],
+                one=f"mask{place} has no image",
             )
         )
     samples = [Sample(s, images[s][0], masks[s][0]) for s in sorted(images) if s in masks and s not in bad]

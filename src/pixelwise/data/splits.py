@@ -8,12 +8,13 @@ stems, so the same data and seed always give the same split.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import PixelwiseError
-from .types import IMAGE_EXTENSIONS, SPLIT_NAMES, Sample, listing
+from .types import IMAGE_EXTENSIONS, SPLIT_NAMES, Problem, Sample, listing, plural
 
 # Folder and file name words that name a split.
 SPLIT_WORDS = {
@@ -67,6 +68,73 @@ def read_split_list(path: Path) -> list[str]:
     return list(dict.fromkeys(Path(s).stem if Path(s).suffix.lower() in IMAGE_EXTENSIONS else s for s in stems))
 
 
+@dataclass
+class SplitLists:
+    """What the split files of a data set say: the samples of each split, and what is wrong with the lists.
+
+    ``problems``: names that have no image/mask pair (left out with ``--skip-bad``) and names listed
+    in two files (kept in the first); ``files``: the split files found (split -> path);
+    ``unlisted``: stems of pairs on disk that no file names (not used).
+    """
+
+    splits: dict[str, list[Sample]]
+    problems: list[Problem]
+    files: dict[str, Path]
+    unlisted: list[str]
+
+    def notes(self) -> list[str]:
+        """Lines for the user: the pairs that no split file names."""
+        if not self.unlisted:
+            return []
+        n = len(self.unlisted)
+        return [
+            f"{plural(n, 'image/mask pair')} {'is' if n == 1 else 'are'} in no split file and not used: "
+            f"{listing(self.unlisted)}"
+        ]
+
+
+def read_split_files(root: str | Path, samples: list[Sample]) -> SplitLists | None:
+    """The samples that DATA/splits/<split>.txt list, or None when there is no split file.
+
+    Never raises for what the lists name (see :class:`SplitLists`); only for a file that cannot
+    be read. A split without a file is empty: a folder with only ``val.txt`` serves evaluation.
+    """
+    split_dir = Path(root) / "splits"
+    files = {n: split_dir / f"{n}.txt" for n in SPLIT_NAMES if (split_dir / f"{n}.txt").exists()}
+    if not files:
+        return None
+    by_stem = {s.stem: s for s in samples}
+    out = SplitLists({n: [] for n in SPLIT_NAMES}, [], files, [])
+    seen: dict[str, str] = {}
+    for name, path in files.items():
+        stems = read_split_list(path)
+        unknown = [s for s in stems if s not in by_stem]
+        if unknown:
+            out.problems.append(
+                Problem(
+                    f"names in {path} have no image/mask pair",
+                    "fix the list or add the files",
+                    unknown,
+                    one=f"name in {path} has no image/mask pair",
+                )
+            )
+        twice = [s for s in stems if s in seen]
+        if twice:
+            out.problems.append(
+                Problem(
+                    f"names in {path} are in another split file too",
+                    "a sample belongs to one split; remove them from one of the lists",
+                    [f"{s} (in {seen[s]}.txt)" for s in twice],
+                    skippable=False,
+                    one=f"name in {path} is in another split file too",
+                )
+            )
+        out.splits[name] = [by_stem[s] for s in stems if s in by_stem and s not in seen]
+        seen.update((s, name) for s in stems if s not in seen)
+    out.unlisted = sorted(s for s in by_stem if s not in seen)
+    return out
+
+
 def split_samples(
     root: str | Path,
     samples: list[Sample],
@@ -77,38 +145,21 @@ def split_samples(
 ) -> dict[str, list[Sample]]:
     """Return {'train': [...], 'val': [...], 'test': [...]}.
 
-    Uses DATA/splits/<split>.txt where present; otherwise a seeded permutation of the sorted
-    stems (:func:`seeded_split`). ``skip_missing`` leaves out listed names that have no usable
-    sample (``--skip-bad``) instead of failing.
+    Uses DATA/splits/<split>.txt where present (:func:`read_split_files`); otherwise a seeded
+    permutation of the sorted stems (:func:`seeded_split`). A listed name without a sample is an
+    error, unless ``skip_missing`` (``--skip-bad``) leaves it out; so is a list without train.txt.
     """
-    split_dir = Path(root) / "splits"
-    files = {n: split_dir / f"{n}.txt" for n in SPLIT_NAMES if (split_dir / f"{n}.txt").exists()}
-    if not files:
+    lists = read_split_files(root, samples)
+    if lists is None:
         return seeded_split(root, samples, val_fraction, test_fraction, seed)
-    if "train" not in files:
-        raise PixelwiseError(f"{split_dir}: has split files but no train.txt; add it")
-    by_stem = {s.stem: s for s in samples}
-    out: dict[str, list[Sample]] = {n: [] for n in SPLIT_NAMES}
-    seen: dict[str, str] = {}
-    for name, path in files.items():
-        stems = read_split_list(path)
-        unknown = [s for s in stems if s not in by_stem]
-        if unknown and not skip_missing:
-            raise PixelwiseError(
-                f"{path}: {len(unknown)} names have no image/mask pair: {listing(unknown)}; "
-                "fix the list or add the files"
-            )
-        twice = [s for s in stems if s in seen]
-        if twice:
-            raise PixelwiseError(
-                f"{path}: {len(twice)} names are already in {seen[twice[0]]}.txt: {listing(twice)}; "
-                "a sample belongs to one split"
-            )
-        seen.update((s, name) for s in stems)
-        out[name] = [by_stem[s] for s in stems if s in by_stem]
-    if not out["train"]:
-        raise PixelwiseError(f"{files['train']}: the train split is empty; list at least one stem")
-    return out
+    for p in lists.problems:
+        if not (skip_missing and p.skippable):
+            raise PixelwiseError(p.message())
+    if "train" not in lists.files:
+        raise PixelwiseError(f"{Path(root) / 'splits'}: has split files but no train.txt; add it")
+    if not lists.splits["train"]:
+        raise PixelwiseError(f"{lists.files['train']}: the train split is empty; list at least one stem")
+    return lists.splits
 
 
 def seeded_split(

@@ -24,6 +24,13 @@ SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_MAX_PIXELS = 100_000_000
 
 
+def plural(n: int, word: str, words: str = "") -> str:
+    """``n`` and the word in the number it takes: "1 image", "2 images", "1 class", "3 classes"."""
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n:,} {words or (word + 'es' if word.endswith(('s', 'sh', 'ch', 'x')) else word + 's')}"
+
+
 def listing(items: list[str], limit: int = 3) -> str:
     """'a, b, c and 12 more' so an error stays one readable line."""
     shown = ", ".join(items[:limit])
@@ -47,6 +54,14 @@ class Problem:
     severity: str = "error"  # error | warning
     skippable: bool = True
     solo: str = ""  # the whole message when there is exactly one item
+    one: str = ""  # the title for exactly one item ("image cannot be read"); "" = the title
+
+    def heading(self) -> str:
+        """The count and the title in the number it takes: "1 image cannot be read", "3 images cannot be read"."""
+        n = len(self.items)
+        if not n:
+            return self.title
+        return f"{n} {self.one if n == 1 and self.one else self.title}"
 
     def message(self) -> str:
         """One line: count, title, the first few files, what to do."""
@@ -54,12 +69,13 @@ class Problem:
             return self.solo
         if not self.items:
             return f"{self.title}; {self.todo}"
-        return f"{len(self.items)} {self.title}: {listing(self.items)}; {self.todo}"
+        return f"{self.heading()}: {listing(self.items)}; {self.todo}"
 
     def to_dict(self) -> dict:
         return {
             "severity": self.severity,
             "title": self.title,
+            "heading": self.heading(),
             "count": len(self.items),
             "files": list(self.items),
             "todo": self.todo,

@@ -32,7 +32,7 @@ from .encodings import (
 )
 from .problems import raise_first
 from .render import render
-from .types import DataReport, DecodeSpec, Problem, Sample
+from .types import DataReport, DecodeSpec, Problem, Sample, plural
 
 
 @dataclass
@@ -185,6 +185,7 @@ def _odd_kind_problem(odd: list[SampleCheck], kind: str) -> Problem:
         [f"{c.sample.mask} ({c.mode})" for c in odd],
         stems=[c.sample.stem for c in odd],
         solo=solo,
+        one=f"mask is {'single-channel' if kind == 'rgb' else 'colour (RGB)'} while the data set's masks hold {want}",
     )
 
 
@@ -210,17 +211,19 @@ def _encoding_findings(files: list[SampleCheck], spec: DecodeSpec, classes: Clas
     if spec.encoding == "rgb" and not spec.colors:
         found.problems.append(
             Problem(
-                f"{len(files)} masks are colour-coded (RGB) but no class colours are known",
+                f"{plural(len(files), 'mask')} {'is' if len(files) == 1 else 'are'} colour-coded (RGB) "
+                "but no class colours are known",
                 "add classes.yaml with names: and colors: (one [r, g, b] per class; ignore_color: for ignored pixels) "
                 f"or pass --classes FILE; colours found: {_colour_summary(_union(files))}",
                 skippable=False,
             )
         )
+    n_lossy = sum(c.lossy for c in files)
     if spec.snap and spec.encoding == "index" and classes is None:
         found.problems.append(
             Problem(
-                f"{sum(c.lossy for c in files)} masks are lossy (JPEG) and the classes are unknown, so their values "
-                "cannot be snapped",
+                f"{plural(n_lossy, 'mask')} {'is' if n_lossy == 1 else 'are'} lossy (JPEG) and the classes are "
+                "unknown, so their values cannot be snapped",
                 "add classes.yaml listing the classes (or pass --classes FILE), or save masks as PNG",
                 skippable=False,
             )
@@ -277,6 +280,7 @@ def _file_findings(checks: list[SampleCheck], spec: DecodeSpec, found: _Findings
                 "replace or remove them",
                 [c.image_error.item for c in unreadable],
                 [c.sample.stem for c in unreadable],
+                one="image cannot be read",
             )
         )
     big = [c for c in checks if _too_large(c)]
@@ -287,6 +291,7 @@ def _file_findings(checks: list[SampleCheck], spec: DecodeSpec, found: _Findings
                 f"pass --max-image-pixels N (now {spec.max_pixels:,}) if they are genuine, or remove them",
                 [_error_of(c).item for c in big],
                 [c.sample.stem for c in big],
+                one="file is above the pixel limit and was not decoded",
             )
         )
     mask_bad = [c for c in checks if c.mask_error and not c.image_error and not _too_large(c)]
@@ -298,6 +303,7 @@ def _file_findings(checks: list[SampleCheck], spec: DecodeSpec, found: _Findings
                 [c.mask_error.item for c in mask_bad],
                 [c.sample.stem for c in mask_bad],
                 solo=str(mask_bad[0].mask_error),
+                one="mask cannot be used",
             )
         )
     for c in checks:
@@ -319,6 +325,7 @@ def _size_findings(good: list[SampleCheck], found: _Findings) -> list[SampleChec
                 "masks must have exactly the image's height and width (or pass --resize-masks nearest to resize them)",
                 items,
                 [c.sample.stem for c in mismatch],
+                one="mask differs in size from its image",
             )
         )
         for c, item in zip(mismatch, items):
@@ -333,6 +340,7 @@ def _size_findings(good: list[SampleCheck], found: _Findings) -> list[SampleChec
                 "check that each mask belongs to its image",
                 [f"{c.sample.mask} {c.mask_size[1]}x{c.mask_size[0]} -> {c.size[1]}x{c.size[0]}" for c in resized],
                 severity="warning",
+                one="mask differs in size from its image and is resized (nearest neighbour)",
             )
         )
     return good
@@ -355,8 +363,9 @@ def _infer_classes(spec: DecodeSpec, good: list[SampleCheck], found: _Findings) 
     if absent:
         found.problems.append(
             Problem(
-                f"mask values {', '.join(map(str, absent[:10]))} never occur between 0 and {top}, "
-                "yet are counted as classes",
+                f"mask value{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent[:10]))}"
+                f"{' and more' if len(absent) > 10 else ''} never occur{'s' if len(absent) == 1 else ''} "
+                f"between 0 and {top}, yet {'is' if len(absent) == 1 else 'are'} counted as classes",
                 "if the values are not class indices, write classes.yaml",
                 severity="warning",
                 skippable=False,
@@ -428,6 +437,7 @@ def _invalid_problem(invalid: list[tuple[SampleCheck, list[int]]], spec: DecodeS
             "add the colours to the classes file (colors:, or ignore_color: for ignored pixels) or fix the masks",
             items,
             [c.sample.stem for c, _ in invalid],
+            one="mask has colours that are no class colour",
         )
     if spec.lut:
         what = f"stored values outside the {spec.lut_name} table"
@@ -439,7 +449,7 @@ def _invalid_problem(invalid: list[tuple[SampleCheck, list[int]]], spec: DecodeS
             "fix the masks or the class list in classes.yaml"
         )
     items = [f"{c.sample.mask} ({', '.join(describe_key(k, 'gray') for k in keys[:5])})" for c, keys in invalid]
-    return Problem(f"masks have {what}", todo, items, [c.sample.stem for c, _ in invalid])
+    return Problem(f"masks have {what}", todo, items, [c.sample.stem for c, _ in invalid], one=f"mask has {what}")
 
 
 def _snap_findings(counts: _Counts, good: list[SampleCheck], spec: DecodeSpec, found: _Findings) -> None:
@@ -448,16 +458,17 @@ def _snap_findings(counts: _Counts, good: list[SampleCheck], spec: DecodeSpec, f
     total = sum(int(c.counts.sum()) for c in good if c.lossy)
     found.notes.append(
         f"jpeg-snap: {total_moved:,} of {total:,} pixels ({100 * total_moved / max(total, 1):.2f}%) in "
-        f"{len(counts.moved)} lossy masks were not exactly a class "
+        f"{plural(len(counts.moved), 'lossy mask')} were not exactly a class "
         f"{'colour' if spec.encoding == 'rgb' else 'value'} and were moved to the nearest one"
     )
     found.problems.append(
         Problem(
             "lossy (JPEG) masks had pixels snapped to the nearest class",
             "save masks as PNG to keep exact labels",
-            [f"{c.sample.mask} ({m:,} pixels moved)" for c, m in counts.moved],
+            [f"{c.sample.mask} ({plural(m, 'pixel')} moved)" for c, m in counts.moved],
             severity="warning",
             skippable=False,
+            one="lossy (JPEG) mask had pixels snapped to the nearest class",
         )
     )
 

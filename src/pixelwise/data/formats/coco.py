@@ -161,6 +161,7 @@ def _annotation_problems(jp: Path, flawed: list[str], stems: list[str], bad_cat:
                 "fix them: each needs image_id, category_id, a numeric area and polygons of numbers or an RLE",
                 flawed,
                 stems=stems,
+                one=f"annotation in {jp} cannot be drawn",
             )
         )
     if bad_cat:
@@ -171,6 +172,7 @@ def _annotation_problems(jp: Path, flawed: list[str], stems: list[str], bad_cat:
                 bad_cat,
                 severity="warning",
                 skippable=False,
+                one=f"annotation in {jp} names a category that is not in its categories",
             )
         )
     return out
@@ -206,7 +208,11 @@ def read_coco(root: Path) -> DataSource:
     if dup:
         problems.append(
             Problem(
-                "image names occur more than once in the COCO files", "give each image a unique name", dup, stems=dup
+                "image names occur more than once in the COCO files",
+                "give each image a unique name",
+                dup,
+                stems=dup,
+                one="image name occurs more than once in the COCO files",
             )
         )
     return DataSource(

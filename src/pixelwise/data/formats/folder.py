@@ -50,6 +50,7 @@ def list_folder(root: str | Path) -> tuple[list[Sample], list[Problem]]:
                 "move them out of images/ and masks/",
                 foreign,
                 severity="warning",
+                one="file is not an image by its extension and was left out",
             )
         )
     samples, unpaired = pair_by_stem(images, masks, f"{masks_dir}/<stem>.png for each")

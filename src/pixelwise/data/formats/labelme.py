@@ -49,7 +49,9 @@ def _read_docs(files: list[Path]) -> tuple[list[tuple[Path, dict]], list[Problem
             unreadable.append(f"{jp} (not a JSON object)")
     if not unreadable:
         return docs, []
-    return docs, [Problem("LabelMe files cannot be read", "fix or remove them", unreadable)]
+    return docs, [
+        Problem("LabelMe files cannot be read", "fix or remove them", unreadable, one="LabelMe file cannot be read")
+    ]
 
 
 def _take_classes(src: DataSource, docs: list[tuple[Path, dict]]) -> None:
@@ -172,6 +174,7 @@ def read_labelme(root: Path) -> DataSource:
                 f"labels must be one of the classes ({src.classes_from}); fix the files",
                 bad.items,
                 stems=sorted(set(bad.stems)),
+                one="LabelMe shape cannot be used",
             )
         )
     if bad.no_area:
@@ -179,5 +182,13 @@ def read_labelme(root: Path) -> DataSource:
     src.notes.append("LabelMe: shapes painted in file order, a later shape covers an earlier one")
     dup = duplicate_stems(src.samples)
     if dup:
-        problems.append(Problem("LabelMe files share a name in different folders", "rename them", dup, stems=dup))
+        problems.append(
+            Problem(
+                "names are shared by LabelMe files in different folders",
+                "rename them",
+                dup,
+                stems=dup,
+                one="name is shared by LabelMe files in different folders",
+            )
+        )
     return src

@@ -68,6 +68,7 @@ def _voc_splits(sets: Path, samples: list[Sample], src: DataSource) -> dict[str,
                     "add the files or remove the names",
                     missing,
                     stems=missing,
+                    one=f"name in {path} has no image/mask pair",
                 )
             )
         splits[name] = [by_stem[s] for s in stems if s in by_stem]
