@@ -1,6 +1,7 @@
 """The typed Bundle: model.json written by pixelwise 0.1 still loads, round trips, bad files give one line."""
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 
 from pixelwise.bundle import SCHEMA_VERSION, Bundle, load_bundle, read_bundle, save_bundle
 from pixelwise.errors import PixelwiseError
-from pixelwise.models import ModelConfig, build_model
+from pixelwise.models import ALLOWED_KWARGS, MODELS, TIMM_ENCODER_KWARGS, ModelConfig, build_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bundle_v1" / "model.json"
 
@@ -100,3 +101,169 @@ def test_any_json_in_any_field_loads_or_fails_with_a_pixelwise_error(key, sub, v
         return
     assert bundle.classes.num_classes == bundle.model.num_classes
     assert Bundle.from_dict(bundle.to_dict()) == bundle
+
+
+# --- Hostile model.json: nothing in it may make loading unpickle, read or download a file -----------------
+
+
+class _Payload:
+    """Unpickling this creates ``marker`` (what a malicious checkpoint would do with os.system)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _hostile_run(tmp_path, change) -> Path:
+    """A run whose weights fit the fixture's network and whose model.json was then edited by ``change``."""
+    meta = json.loads(FIXTURE.read_text())
+    run = _bundle_dir(tmp_path, meta)
+    change(meta)
+    (run / "model.json").write_text(json.dumps(meta))
+    return run
+
+
+@pytest.fixture
+def no_io(monkeypatch):
+    """Every way to unpickle or reach the network records the call and raises AssertionError."""
+    return refuse_io(monkeypatch)
+
+
+def refuse_io(monkeypatch) -> list[str]:
+    """Make torch.load, urllib, sockets and Hub downloads record their call and raise; returns the record."""
+    import socket
+    import urllib.request
+
+    import huggingface_hub
+    import torch
+
+    calls = []
+
+    def refuse(name):
+        def call(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"{name} called while loading a bundle")
+
+        return call
+
+    monkeypatch.setattr(torch, "load", refuse("torch.load"))
+    monkeypatch.setattr(urllib.request, "urlopen", refuse("urlopen"))
+    monkeypatch.setattr(socket, "create_connection", refuse("socket.create_connection"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("socket.getaddrinfo"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("socket.connect"))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse("hf_hub_download"))
+    monkeypatch.setattr(huggingface_hub.file_download, "hf_hub_download", refuse("hf_hub_download"))
+    return calls
+
+
+def test_a_checkpoint_path_in_model_json_is_refused_without_unpickling(tmp_path, no_io):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as f:
+        pickle.dump({"state_dict": _Payload(marker)}, f)
+    pickle.loads(evil.read_bytes())  # the payload works: unpickling it creates the marker
+    assert marker.exists()
+    marker.unlink()
+
+    def hostile(m):
+        m["model"]["encoder"] = "tu-resnet18"  # timm.create_model takes checkpoint_path
+        m["model"]["kwargs"] = {"checkpoint_path": str(evil)}
+
+    run = _hostile_run(tmp_path, hostile)
+    with pytest.raises(PixelwiseError, match="model.json") as info:
+        load_bundle(run)
+    message = str(info.value)
+    assert "checkpoint_path is not an option" in message and "\n" not in message
+    assert not marker.exists() and no_io == []
+
+
+HOSTILE_MODELS = {
+    "encoder_weights": (lambda m: m["model"]["kwargs"].update(encoder_weights="imagenet"), "kwargs.encoder_weights"),
+    "timm pretrained": (
+        lambda m: m["model"].update(encoder="tu-resnet18", kwargs={"pretrained": True}),
+        "kwargs.pretrained",
+    ),
+    "timm pretrained_cfg_overlay": (
+        lambda m: m["model"].update(encoder="tu-resnet18", kwargs={"pretrained_cfg_overlay": {"file": "/x.pth"}}),
+        "kwargs.pretrained_cfg_overlay",
+    ),
+    "timm pretrained_cfg": (
+        lambda m: m["model"].update(encoder="tu-resnet18", kwargs={"pretrained_cfg": {"url": "http://x/y.pth"}}),
+        "kwargs.pretrained_cfg",
+    ),
+    "URL encoder": (lambda m: m["model"].update(encoder="https://evil.example/enc.pth"), "model.encoder"),
+    "tu- URL encoder": (lambda m: m["model"].update(encoder="tu-https://evil.example/enc.pth"), "model.encoder"),
+    "hf-hub encoder": (lambda m: m["model"].update(encoder="tu-hf-hub:timm/resnet18.a1_in1k"), "model.encoder"),
+    "hf-hub encoder, no prefix": (lambda m: m["model"].update(encoder="hf-hub:evil/model"), "model.encoder"),
+    "local-dir encoder": (lambda m: m["model"].update(encoder="tu-local-dir:/tmp/model"), "model.encoder"),
+    "path encoder": (lambda m: m["model"].update(encoder="/tmp/encoder.pth"), "model.encoder"),
+    "unknown timm model": (lambda m: m["model"].update(encoder="tu-not_a_model_timm_lists"), "model.encoder"),
+    "aux_params": (lambda m: m["model"]["kwargs"].update(aux_params={"classes": 2}), "kwargs.aux_params"),
+    "activation": (lambda m: m["model"]["kwargs"].update(activation="sigmoid"), "kwargs.activation"),
+    "upsampling": (lambda m: m["model"]["kwargs"].update(upsampling=2), "kwargs.upsampling"),
+    "in_channels as kwarg": (lambda m: m["model"]["kwargs"].update(in_channels=4), "kwargs.in_channels"),
+    "timm keyword on an smp encoder": (lambda m: m["model"]["kwargs"].update(norm_layer="groupnorm"), "norm_layer"),
+    "kwargs on torchvision": (
+        lambda m: m["model"].update(arch="fcn", kwargs={"weights_backbone": "IMAGENET1K_V1"}),
+        "kwargs.weights_backbone",
+    ),
+    "decoder_channels of text": (lambda m: m["model"]["kwargs"].update(decoder_channels="big"), "decoder_channels"),
+    "decoder_channels too wide": (
+        lambda m: m["model"]["kwargs"].update(decoder_channels=[10**6] * 5),
+        "decoder_channels",
+    ),
+    "decoder_channels for another depth": (
+        lambda m: m["model"]["kwargs"].update(encoder_depth=3),
+        "one entry per encoder stage",
+    ),
+    "encoder_depth 9": (lambda m: m["model"]["kwargs"].update(encoder_depth=9), "encoder_depth"),
+    "in_channels 10**6": (lambda m: m["model"].update(in_channels=10**6), "model.in_channels"),
+    "num_classes 10**7": (lambda m: m["model"].update(num_classes=10**7), "model.num_classes"),
+    "non-text key": (lambda m: m["model"]["kwargs"].update({"": 1}), "is not an option"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_MODELS))
+def test_a_hostile_model_section_is_refused_before_anything_is_built(tmp_path, no_io, case):
+    change, words = HOSTILE_MODELS[case]
+    run = _hostile_run(tmp_path, change)
+    with pytest.raises(PixelwiseError, match="model.json") as info:
+        load_bundle(run)
+    assert words in str(info.value) and "\n" not in str(info.value)
+    assert no_io == []
+
+
+# keywords a library might take: every one that shapes the network, and some that load or fetch
+KWARG_NAMES = sorted(
+    {k for rules in ALLOWED_KWARGS.values() for k in rules}
+    | set(TIMM_ENCODER_KWARGS)
+    | {"checkpoint_path", "encoder_weights", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "aux_params"}
+    | {"activation", "upsampling", "features_only", "cache_dir", "weights", "weights_backbone", "file", "url"}
+)
+ENCODERS = ["resnet18", "tu-resnet10t", "mobilenet_v2", "tu-hf-hub:timm/resnet18", "../x.pth", "http://x/y", ""]
+small_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 40) | st.floats(-1, 2) | st.sampled_from(["nearest", "scse", "add"]),
+    lambda inner: st.lists(inner, max_size=6),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    arch=st.sampled_from(list(MODELS)),
+    encoder=st.sampled_from(ENCODERS) | st.text(max_size=12),
+    kwargs=st.dictionaries(st.sampled_from(KWARG_NAMES) | st.text(max_size=10), small_values, max_size=3),
+)
+def test_any_model_section_builds_or_fails_with_a_pixelwise_error_and_no_io(tmp_path_factory, arch, encoder, kwargs):
+    meta = json.loads(FIXTURE.read_text())
+    meta["model"].update(arch=arch, encoder=encoder, kwargs=kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        calls = refuse_io(mp)
+        try:
+            bundle = Bundle.from_dict(meta, "model.json")
+            build_model(bundle.model)
+        except PixelwiseError as e:
+            assert "\n" not in str(e)
+        assert calls == []
