@@ -267,3 +267,47 @@ def test_any_model_section_builds_or_fails_with_a_pixelwise_error_and_no_io(tmp_
         except PixelwiseError as e:
             assert "\n" not in str(e)
         assert calls == []
+
+
+# --- model.json of the wrong shape: refused at load with one line, by the API and by `pixelwise predict` ---
+
+DAMAGED = {
+    "colors of text": (lambda m: m["classes"].update(colors=["red"] * 5), "'classes'"),
+    "ignore_index of text": (lambda m: m["classes"].update(ignore_index="x"), "'classes'"),
+    "kwargs a string": (lambda m: m["model"].update(kwargs="decoder_channels"), "'model'"),
+    "model null": (lambda m: m.update(model=None), "'model'"),
+    "fewer classes than outputs": (
+        lambda m: m["classes"].update(names=m["classes"]["names"][:3], colors=m["classes"]["colors"][:3]),
+        "3 class names for a model with 5 outputs",
+    ),
+    "std 0": (lambda m: m["normalization"].update(std=[0.229, 0.0, 0.225]), "std > 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED))
+def test_a_damaged_model_json_is_refused_by_load(tmp_path, case):
+    import pixelwise
+
+    change, words = DAMAGED[case]
+    run = _hostile_run(tmp_path, change)
+    with pytest.raises(PixelwiseError, match="model.json") as info:
+        pixelwise.load(run)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("case", list(DAMAGED))
+def test_a_damaged_model_json_is_one_line_from_predict(tmp_path, capsys, case):
+    import numpy as np
+    from PIL import Image
+
+    from pixelwise.cli import main
+
+    change, words = DAMAGED[case]
+    run = _hostile_run(tmp_path, change)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)
+    rc = main(["predict", str(run), str(image), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("pixelwise: error: ") and "\n" not in err
+    assert "model.json" in err and words in err
+    assert not (tmp_path / "out" / "masks").exists()
