@@ -52,8 +52,11 @@ def training_problems(
             )
         ]
     if not splits.get("train"):
-        where = split_files["train"] if split_files else root
-        return [Problem(f"{where}: the train split is empty", "list at least one stem", skippable=False)]
+        if split_files:
+            return [
+                Problem(f"{split_files['train']}: the train split is empty", "list at least one stem", skippable=False)
+            ]
+        return [Problem(f"{root}: the train split is empty", "add training samples", skippable=False)]
     usable = [s.stem for s in splits["train"] if s.stem in values]
     if not usable:
         return []  # every training sample has a problem of its own
@@ -72,7 +75,9 @@ def training_problems(
             f" ({classes.ignore_index} is the ignore index; if it marks a class, pass --encoding binary for 0/255 "
             "masks or set ignore_index in classes.yaml)"
         )
-    return [Problem(f"{what}: a model cannot learn to tell classes apart from one class", todo, skippable=False)]
+    return [
+        Problem(f"{root}: {what}: a model cannot learn to tell classes apart from one class", todo, skippable=False)
+    ]
 
 
 def spread_warnings(
