@@ -5,7 +5,10 @@ from PIL import Image
 from pixelwise.classes import default_palette
 from pixelwise.fileio import write_png
 from pixelwise.viz import (
+    class_boundaries,
     colorize,
+    heatmap,
+    heatmap_with_colorbar,
     overlay,
     plot_confusion_matrix,
     plot_training_curves,
@@ -66,17 +69,105 @@ def test_overlay_endpoints_and_inputs_untouched():
     mask = rng.integers(0, 4, (8, 9)).astype(np.uint8)
     mask[0, 0] = 255
     image_copy, mask_copy = image.copy(), mask.copy()
+    plain = dict(transparent=(), boundaries=False)
 
     np.testing.assert_array_equal(overlay(image, mask, COLORS, alpha=0.0), image)
-    np.testing.assert_array_equal(overlay(image, mask, COLORS, alpha=1.0), colorize(mask, COLORS))
-    half = overlay(image, mask, COLORS, alpha=0.5)
-    expected = np.rint(0.5 * image + 0.5 * colorize(mask, COLORS).astype(float))
+    full = overlay(image, mask, COLORS, alpha=1.0, **plain)
+    inside = mask != 255
+    np.testing.assert_array_equal(full[inside], colorize(mask, COLORS)[inside])
+    np.testing.assert_array_equal(full[~inside], image[~inside])  # the ignore index is never painted
+    half = overlay(image, mask, COLORS, alpha=0.5, **plain)
+    expected = np.where(inside[..., None], np.rint(0.5 * image + 0.5 * colorize(mask, COLORS).astype(float)), image)
     assert np.abs(half.astype(float) - expected).max() <= 1
     assert half.dtype == np.uint8
 
     np.testing.assert_array_equal(image, image_copy)
     np.testing.assert_array_equal(mask, mask_copy)
     assert overlay(image, mask, COLORS, alpha=0.0) is not image
+
+
+def test_overlay_leaves_background_and_ignore_index_transparent():
+    """Where nothing was found the photo is untouched, not darkened by the background's black."""
+    image = np.full((6, 7, 3), 200, dtype=np.uint8)
+    mask = np.zeros((6, 7), dtype=np.uint8)
+    mask[:, 5:] = 255
+    np.testing.assert_array_equal(overlay(image, mask, COLORS, alpha=0.5), image)
+    # Any class can be made transparent, and the background painted when asked.
+    mask[1:3, 1:3] = 2
+    out = overlay(image, mask, COLORS, alpha=0.5, transparent=(2,), boundaries=False)
+    assert tuple(out[1, 1]) == (0, 0, 0) or tuple(out[1, 1]) == (200, 200, 200)
+    assert tuple(out[1, 1]) == (200, 200, 200)
+    assert tuple(out[0, 0]) == (100, 100, 100)  # class 0 blended with black, since it is not transparent
+
+
+def test_overlay_outlines_each_region_in_its_colour():
+    image = np.full((12, 12, 3), 100, dtype=np.uint8)
+    mask = np.zeros((12, 12), dtype=np.uint8)
+    mask[3:9, 3:9] = 1  # red square on background
+    out = overlay(image, mask, COLORS, alpha=0.3)
+    assert tuple(out[3, 5]) == (255 * 0.6 + 100 * 0.4, 40, 40)  # edge: opacity min(1, 2 * alpha)
+    assert tuple(out[5, 5]) == (round(0.3 * 255 + 0.7 * 100), 70, 70)  # inside: alpha
+    assert tuple(out[2, 5]) == (100, 100, 100)  # the background side stays the photo
+    no_lines = overlay(image, mask, COLORS, alpha=0.3, boundaries=False)
+    assert tuple(no_lines[3, 5]) == tuple(no_lines[5, 5])
+
+
+def test_class_boundaries_width():
+    mask = np.zeros((10, 10), dtype=np.int64)
+    mask[:, 5:] = 3
+    edge = class_boundaries(mask)
+    assert edge[:, 4:6].all() and edge.sum() == 20
+    assert class_boundaries(mask, width=2)[:, 3:7].all() and class_boundaries(mask, width=2).sum() == 40
+    assert not class_boundaries(np.zeros((4, 4), np.uint8)).any()
+
+
+def test_overlay_legend_names_the_classes_present():
+    image = np.full((40, 120, 3), 128, dtype=np.uint8)
+    mask = np.zeros((40, 120), dtype=np.uint8)
+    mask[10:20, 10:30] = 1
+    mask[25:35, 60:90] = 3
+    names = ["background", "road", "tree", "sky"]
+    out = overlay(image, mask, COLORS, alpha=0.5, legend=names)
+    assert out.shape[0] > 40 and out.shape[1] >= 120
+    np.testing.assert_array_equal(out[:40, :120], overlay(image, mask, COLORS, alpha=0.5))
+    strip = out[40:].reshape(-1, 3)
+    has = {tuple(c) for c in np.unique(strip, axis=0)}
+    assert (255, 0, 0) in has and (10, 20, 30) in has  # swatches of the classes found
+    assert (0, 255, 0) not in has  # "tree" is not in the mask: no swatch
+    assert (strip < 60).all(axis=1).sum() > 20  # the names are written (dark text)
+    with pytest.raises(ValueError):
+        overlay(image, mask, COLORS, legend=["one", "two"])
+
+
+def test_overlay_legend_for_an_empty_mask_and_a_narrow_image():
+    image = np.full((16, 16, 3), 90, dtype=np.uint8)
+    mask = np.zeros((16, 16), dtype=np.uint8)
+    out = overlay(image, mask, COLORS, legend=["background", "a", "b", "c"])
+    assert out.shape[0] > 16  # says that no class was found
+    mask[4:8, 4:8] = 1
+    long_name = "a class with a very long descriptive name"
+    out = overlay(image, mask, COLORS, legend=["background", long_name, "b", "c"])
+    assert out.shape[1] > 16  # widened so that the name is not clipped
+
+
+def test_heatmap_with_colorbar():
+    values = np.linspace(0.0, 1.0, 60 * 80, dtype=np.float32).reshape(60, 80)
+    values[0, 0] = np.nan
+    out = heatmap_with_colorbar(values, 0.0, 1.0, "confidence")
+    assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+    assert out.shape[0] >= 60 and out.shape[1] > 80 + 20
+    np.testing.assert_array_equal(out[:60, :80], heatmap(values, 0.0, 1.0))
+    panel = {tuple(c) for c in np.unique(out[:, 80:].reshape(-1, 3), axis=0)}
+    lut = heatmap(np.array([[0.0, 1.0]]), 0.0, 1.0)[0]
+    assert tuple(lut[0]) in panel and tuple(lut[1]) in panel  # both ends of the colour bar
+    assert (0, 0, 0) in panel  # tick labels and the label text
+    tiny = heatmap_with_colorbar(np.zeros((5, 5)), 0.0, 1.6, "entropy (nats)")
+    assert tiny.shape[0] > 5  # the bar and its labels fit even beside a tiny map
+    for bad in [(1.0, 1.0), (0.0, float("nan")), (2.0, 1.0)]:
+        with pytest.raises(ValueError):
+            heatmap_with_colorbar(values, *bad, "x")
+    with pytest.raises(ValueError):
+        heatmap_with_colorbar(np.zeros(5), 0.0, 1.0, "x")
 
 
 def test_overlay_rejects_mismatched_shapes():
@@ -99,7 +190,43 @@ def test_plot_training_curves_with_gaps(tmp_path):
     plot_training_curves(csv_path, out)
     _png_ok(out)
     with Image.open(out) as im:
-        assert im.size[0] > im.size[1] > 100  # two panels side by side
+        assert im.size[0] > 2 * im.size[1] > 200  # three panels side by side
+
+
+C0 = np.array([31, 119, 180])  # matplotlib's first line colour
+
+
+def _blue_pixels(path, third):
+    """Pixels of the first line colour in one third (0, 1, 2) of a curves.png."""
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    w = rgb.shape[1] // 3
+    part = rgb[:, third * w : (third + 1) * w]
+    return int((np.abs(part - C0).sum(axis=2) < 30).sum())
+
+
+def test_plot_training_curves_learning_rate_and_per_class_iou(tmp_path):
+    head = "epoch,train_loss,val_loss,val_miou,lr"
+    rows = ["1,1.0,0.9,0.30,0.003", "2,0.8,0.7,0.45,0.002", "3,0.6,0.6,0.55,0.0005"]
+    bare = tmp_path / "bare.csv"
+    bare.write_text("epoch,train_loss,val_loss,val_miou\n" + "\n".join(r.rsplit(",", 1)[0] for r in rows) + "\n")
+    full = tmp_path / "full.csv"
+    per_class = ["0.5,0.1,", "0.6,0.3,", "0.7,0.4,0.2"]
+    full.write_text(
+        head + ",val_iou_0,val_iou_1,val_iou_2\n" + "\n".join(f"{r},{c}" for r, c in zip(rows, per_class)) + "\n"
+    )
+    plot_training_curves(bare, tmp_path / "bare.png")
+    plot_training_curves(full, tmp_path / "full.png", class_names=["background", "road", "sky"])
+    _png_ok(tmp_path / "full.png")
+    # No lr column, no per-class columns: those panels stay empty ("no data yet" / mIoU in black).
+    assert _blue_pixels(tmp_path / "bare.png", 2) == 0
+    assert _blue_pixels(tmp_path / "bare.png", 1) == 0
+    # With them: a learning-rate curve and per-class IoU curves (the first class in C0).
+    assert _blue_pixels(tmp_path / "full.png", 2) > 50
+    assert _blue_pixels(tmp_path / "full.png", 1) > 50
+    # Names beyond the list given, or none at all, fall back to "class <index>".
+    plot_training_curves(full, tmp_path / "few.png", class_names=["background"])
+    _png_ok(tmp_path / "few.png")
 
 
 def test_plot_training_curves_header_only(tmp_path):

@@ -2,11 +2,18 @@
 
 One dataset-level confusion matrix (ignore index never counted). The labels scored are exactly
 those ``pixelwise predict`` writes with the same runs, inference options, post-processing,
-backend and precision; ``metrics.json`` records all of them.
+backend and precision; ``metrics.json`` records all of them, and the data read.
+
+Before any image is predicted, the data set's classes are checked against the model's (see
+:func:`match_classes`) and the output folder against an earlier evaluation in it (see
+:func:`check_output`). Ratios are fractions in [0, 1] in every file; pictures and the command
+line show them in percent.
 """
 
 from __future__ import annotations
 
+import heapq
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,14 +23,36 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .bundle import Bundle
-from .data import SPLIT_NAMES, open_dataset, read_image, read_sample_mask
+from .classes import ClassInfo
+from .data import SPLIT_NAMES, load_source, open_dataset, read_image, read_sample_mask, scan_dataset
 from .errors import PixelwiseError
-from .fileio import write_json
+from .fileio import prepare_output_dir, write_json, write_png
 from .metrics import ConfusionMatrix
 from .postprocess import PostprocessConfig
 from .predict.engine import InferenceConfig
 from .predict.predictor import BaseSegmenter, Predictor, as_predictor, load_predictor
 from .training.config import TrainConfig
+
+CLASS_MAPS = ("strict", "auto")
+MAX_EXAMPLES = 64
+# Every file an evaluation writes; a folder holding one of them without a metrics.json is not ours.
+EVAL_FILES = ("metrics.json", "confusion_matrix.json", "confusion.png", "per_class_iou.png", "worst.png", "best.png")
+# What makes two evaluations the same: an earlier one in the output folder with other values is kept.
+SETTING_KEYS = (
+    "data",
+    "split",
+    "runs",
+    "format",
+    "encoding",
+    "classes_file",
+    "class_map",
+    "resize_masks",
+    "skip_bad",
+    "backend",
+    "precision",
+    "inference",
+    "postprocess",
+)
 
 
 @dataclass
@@ -44,31 +73,47 @@ def _trained_with(bundle: Bundle) -> TrainConfig:
     return TrainConfig.from_dict(bundle.train_config)
 
 
-def open_split(data: str | Path, split: str, bundle: Bundle, options: DataOptions):
-    """Open ``data`` as the model's training did (same split seed and fractions, same classes).
-
-    Returns ``(dataset, samples of split)``; ``split`` is train, val, test or all.
-    """
-    if split not in SPLIT_NAMES + ("all",):
-        raise PixelwiseError(f"unknown split '{split}'; use train, val, test or all")
+def _resolved(options: DataOptions, bundle: Bundle) -> DataOptions:
+    """``options`` with every None replaced by what the model was trained with."""
     cfg = _trained_with(bundle)
 
     def pick(value, trained):
         return value if value is not None else trained
 
+    return DataOptions(
+        format=pick(options.format, cfg.format),
+        encoding=pick(options.encoding, cfg.encoding),
+        classes_file=options.classes_file,
+        resize_masks=pick(options.resize_masks, cfg.resize_masks),
+        skip_bad=bool(pick(options.skip_bad, cfg.skip_bad)),
+        max_image_pixels=int(pick(options.max_image_pixels, cfg.max_image_pixels)),
+    )
+
+
+def open_split(data: str | Path, split: str, bundle: Bundle, options: DataOptions, own_classes: bool = False):
+    """Open ``data`` as the model's training did (same split seed and fractions, same classes).
+
+    ``own_classes``: read the masks with the data set's own classes (for a mapping by name)
+    instead of the model's. Returns ``(dataset, samples of split)``; ``split`` is train, val,
+    test or all.
+    """
+    if split not in SPLIT_NAMES + ("all",):
+        raise PixelwiseError(f"unknown split '{split}'; use train, val, test or all")
+    cfg = _trained_with(bundle)
+    opts = _resolved(options, bundle)
     ds = open_dataset(
         data,
-        pick(options.format, cfg.format),
-        pick(options.encoding, cfg.encoding),
+        opts.format,
+        opts.encoding,
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
         seed=cfg.seed,
-        classes=bundle.classes,
-        classes_file=options.classes_file,
+        classes=None if own_classes else bundle.classes,
+        classes_file=opts.classes_file,
         validate_splits=SPLIT_NAMES if split == "all" else (split,),
-        resize_masks=pick(options.resize_masks, cfg.resize_masks),
-        skip_bad=bool(pick(options.skip_bad, cfg.skip_bad)),
-        max_pixels=int(pick(options.max_image_pixels, cfg.max_image_pixels)),
+        resize_masks=opts.resize_masks,
+        skip_bad=opts.skip_bad,
+        max_pixels=opts.max_image_pixels,
     )
     samples = [s for n in SPLIT_NAMES for s in ds.splits[n]] if split == "all" else ds.splits[split]
     if not samples:
@@ -76,6 +121,162 @@ def open_split(data: str | Path, split: str, bundle: Bundle, options: DataOption
             f"{data}: the {split} split is empty; choose another --split or list stems in {data}/splits/{split}.txt"
         )
     return ds, samples
+
+
+# --- the data set's classes against the model's ----------------------------------------------------
+
+
+def _names(names: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+    return f"[{shown}]"
+
+
+def match_classes(
+    data: str | Path, bundle: Bundle, options: DataOptions, class_map: str = "strict", run: str = "the model"
+) -> np.ndarray | None:
+    """Check that the data set's classes are the model's; returns None (mask values are the model's
+    class indices) or, with ``class_map="auto"``, a lookup table from the data set's mask values
+    to the model's class indices (classes matched by name).
+
+    ``strict`` (default): a data set that names its classes (classes file, format, or
+    ``classes_file``) must name the model's classes in the model's order; one that does not must
+    hold as many classes in its masks (all splits) as the model has, unless it is the folder the
+    model was trained on. ``auto``: the names must be the model's, in any order. Anything else
+    raises one-line :class:`PixelwiseError` before any image is predicted.
+    """
+    if class_map not in CLASS_MAPS:
+        raise PixelwiseError(f"--class-map {class_map}: use one of {', '.join(CLASS_MAPS)}")
+    model = bundle.classes
+    opts = _resolved(options, bundle)
+    src, _ = load_source(data, opts.format)
+    if opts.classes_file:
+        src.use_classes_file(Path(opts.classes_file))
+    declared = src.classes
+    if declared is None:
+        if class_map == "auto":
+            raise PixelwiseError(
+                f"--class-map auto matches classes by name, and {data} names none (no classes file); "
+                "give --classes-file with its class names"
+            )
+        _check_unnamed(data, bundle, opts, run)
+        return None
+    if declared.names == model.names:
+        return None
+    same_set = sorted(declared.names) == sorted(model.names)
+    if class_map == "auto" and same_set:
+        return _name_table(declared, model)
+    if class_map == "auto":
+        extra = [n for n in declared.names if n not in model.names]
+        missing = [n for n in model.names if n not in declared.names]
+        raise PixelwiseError(
+            f"--class-map auto: {data} has classes the model {run} lacks {_names(extra)} or lacks some of "
+            f"its classes {_names(missing)}; evaluate on data labelled with the model's classes"
+        )
+    hint = "pass --class-map auto to match them by name" if same_set else "evaluate on data labelled with them"
+    raise PixelwiseError(
+        f"{data} has the classes {_names(declared.names)} ({declared.num_classes}), the model {run} was trained "
+        f"on {_names(model.names)} ({model.num_classes}); {hint}"
+    )
+
+
+def _name_table(declared: ClassInfo, model: ClassInfo) -> np.ndarray:
+    """Data mask value -> model class index (the ignore index to the model's; anything else ignored)."""
+    table = np.full(max(declared.num_classes, declared.ignore_index + 1), model.ignore_index, dtype=np.int64)
+    for i, name in enumerate(declared.names):
+        table[i] = model.names.index(name)
+    return table
+
+
+def _check_unnamed(data: str | Path, bundle: Bundle, opts: DataOptions, run: str) -> None:
+    """A data set without class names: its masks (all splits) must hold the model's number of classes."""
+    trained_on = bundle.data.get("root")
+    if trained_on and Path(trained_on).resolve() == Path(data).resolve():
+        return
+    cfg = _trained_with(bundle)
+    scanned = scan_dataset(
+        data,
+        opts.format,
+        opts.encoding,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+        classes_file=None,
+        resize_masks=opts.resize_masks,
+        max_pixels=opts.max_image_pixels,
+    )
+    found, model = scanned.result.classes, bundle.classes
+    if found.num_classes != model.num_classes:
+        raise PixelwiseError(
+            f"{data}: its masks hold {found.num_classes} classes (values 0..{found.num_classes - 1}, no class "
+            f"names), the model {run} has {model.num_classes} {_names(model.names)}; evaluate on data labelled "
+            "like the model's, or give --classes-file with the model's class names if the masks use them"
+        )
+
+
+# --- scoring, and the examples kept for the pictures ------------------------------------------------
+
+
+def image_miou(truth: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int) -> float | None:
+    """Mean IoU of one image (a fraction), over the classes in its ground truth or prediction;
+    None when every pixel is ignored. ``truth``, ``pred``: (H, W) class indices."""
+    keep = truth != ignore_index
+    t = truth[keep].astype(np.int64)
+    if t.size == 0:
+        return None
+    p = np.clip(pred[keep].astype(np.int64), 0, num_classes - 1)
+    cm = np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    tp = np.diag(cm).astype(np.float64)
+    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+    present = union > 0
+    return float(np.mean(tp[present] / union[present]))
+
+
+class ExampleKeeper:
+    """The ``k`` images with the lowest and the ``k`` with the highest per-image mIoU seen so far.
+
+    Only those are kept, shrunk to panel size, so memory stays at 2k small pictures whatever the
+    number of images scored; an image is shrunk only when it enters one of the two lists.
+    """
+
+    def __init__(self, k: int, num_classes: int, ignore_index: int):
+        self.k, self.num_classes, self.ignore_index = int(k), num_classes, ignore_index
+        self.scored = 0
+        self._worst: list = []  # heap of (-score, -order, Example): the best of the worst on top
+        self._best: list = []  # heap of (score, order, Example): the worst of the best on top
+
+    def add(self, name: str, image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> float | None:
+        """Score one image; keep it if it is among the k worst or k best. Returns its mIoU."""
+        from .viz import Example, shrink_example
+
+        value = image_miou(truth, pred, self.num_classes, self.ignore_index)
+        if value is None or self.k <= 0:
+            return value
+        self.scored += 1
+        order = self.scored
+        into_worst = len(self._worst) < self.k or value < -self._worst[0][0]
+        into_best = len(self._best) < self.k or value > self._best[0][0]
+        if into_worst or into_best:
+            example = Example(name, value, *shrink_example(image, truth, pred))
+            if into_worst:
+                _push(self._worst, (-value, -order, example), self.k)
+            if into_best:
+                _push(self._best, (value, order, example), self.k)
+        return value
+
+    def worst(self) -> list:
+        """The kept lowest-scoring examples, lowest first."""
+        return [e for _, _, e in sorted(self._worst, key=lambda t: (-t[0], -t[1]))]
+
+    def best(self) -> list:
+        """The kept highest-scoring examples, highest first."""
+        return [e for _, _, e in sorted(self._best, key=lambda t: (-t[0], t[1]))]
+
+
+def _push(heap: list, item: tuple, k: int) -> None:
+    if len(heap) < k:
+        heapq.heappush(heap, item)
+    else:
+        heapq.heappushpop(heap, item)
 
 
 def _print_data_notes(ds) -> None:
@@ -87,30 +288,94 @@ def _print_data_notes(ds) -> None:
         tqdm.write(f"skipped: {item}", file=sys.stderr)
 
 
-def score(predictor: Predictor, samples, desc: str = "evaluate", progress: bool = True) -> ConfusionMatrix:
-    """The confusion matrix of ``predictor``'s post-processed labels against the samples' masks."""
+def score(
+    predictor: Predictor,
+    samples,
+    desc: str = "evaluate",
+    progress: bool = True,
+    table: np.ndarray | None = None,
+    examples: ExampleKeeper | None = None,
+) -> ConfusionMatrix:
+    """The confusion matrix of ``predictor``'s post-processed labels against the samples' masks.
+
+    ``table``: data mask value -> model class index (from :func:`match_classes`), or None.
+    ``examples``: collects the best and worst images for the pictures.
+    """
     classes = predictor.classes
     cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
     for s in tqdm(samples, desc=desc, unit="img", disable=not progress):
         image = read_image(s.image, s.spec.max_pixels)
-        cm.update(predictor.predict(image), read_sample_mask(s, image.shape[:2]))
+        truth = read_sample_mask(s, image.shape[:2])
+        if table is not None:
+            truth = np.take(table, truth, mode="clip")
+        pred = predictor.predict(image)
+        cm.update(pred, truth)
+        if examples is not None:
+            examples.add(Path(s.image).name, image, truth, pred)
     return cm
 
 
-def _write_results(out: Path, metrics: dict, cm: ConfusionMatrix, names: list[str]) -> None:
-    from .viz import plot_confusion_matrix
+# --- the output folder --------------------------------------------------------------------------------
+
+
+def _comparable(key: str, value):
+    if key == "runs" and isinstance(value, list):
+        return [str(Path(r).resolve()) for r in value]
+    return value
+
+
+def check_output(out: Path, settings: dict, overwrite: bool = False) -> None:
+    """Refuse to replace an earlier evaluation in ``out`` made with other data or options (any of
+    :data:`SETTING_KEYS` differs), or files in ``out`` that no evaluation wrote, unless ``overwrite``.
+    An earlier evaluation with the same settings is replaced (it would give the same figures)."""
+    if overwrite or not out.is_dir():
+        return
+    earlier = out / "metrics.json"
+    how = "pass --out DIR to keep both, or --overwrite to replace it"
+    if not earlier.is_file():
+        clash = [n for n in EVAL_FILES if (out / n).exists()]
+        if clash:
+            raise PixelwiseError(f"{out} holds {clash[0]}, which no evaluation wrote; {how}")
+        return
+    try:
+        old = json.loads(earlier.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        old = None
+    if not isinstance(old, dict):
+        raise PixelwiseError(f"{earlier} is not the metrics.json of an evaluation; {how}")
+    for key in SETTING_KEYS:
+        if key in old and _comparable(key, old[key]) != _comparable(key, settings.get(key)):
+            then, now = old[key], settings.get(key)
+            detail = f" ({then} there, {now} now)" if not isinstance(then, (dict, list)) else ""
+            raise PixelwiseError(f"{out} holds an evaluation with another {key.replace('_', ' ')}{detail}; {how}")
+
+
+def _write_results(out: Path, metrics: dict, cm: ConfusionMatrix, classes: ClassInfo, keeper, title: str) -> None:
+    from .viz import example_grid, plot_confusion_matrix, plot_per_class_iou
 
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "metrics.json", metrics)
+    names = classes.names
     matrix = cm.matrix.cpu()
     write_json(
         out / "confusion_matrix.json",
         {"rows": "ground truth", "cols": "prediction", "names": names, "matrix": matrix.tolist()},
     )
     plot_confusion_matrix(np.asarray(matrix), names, out / "confusion.png")
+    miou = metrics.get("miou")
+    shown = "-" if miou is None else f"{100 * miou:.1f} %"
+    plot_per_class_iou(metrics["per_class"], classes.colors, out / "per_class_iou.png", f"{title}: mIoU {shown}")
+    for kind, chosen, what in (("worst", keeper.worst(), "Lowest"), ("best", keeper.best(), "Highest")):
+        path = out / f"{kind}.png"
+        if keeper.k <= 0:
+            path.unlink(missing_ok=True)  # a picture of an earlier evaluation would mislead
+            continue
+        heading = f"{what} per-image mIoU: {len(chosen)} of {keeper.scored} images ({title})"
+        write_png(path, example_grid(chosen, classes.colors, names, classes.ignore_index, heading))
+    # Written last: a folder with metrics.json holds a finished evaluation.
+    write_json(out / "metrics.json", metrics)
 
 
-def _provenance(split: str, images: int, data, ds, runs: list[str], predictor: Predictor) -> dict:
+def _provenance(split: str, images: int, data, ds, runs: list[str], predictor: Predictor, opts: dict) -> dict:
     """What metrics.json records besides the metrics: the data read and the Predictor that labelled it."""
     return {
         "split": split,
@@ -119,6 +384,7 @@ def _provenance(split: str, images: int, data, ds, runs: list[str], predictor: P
         "runs": runs,
         "format": ds.format,
         "encoding": ds.spec.describe(),
+        **opts,
         "notes": list(ds.notes),
         "skipped": list(ds.skipped),
         **predictor.describe(),
@@ -129,6 +395,22 @@ def _as_list(runs) -> list[str]:
     return [str(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)]
 
 
+def _examples_summary(keeper: ExampleKeeper) -> dict:
+    return {
+        "measure": "per-image mIoU (fraction), over the classes in each image's ground truth or prediction",
+        "worst": [{"image": e.name, "miou": e.score} for e in keeper.worst()],
+        "best": [{"image": e.name, "miou": e.score} for e in keeper.best()],
+    }
+
+
+def _out_folder(out, runs: list[str], split: str) -> tuple[Path, str]:
+    if out:
+        return Path(out), "--out"
+    default = f"eval-{split}" if len(runs) == 1 else f"eval-{split}-ensemble"
+    return Path(runs[0]) / default, "the evaluation folder"
+
+
+# long: the whole evaluation in order (checks before work, scoring, files); each step is a call
 def evaluate(
     runs: str | Path | Sequence[str | Path],
     data: str | Path,
@@ -149,6 +431,9 @@ def evaluate(
     resize_masks: str | None = None,
     skip_bad: bool | None = None,
     max_image_pixels: int | None = None,
+    examples: int = 4,
+    class_map: str = "strict",
+    overwrite: bool = False,
 ) -> dict:
     """Predict every image of ``split`` at full resolution and score it against its mask.
 
@@ -157,14 +442,22 @@ def evaluate(
     ``backend``, ``precision``, ``device`` and ``onnx_path``, as ``pixelwise predict`` builds it;
     or from ``predictor`` (a loaded Predictor, Segmenter or Ensemble; ``segmenter`` is its former
     name). ``split``: train, val, test or all; without split files, the seeded split of training.
-    The data options default to those the model was trained with.
+    The data options default to those the model was trained with. ``class_map``: ``strict`` or
+    ``auto`` (see :func:`match_classes`). ``examples``: how many images ``worst.png`` and
+    ``best.png`` show (0: neither is written).
 
-    Writes ``metrics.json`` (metrics, runs, members, backend, precision, inference options,
-    post-processing), ``confusion_matrix.json`` and ``confusion.png`` into ``out`` (default
-    ``RUN/eval-<split>``, or ``RUN/eval-<split>-ensemble`` with RUN the first of several) and
-    returns the metrics dict (see :func:`pixelwise.metrics.compute_metrics`).
+    Writes into ``out`` (default ``RUN/eval-<split>``, or ``RUN/eval-<split>-ensemble`` with RUN
+    the first of several): ``metrics.json`` (metrics as fractions, the data and every option),
+    ``confusion_matrix.json``, ``confusion.png``, ``per_class_iou.png``, ``worst.png`` and
+    ``best.png``. An earlier evaluation there with other data or options is refused unless
+    ``overwrite`` (see :func:`check_output`). Returns the metrics dict (see
+    :func:`pixelwise.metrics.compute_metrics`) with ``out`` added.
     """
     runs = _as_list(runs)
+    if not 0 <= int(examples) <= MAX_EXAMPLES:
+        raise PixelwiseError(f"--examples {examples}: give 0 (no pictures) to {MAX_EXAMPLES} images")
+    out, what = _out_folder(out, runs, split)
+    prepare_output_dir(out, what, create=False)
     loaded = predictor or segmenter
     pred = (
         as_predictor(loaded, inference, postprocess)
@@ -172,13 +465,23 @@ def evaluate(
         else load_predictor(runs, device, backend, precision, inference, postprocess, onnx_path)
     )
     options = DataOptions(format, encoding, classes_file, resize_masks, skip_bad, max_image_pixels)
-    ds, samples = open_split(data, split, pred.bundle, options)
+    table = match_classes(data, pred.bundle, options, class_map, runs[0] if runs else "the model")
+    ds, samples = open_split(data, split, pred.bundle, options, own_classes=table is not None)
+    opts = _resolved(options, pred.bundle)
+    recorded = {
+        "classes_file": str(Path(classes_file).resolve()) if classes_file else None,
+        "class_map": class_map,
+        "resize_masks": opts.resize_masks or None,
+        "skip_bad": opts.skip_bad,
+    }
+    provenance = _provenance(split, len(samples), data, ds, runs, pred, recorded)
+    check_output(out, provenance, overwrite)
     if progress:
         _print_data_notes(ds)
-    cm = score(pred, samples, f"evaluate {split}", progress)
-    metrics = {**cm.compute(pred.classes.names), **_provenance(split, len(samples), data, ds, runs, pred)}
-    default = f"eval-{split}" if len(runs) == 1 else f"eval-{split}-ensemble"
-    out = Path(out) if out else Path(runs[0]) / default
-    _write_results(out, metrics, cm, pred.classes.names)
+    keeper = ExampleKeeper(int(examples), pred.classes.num_classes, pred.classes.ignore_index)
+    cm = score(pred, samples, f"evaluate {split}", progress, table, keeper)
+    metrics = {**cm.compute(pred.classes.names), **provenance, "examples": _examples_summary(keeper)}
+    title = f"{split} split of {Path(data).resolve().name}"
+    _write_results(out, metrics, cm, pred.classes, keeper, title)
     metrics["out"] = str(out)
     return metrics

@@ -202,14 +202,48 @@ def mask_array(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16)
 
 
-def mask_png_bytes(mask: np.ndarray, compress_level: int = 6) -> bytes:
-    """PNG file contents of ``(H, W)`` class indices: 8-bit grey, 16-bit past 256 classes."""
-    return png_bytes(mask_array(mask), compress_level)
+# The colour a palette mask gives to value 255 when no class has it: the usual ignore index, shown
+# light grey-beige as in Pascal VOC so that unlabelled pixels stand out from every class.
+IGNORE_PALETTE_COLOR = (224, 224, 192)
 
 
-def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
-    """Write ``(H, W)`` class indices as an 8-bit grey PNG (16-bit past 256 classes), atomically."""
-    write_png(path, mask_array(mask))
+def mask_png_bytes(mask: np.ndarray, colors=None, compress_level: int = 6) -> bytes:
+    """PNG file contents of ``(H, W)`` class indices; the stored values are the indices, unchanged.
+
+    With ``colors`` ((r, g, b) per class, at most 256 classes) and every value below 256: a
+    palette (P-mode) PNG whose palette holds the class colours, so that any viewer shows colours
+    while ``np.asarray(Image.open(...))`` still gives the indices (value 255, the usual ignore
+    index, is light grey unless a class has it). Otherwise 8-bit grey, 16-bit past 256 classes.
+    An int in place of ``colors`` is taken as ``compress_level`` (the former positional call).
+    """
+    if isinstance(colors, (int, np.integer)) and not isinstance(colors, bool):
+        colors, compress_level = None, int(colors)
+    array = mask_array(mask)
+    if colors is None or len(colors) > 256 or array.dtype != np.uint8:
+        return png_bytes(array, compress_level)
+    from PIL import Image
+
+    buf = io.BytesIO()
+    image = Image.frombytes("P", (array.shape[1], array.shape[0]), np.ascontiguousarray(array).tobytes())
+    image.putpalette(_mask_palette(colors), rawmode="RGB")
+    image.save(buf, format="PNG", compress_level=compress_level, optimize=False)
+    return buf.getvalue()
+
+
+def _mask_palette(colors) -> list[int]:
+    """768 palette bytes: the class colours first, value 255 the ignore colour, black elsewhere."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[255] = IGNORE_PALETTE_COLOR
+    if len(colors):
+        table[: len(colors)] = np.asarray(colors, dtype=np.int64).reshape(len(colors), 3).clip(0, 255)
+    return table.reshape(-1).tolist()
+
+
+def write_mask_png(path: str | Path, mask: np.ndarray, colors=None) -> None:
+    """Write ``(H, W)`` class indices as a PNG, atomically: a palette PNG in the class colours when
+    ``colors`` is given (see :func:`mask_png_bytes`), else 8-bit grey (16-bit past 256 classes)."""
+    data = mask_png_bytes(mask, colors)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_npy(path: str | Path, array: np.ndarray) -> None:

@@ -29,7 +29,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         default=None,
-        help="where metrics.json and confusion.png go (default RUN/eval-SPLIT; RUN/eval-SPLIT-ensemble for several)",
+        help="where metrics.json and the pictures go (default RUN/eval-SPLIT; RUN/eval-SPLIT-ensemble for several)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier evaluation in the output folder made with other data or options "
+        "(without it, that is refused; one with the same data and options is always replaced)",
+    )
+    p.add_argument(
+        "--examples",
+        type=int,
+        default=4,
+        metavar="K",
+        help="worst.png and best.png show the K images with the lowest and highest per-image mIoU "
+        "(image | ground truth | prediction | errors); 0: no such pictures (default %(default)s)",
+    )
+    p.add_argument(
+        "--class-map",
+        default="strict",
+        choices=["strict", "auto"],
+        help="strict: the data's classes must be the model's (same names in the same order; without "
+        "names, as many classes in the masks); auto: match classes by name, in any order "
+        "(default %(default)s)",
     )
     p.add_argument("--quiet", action="store_true")
     add_data_flags(p.add_argument_group("data format (default: as the model was trained)"))
@@ -57,9 +79,17 @@ def run(args) -> int:
         resize_masks=args.resize_masks,
         skip_bad=args.skip_bad,
         max_image_pixels=args.max_image_pixels,
+        examples=args.examples,
+        class_map=args.class_map,
+        overwrite=args.overwrite,
         **predictor_options(args),
     )
     print(format_metrics_table(m))
     what = "" if len(runs) == 1 else f", an ensemble of {len(runs)} models"
-    print(f"{m['images']} images ({args.split}{what}); metrics.json and confusion.png in {m['out']}")
+    print(f"{m['images']} images ({args.split}{what}); scores in %, stored in metrics.json as fractions")
+    worst = m["examples"]["worst"]
+    if worst:
+        print(f"lowest per-image mIoU: {worst[0]['image']} {100 * worst[0]['miou']:.2f} %")
+    pictures = "confusion.png, per_class_iou.png" + (", worst.png, best.png" if args.examples else "")
+    print(f"written to {m['out']}: metrics.json, {pictures}")
     return 0
