@@ -22,6 +22,7 @@ from pixelwise.data.encodings import INVALID, map_values
 from pixelwise.data.formats.coco import read_coco
 from pixelwise.data.formats.labelme import read_labelme
 from pixelwise.data.pairing import pair_by_stem
+from pixelwise.data.splits import read_split_files, read_split_list
 from pixelwise.errors import PixelwiseError
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -110,6 +111,32 @@ def test_split_files_of_any_content_give_disjoint_known_splits_or_a_clear_error(
     assert splits["train"]
     assert set(chosen) <= set(known)
     assert len(set(chosen)) == len(chosen)  # a sample belongs to one split
+
+
+@FAST
+@given(split_lines, split_lines, split_lines, st.sets(st.sampled_from(["train", "val", "test"]), min_size=1))
+def test_split_lists_of_any_content_are_read_whole_with_every_fault_reported(train, val, test, present):
+    """inspect's reading of split lists: never an exception, disjoint splits, every listed name that has no
+    sample named by a problem, every pair that no list names counted as unlisted."""
+    known = ["a", "b", "c", "d", "e"]
+    samples = [Sample(s, Path(f"images/{s}.png"), Path(f"masks/{s}.png")) for s in known]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "splits").mkdir()
+        for name, lines in (("train", train), ("val", val), ("test", test)):
+            if name in present:
+                (root / "splits" / f"{name}.txt").write_text("\n".join(lines), encoding="utf-8")
+        lists = read_split_files(root, samples)
+        listed = {n: read_split_list(root / "splits" / f"{n}.txt") for n in present}
+    chosen = [s.stem for n in ("train", "val", "test") for s in lists.splits[n]]
+    assert len(set(chosen)) == len(chosen) and set(chosen) <= set(known)
+    assert set(lists.files) == present and all(not lists.splits[n] for n in {"train", "val", "test"} - present)
+    missing = {s for stems in listed.values() for s in stems if s not in known}
+    named = {item for p in lists.problems if "no image/mask pair" in p.title for item in p.items}
+    assert named == missing
+    assert set(lists.unlisted) == set(known) - {s for stems in listed.values() for s in stems}
+    for p in lists.problems:
+        assert p.message() and "\n" not in p.message()
 
 
 @FAST

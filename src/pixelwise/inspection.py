@@ -351,7 +351,7 @@ def plot_class_frequencies(report: dict, out_png: str | Path) -> None:
     )
     ax.set_yticks(y)
     ax.set_yticklabels([f"{r['index']} {r['name']}" for r in rows], fontsize=8 if n <= 40 else 6)
-    ax.invert_yaxis()
+    ax.set_ylim(n - 0.5, -0.5)  # first class on top; every row, an absent one too, inside the axes
     positive = [s for s in shares if s > 0]
     if positive and max(positive) / min(positive) > 50:
         ax.set_xscale("log")
@@ -364,7 +364,7 @@ def plot_class_frequencies(report: dict, out_png: str | Path) -> None:
         for i, r in enumerate(rows):
             text = f"{shares[i]:.2f} %, in {r['images']} of {plural(total, 'image')}" if shares[i] > 0 else "absent"
             ax.text(
-                shares[i] if shares[i] > 0 else (min(positive) if positive else 1),
+                shares[i] if shares[i] > 0 else ax.get_xlim()[0],
                 i,
                 "  " + text,
                 va="center",
