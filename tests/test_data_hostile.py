@@ -70,6 +70,15 @@ def test_skip_bad_leaves_out_split_names_without_files(simple_data):
     assert [s.stem for s in ds.splits["train"]] == ["s00", "s01", "s02"] and "ghost" in ds.skipped
 
 
+def test_split_lists_saved_by_windows_editors(simple_data):
+    (simple_data / "splits").mkdir()
+    (simple_data / "splits" / "train.txt").write_bytes(b"\xef\xbb\xbfs00\r\ns01\r\ns02\r\ns03\r\n")  # BOM, CRLF
+    (simple_data / "splits" / "val.txt").write_bytes(b"\xef\xbb\xbfs04\r\ns05")
+    ds = open_dataset(simple_data)
+    assert [s.stem for s in ds.splits["train"]] == ["s00", "s01", "s02", "s03"]
+    assert [s.stem for s in ds.splits["val"]] == ["s04", "s05"]
+
+
 @pytest.mark.parametrize("only", ["val", "test"])
 def test_a_folder_with_only_one_evaluation_list_opens_for_that_split(simple_data, only):
     _split_files(simple_data, **{only: ["s00", "s01"]})

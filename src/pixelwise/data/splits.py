@@ -46,12 +46,13 @@ def split_from_file_name(stem: str) -> str | None:
 
 
 def read_lines(path: Path) -> list[str]:
-    """The lines of a list file (split list, labels file), read as UTF-8 text.
+    """The lines of a list file (split list, labels file), read as UTF-8 text (a byte-order mark,
+    as Windows editors write, is dropped; Windows line ends too).
 
     Raises PixelwiseError naming the file when it cannot be read or is not text.
     """
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise PixelwiseError(f"{path}: not a UTF-8 text file; save it as plain text, one name per line") from None
     except OSError as e:
