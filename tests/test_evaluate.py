@@ -189,3 +189,25 @@ def test_out_that_is_a_file_is_refused_before_any_work(trained_run, demo_data, t
     assert main(["evaluate", str(trained_run), str(demo_data), "--out", str(target), *FAST]) == 2
     _one_line_error(capsys, "a-file")
     assert target.read_text() == "x"
+
+
+def test_a_full_disk_mid_way_gives_one_line_and_does_not_block_the_next_run(trained_run, demo_data, tmp_path, capsys):
+    import errno
+
+    from pixelwise import viz
+
+    out = tmp_path / "ev"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "per_class_iou.png"))
+
+    original = viz.plot_per_class_iou
+    viz.plot_per_class_iou = full
+    try:
+        assert main(["evaluate", str(trained_run), str(demo_data), "--out", str(out), *FAST]) == 2
+    finally:
+        viz.plot_per_class_iou = original
+    _one_line_error(capsys, "per_class_iou.png")
+    assert not list(out.glob(".*.tmp"))
+    assert main(["evaluate", str(trained_run), str(demo_data), "--out", str(out), *FAST]) == 0
+    assert (out / "per_class_iou.png").is_file() and (out / "worst.png").is_file()

@@ -354,6 +354,9 @@ def _write_results(out: Path, metrics: dict, cm: ConfusionMatrix, classes: Class
     from .viz import example_grid, plot_confusion_matrix, plot_per_class_iou
 
     out.mkdir(parents=True, exist_ok=True)
+    # First: whatever stops the writing later (a full disk), the folder says what it holds, and
+    # the same evaluation run again replaces it.
+    write_json(out / "metrics.json", metrics)
     names = classes.names
     matrix = cm.matrix.cpu()
     write_json(
@@ -371,8 +374,6 @@ def _write_results(out: Path, metrics: dict, cm: ConfusionMatrix, classes: Class
             continue
         heading = f"{what} per-image mIoU: {len(chosen)} of {keeper.scored} images ({title})"
         write_png(path, example_grid(chosen, classes.colors, names, classes.ignore_index, heading))
-    # Written last: a folder with metrics.json holds a finished evaluation.
-    write_json(out / "metrics.json", metrics)
 
 
 def _provenance(split: str, images: int, data, ds, runs: list[str], predictor: Predictor, opts: dict) -> dict:
