@@ -42,7 +42,11 @@ def _one_line_error(capsys, argv, expected):
 
 
 def test_predict_missing_run(capsys, tmp_path):
-    _one_line_error(capsys, ["predict", str(tmp_path / "nope"), "x.png", "--out", str(tmp_path / "o")], "no such run")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    _one_line_error(
+        capsys, ["predict", str(tmp_path / "nope"), str(image), "--out", str(tmp_path / "o")], "no such run"
+    )
 
 
 def test_train_empty_folder(capsys, tmp_path):
@@ -213,7 +217,10 @@ def test_demo_prints_percentages_and_writes_fractions(tmp_path, capsys):
     assert f"held-out mIoU {100 * saved['miou']:.2f} %" in out
     table_miou = next(line for line in out.splitlines() if line.startswith("mIoU "))
     assert table_miou.split()[1:] == [f"{100 * saved['miou']:.2f}", "%"]
-    assert "IoU %" in out and "training unet/tu-resnet10t for 1 epoch " in out
+    assert "IoU %" in out and "training unet/tu-resnet10t for 1 epoch\n" in out
+    for line in out.splitlines():
+        if line.lstrip().startswith(("metrics:", "examples:", "curves:")):
+            assert all((run / p).exists() for p in line.split()[1:] if p.startswith(str(run))), line
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir() if p.is_file()}
     assert {"model.safetensors", "model.json", "config.yaml", "metrics.csv"} <= set(modes)
     assert set(modes.values()) == {0o644}, modes

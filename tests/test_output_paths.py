@@ -238,3 +238,116 @@ def test_a_writer_that_makes_its_own_file_gets_the_umask_mode(tmp_path):
         "model.safetensors": 0o644,
         "other.bin": 0o644,
     }
+
+
+def test_a_name_too_long_is_one_line(tmp_path):
+    """A real ENAMETOOLONG from the file system, not a simulation."""
+    with pytest.raises(PixelwiseError) as e:
+        fileio.prepare_output_dir(tmp_path / ("x" * 300))
+    assert "\n" not in str(e.value) and "File name too long" in str(e.value) and "shorter path" in str(e.value)
+
+
+def test_a_broken_link_as_out(tmp_path):
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(PixelwiseError, match="broken link"):
+        fileio.prepare_output_dir(link)
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
+
+
+def test_a_relative_out_under_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert fileio.prepare_output_dir("runs/a", create=False) == fileio.Path("runs/a")
+    assert list(tmp_path.iterdir()) == []
+    assert fileio.prepare_output_dir("runs/a").is_dir()
+
+
+def test_a_folder_in_the_way_of_a_file(tmp_path):
+    """os.replace onto a folder fails: the folder is untouched and no temporary file is left."""
+    (tmp_path / "metrics.json").mkdir()
+    with pytest.raises(OSError) as e:
+        fileio.write_json(tmp_path / "metrics.json", {"miou": 0.5})
+    assert e.value.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST)
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    assert (tmp_path / "metrics.json").is_dir()
+
+
+def test_no_temporary_file_when_the_folder_cannot_be_made(tmp_path):
+    (tmp_path / "a").write_text("a file where a folder should be")
+    with pytest.raises(OSError) as e:
+        fileio.write_text(tmp_path / "a" / "b.txt", "x")
+    assert e.value.errno in (errno.ENOTDIR, errno.EEXIST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (
+            OSError(errno.ENOSPC, "No space left on device", "run/model.json"),
+            "run/model.json: No space left on device; free some disk space or write somewhere else",
+        ),
+        (
+            OSError(errno.EROFS, "Read-only file system", "/mnt/ro/x"),
+            "/mnt/ro/x: Read-only file system; the file system is read-only; write somewhere else",
+        ),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "data/x.png"),
+            "data/x.png: Permission denied; check its permissions or use another path",
+        ),
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device; free some disk space"),
+        (OSError("cannot identify image file 'x.png'"), "cannot identify image file 'x.png'; check that file"),
+        (OSError(errno.EXDEV, "Invalid cross-device link", "a", None, "b"), "a -> b: Invalid cross-device link"),
+        (OSError(12345, "Strange", "f"), "f: Strange; check the path and try again"),
+    ],
+)
+def test_os_error_message(exc, expected):
+    message = fileio.os_error_message(exc)
+    assert message.startswith(expected) and "\n" not in message
+
+
+def test_a_multi_line_library_error_is_one_line(monkeypatch, capsys):
+    from pixelwise.cli import demo
+
+    def unreadable(args):
+        raise OSError("image file is truncated\n  (5 bytes not processed)\nmore detail")
+
+    monkeypatch.setattr(demo, "run", unreadable)
+    assert main(["demo"]) == 2
+    assert capsys.readouterr().err == "pixelwise: error: image file is truncated; check that file\n"
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="needs root to run a process as another user")
+def test_read_only_folder_for_a_user_without_permission():
+    """As root, a real permission check: the command runs as the user nobody (uid 65534).
+
+    ``setpriv`` changes the user and then starts Python, which may live where nobody cannot look
+    (under /root); ``subprocess.run(user=...)`` would change the user first and fail to start it.
+    """
+    import shutil
+    import tempfile
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("no setpriv here")
+    top = tempfile.mkdtemp(prefix="pixelwise-perm-")
+    try:
+        os.chmod(top, 0o755)
+        locked = os.path.join(top, "locked")
+        os.mkdir(locked, 0o555)
+        os.chmod(locked, 0o555)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        proc = subprocess.run(
+            [*nobody, sys.executable, "-m", "pixelwise", "demo", "--out", os.path.join(locked, "run")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=top,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == (
+            f"pixelwise: error: --out {locked}/run: cannot write there (Permission denied); "
+            f"{fileio.OS_ERROR_HINTS[errno.EACCES]}\n"
+        )
+        assert os.listdir(locked) == []
+    finally:
+        shutil.rmtree(top)

@@ -90,7 +90,9 @@ def run_demo(
     predict_files(seg, val_images, run / "predictions", progress=progress)
     print()
     print(f"held-out mIoU {100 * metrics['miou']:.2f} %  (best epoch {result.best_epoch} of {len(result.history)})")
-    print(f"  metrics:     {run / 'eval-val' / 'metrics.json'}  {run / 'eval-val' / 'confusion.png'}")
+    ev = run / "eval-val"
+    print(f"  metrics:     {ev / 'metrics.json'} (fractions in [0, 1])  {ev / 'confusion.png'}")
+    print(f"  examples:    {ev / 'worst.png'}  {ev / 'best.png'}  {ev / 'per_class_iou.png'}")
     print(f"  curves:      {run / 'curves.png'}  {run / 'metrics.csv'}")
     print(f"  predictions: {run / 'predictions'}/masks, /overlays")
     print(f"  model:       {run / 'model.safetensors'} + model.json")

@@ -21,33 +21,47 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import PixelwiseError
+from .errors import PixelwiseError, short_message
 
 # What to do about an OSError, by errno; the CLI prints it after the file and the system's words.
 OS_ERROR_HINTS = {
     errno.ENOSPC: "free some disk space or write somewhere else",
     errno.EDQUOT: "free some space in your quota or write somewhere else",
     errno.EROFS: "the file system is read-only; write somewhere else",
-    errno.EACCES: "check its permissions or write somewhere else",
-    errno.EPERM: "check its permissions or write somewhere else",
+    errno.EACCES: "check its permissions or use another path",
+    errno.EPERM: "check its permissions or use another path",
     errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
     errno.EISDIR: "it is a folder; give a file name",
     errno.ENOENT: "check the path",
     errno.EEXIST: "remove it or choose another path",
     errno.ENAMETOOLONG: "choose a shorter path",
     errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
+    errno.ENOMEM: "not enough memory; close other programs or use smaller inputs",
     errno.EADDRINUSE: "another program uses that address; choose another --port or stop it",
+    errno.EADDRNOTAVAIL: "this machine has no such address; check --host",
     errno.EIO: "the disk reported an input/output error; check the device",
 }
+# An OSError without an errno comes from a library reading a file (Pillow: "cannot identify image
+# file ..."); its message names the file.
+NO_ERRNO_HINT = "check that file"
 
 
 def os_error_message(exc: OSError) -> str:
-    """One line for an OSError: ``<file>: <what the system says>; <what to do>``."""
-    reason = exc.strerror or exc.__class__.__name__
+    """One line for an OSError: ``<file>: <what the system says>; <what to do>``.
+
+    ``[Errno 28] No space left on device: 'run/model.json'`` becomes ``run/model.json: No space
+    left on device; free some disk space or write somewhere else``.
+    """
+    if exc.errno is None:
+        return f"{short_message(exc, limit=200)}; {NO_ERRNO_HINT}"
+    reason = exc.strerror or short_message(exc, limit=200)
     hint = OS_ERROR_HINTS.get(exc.errno, "check the path and try again")
-    where = f"{exc.filename}: " if exc.filename is not None else ""
-    if exc.filename2 is not None:
+    if exc.filename is not None and exc.filename2 is not None:
         where = f"{exc.filename} -> {exc.filename2}: "
+    elif exc.filename is not None:
+        where = f"{exc.filename}: "
+    else:
+        where = ""
     return f"{where}{reason}; {hint}"
 
 
@@ -113,8 +127,8 @@ def prepare_output_dir(path: str | Path, what: str = "--out", create: bool = Tru
     that a refused start leaves no empty folder. Returns the path.
     """
     path = Path(path).expanduser()
-    existing = _nearest_existing(path, what)
     try:
+        existing = _nearest_existing(path, what)
         if create:
             path.mkdir(parents=True, exist_ok=True)
         _probe_write(path if create else existing)
@@ -129,6 +143,8 @@ def _nearest_existing(path: Path, what: str) -> Path:
     """The first of ``path`` and its parents that exists; a PixelwiseError if that is not a folder."""
     for part in [path, *path.parents]:
         if part.exists() or part.is_symlink():
+            if part.is_symlink() and not part.exists():
+                raise PixelwiseError(f"{what} {path}: {part} is a broken link; remove it or choose another {what}")
             if not part.is_dir():
                 kind = "is a file" if part == path else f"lies under {part}, which is a file"
                 raise PixelwiseError(f"{what} {path} {kind}, not a folder; choose another {what}")
