@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from pixelwise.errors import PixelwiseError
-from pixelwise.models import MODELS, ModelConfig, build_model, load_pretrained
+from pixelwise.models import ALLOWED_KWARGS, MODELS, ModelConfig, allowed_kwargs, build_model, load_pretrained
 
 
 @pytest.mark.parametrize("arch", list(MODELS))
@@ -75,3 +75,99 @@ def test_failed_download_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(models.MODELS, "unet", offline)
     with pytest.raises(PixelwiseError, match="could not get ImageNet weights.*--pretrained PATH"):
         build_model(ModelConfig(arch="unet", num_classes=2), pretrained="imagenet")
+
+
+# Every keyword argument the schema allows, at a value other than the library default: the schema
+# must not allow what the library cannot build.
+ALLOWED_SAMPLES = {
+    ("unet", "resnet18"): dict(
+        encoder_depth=4,
+        decoder_channels=[64, 32, 32, 32],
+        decoder_use_norm="identity",
+        decoder_attention_type="scse",
+        decoder_interpolation="bilinear",
+    ),
+    ("unet", "mobilenet_v2"): dict(decoder_use_batchnorm=False, decoder_channels=[16, 16, 8, 8, 8]),
+    ("unetplusplus", "resnet18"): dict(
+        encoder_depth=3,
+        decoder_channels=[16, 8, 8],
+        decoder_use_norm="batchnorm",
+        decoder_interpolation="nearest-exact",
+    ),
+    ("fpn", "resnet18"): dict(
+        encoder_depth=4,
+        decoder_pyramid_channels=32,
+        decoder_segmentation_channels=64,
+        decoder_merge_policy="cat",
+        decoder_dropout=0.1,
+        decoder_interpolation="bilinear",
+    ),
+    ("deeplabv3plus", "resnet18"): dict(
+        encoder_depth=5,
+        encoder_output_stride=8,
+        decoder_channels=32,
+        decoder_atrous_rates=[6, 12, 18],
+        decoder_aspp_separable=False,
+        decoder_aspp_dropout=0.1,
+    ),
+    ("deeplabv3", "resnet18"): dict(
+        encoder_output_stride=16, decoder_channels=32, decoder_atrous_rates=[2, 4, 6], decoder_aspp_separable=True
+    ),
+    ("unet", "tu-resnet18"): dict(
+        norm_layer="groupnorm",
+        act_layer="silu",
+        drop_rate=0.1,
+        drop_path_rate=0.1,
+        encoder_depth=3,
+        decoder_channels=[16, 8, 8],
+        decoder_use_norm=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("arch, encoder", list(ALLOWED_SAMPLES))
+def test_the_allowed_keyword_arguments_build(arch, encoder):
+    kwargs = ALLOWED_SAMPLES[arch, encoder]
+    assert set(kwargs) <= set(allowed_kwargs(arch, encoder))
+    model = build_model(ModelConfig(arch=arch, encoder=encoder, num_classes=3, kwargs=dict(kwargs))).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 37, 45)).shape == (1, 3, 37, 45)
+
+
+def test_every_allowed_keyword_is_sampled():
+    sampled = {k for (arch, enc), kw in ALLOWED_SAMPLES.items() for k in kw}
+    allowed = {k for arch in ALLOWED_KWARGS for k in allowed_kwargs(arch, "tu-resnet10t")}
+    assert allowed == sampled
+
+
+@pytest.mark.parametrize(
+    "encoder, kwargs, words",
+    [
+        ("tu-resnet18", {"checkpoint_path": "/tmp/x.pth"}, "--model-kwargs checkpoint_path is not an option"),
+        ("resnet18", {"encoder_weights": "imagenet"}, "--model-kwargs encoder_weights is not an option"),
+        ("tu-resnet18", {"pretrained": True}, "--model-kwargs pretrained is not an option"),
+        ("resnet18", {"decoder_channels": [16, 8]}, "one entry per encoder stage"),
+        ("resnet18", {"encoder_depth": "5"}, "--model-kwargs encoder_depth must be a whole number 1..5, not '5'"),
+        ("tu-hf-hub:timm/resnet18.a1_in1k", {}, "--encoder 'tu-hf-hub:timm/resnet18.a1_in1k' is not an encoder"),
+        ("https://example.com/r.pth", {}, "file paths, URLs and hub names are not accepted"),
+    ],
+)
+def test_build_refuses_what_loads_files_naming_the_flag(encoder, kwargs, words, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load called")
+
+    monkeypatch.setattr(torch, "load", never)
+    with pytest.raises(PixelwiseError) as info:
+        build_model(ModelConfig(arch="unet", encoder=encoder, num_classes=2, kwargs=kwargs))
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_train_with_a_file_loading_model_kwarg_is_one_line(simple_data, tmp_path, capsys):
+    from pixelwise.cli import main
+
+    argv = ["train", str(simple_data), "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"]
+    argv += ["--encoder", "tu-resnet18", "--model-kwargs", f"checkpoint_path={tmp_path / 'evil.pth'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pixelwise: error: --model-kwargs checkpoint_path is not an option") and "\n" not in err
+    assert not (tmp_path / "run" / "model.json").exists()

@@ -183,8 +183,8 @@ _INTERPOLATION = _among("nearest", "bilinear", "bicubic", "area", "nearest-exact
 _UNET = {
     "decoder_channels": _whole_list(1, 5, 1, MAX_CHANNELS),
     "decoder_use_norm": (
-        lambda v: isinstance(v, bool) or v in ("batchnorm", "identity", "layernorm", "instancenorm"),
-        "true, false, batchnorm, identity, layernorm or instancenorm",
+        lambda v: isinstance(v, bool) or v in ("batchnorm", "identity"),
+        "true, false, batchnorm or identity",
     ),
     "decoder_use_batchnorm": _flag(),
     "decoder_attention_type": _among(None, "scse"),
@@ -199,7 +199,10 @@ _DEEPLAB = {
 }
 _FPN = {
     "decoder_pyramid_channels": _whole(1, MAX_CHANNELS),
-    "decoder_segmentation_channels": _whole(1, MAX_CHANNELS),
+    "decoder_segmentation_channels": (  # group normalisation in groups of 32
+        lambda v: _whole(32, MAX_CHANNELS)[0](v) and v % 32 == 0,
+        f"a multiple of 32 up to {MAX_CHANNELS}",
+    ),
     "decoder_merge_policy": _among("add", "cat"),
     "decoder_dropout": _fraction(),
     "decoder_interpolation": _INTERPOLATION,
