@@ -221,6 +221,8 @@ def test_demo_prints_percentages_and_writes_fractions(tmp_path, capsys):
     for line in out.splitlines():
         if line.lstrip().startswith(("metrics:", "examples:", "curves:")):
             assert all((run / p).exists() for p in line.split()[1:] if p.startswith(str(run))), line
+    # Offline and reproducible: the demo starts from random weights, whatever the cache holds.
+    assert "\npretrained: none\n" in (run / "config.yaml").read_text()
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir() if p.is_file()}
     assert {"model.safetensors", "model.json", "config.yaml", "metrics.csv"} <= set(modes)
     assert set(modes.values()) == {0o644}, modes

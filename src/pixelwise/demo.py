@@ -35,7 +35,7 @@ DEMO_TRAIN = dict(
     val_every=5,
     channels_last=True,
     # Random initialisation: the demo stays offline and its figures do not depend on a download.
-    pretrained=None,
+    pretrained="none",
     # Training stops after `epochs` or on this clock, whichever comes first (the learning rate
     # still decays to zero by then), so a slow CPU does not stretch the demo past 5 minutes.
     # An explicit --epochs drops the clock.
