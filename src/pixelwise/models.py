@@ -66,6 +66,10 @@ def _smp(arch_cls_name: str):
 
         cls = getattr(smp, arch_cls_name)
         kwargs = dict(cfg.kwargs)
+        if encoder_weights and (
+            cfg.encoder.startswith("tu-") or smp.encoders.is_equivalent_to_timm_universal(cfg.encoder)
+        ):
+            encoder_weights = True  # timm encoders take the weights of the name's default tag
         for key in ("decoder_channels", "decoder_atrous_rates"):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = tuple(kwargs[key])
