@@ -138,7 +138,9 @@ def test_onnx_of_another_model_is_refused(exported_run, tmp_path, capsys):
         load(other, "cpu", backend="onnxruntime").predict(np.zeros((8, 8, 3), np.uint8))
     auto = load(other, "cpu", backend="auto")
     x = np.random.default_rng(1).integers(0, 256, (24, 24, 3), dtype=np.uint8)
-    np.testing.assert_allclose(auto.predict_proba(x), other_torch.predict_proba(x), atol=1e-4)
+    with pytest.warns(UserWarning, match="exported from another model.*exporting the run's weights in memory"):
+        got = auto.predict_proba(x)
+    np.testing.assert_allclose(got, other_torch.predict_proba(x), atol=1e-4)
     assert auto.active_backend == "onnxruntime"
 
 
@@ -196,3 +198,107 @@ def test_export_and_predict_help(capsys):
         out = capsys.readouterr().out
         assert e.value.code == 0 and f"usage: pixelwise {cmd}" in out
         assert all(w in out for w in words)
+
+
+def _altered_onnx(src, dest, rewrite_hash: bool = False):
+    """``src`` with one weight tensor of its graph scaled, the pixelwise metadata kept as exported
+    (or, with ``rewrite_hash``, the graph hash recomputed as a careful forger would)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from pixelwise.predict.backends import GRAPH_KEY, graph_fingerprint
+
+    proto = onnx.load(str(src))
+    init = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    arr = numpy_helper.to_array(init).copy()
+    init.CopyFrom(numpy_helper.from_array(arr * 1.5 + 0.1, init.name))
+    if rewrite_hash:
+        for p in proto.metadata_props:
+            if p.key == GRAPH_KEY:
+                p.value = graph_fingerprint(proto)
+    onnx.save(proto, str(dest))
+    return dest
+
+
+def test_onnx_with_altered_weights_is_refused_or_ignored(exported_run, tmp_path, capsys):
+    # Before, the check compared only the fingerprint in the metadata, so this file was used and
+    # a fifth of the pixels came out different.
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    _altered_onnx(exported_run / "model.onnx", run / "model.onnx")
+    x = np.random.default_rng(3).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    with pytest.raises(PixelwiseError, match="weights were changed after the export") as e:
+        load(run, "cpu", backend="onnxruntime").predict(x)
+    assert "\n" not in str(e.value) and "pixelwise export" in str(e.value)
+    with pytest.warns(UserWarning, match="weights were changed after the export.*exporting the run's weights"):
+        auto = load(run, "cpu", backend="auto")
+        got = auto.predict_proba(x)
+    np.testing.assert_allclose(got, load(run, "cpu", backend="torch").predict_proba(x), atol=1e-4)
+    # the same file named with --onnx: one line, no traceback
+    img = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(x).save(img)
+    rc = main(["predict", str(run), str(img), "--out", str(tmp_path / "p"), "--onnx", str(run / "model.onnx")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "weights were changed after the export" in err and "Traceback" not in err
+    assert not (tmp_path / "p" / "predict.json").exists()
+
+
+def test_onnx_with_altered_weights_and_rewritten_hash_fails_the_parity_check(exported_run, tmp_path):
+    forged = _altered_onnx(exported_run / "model.onnx", tmp_path / "forged.onnx", rewrite_hash=True)
+    with pytest.raises(PixelwiseError, match="logits differ from the run's model.safetensors"):
+        load(exported_run, "cpu", backend="onnxruntime", onnx_path=forged).predict(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_export_numbers_and_out_checked_before_any_work(trained_run, tmp_path, capsys, monkeypatch):
+    import pixelwise.export as ex
+
+    monkeypatch.setattr(ex, "load_bundle", lambda *a, **k: pytest.fail("the model was loaded"))
+    for flags, words in (
+        (["--opset", "3"], "--opset: must be at least 11"),
+        (["--opset", "99"], "--opset: must be at most 23"),
+        (["--tolerance", "-1"], "--tolerance: must be above 0"),
+        (["--tolerance", "nan"], "--tolerance: expected a finite number"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(["export", str(trained_run), *flags])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and words.split(": ", 1)[1] in err.strip().splitlines()[-1], err
+        assert words.split(":")[0] in err and "Traceback" not in err
+    with pytest.raises(PixelwiseError, match="ONNX opset must be 11 to"):
+        export_model(trained_run, "onnx", opset=3)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out, words in (
+        (blocker / "m.onnx", "file is a file, not a folder"),
+        (tmp_path, "is a folder; give a file name"),
+    ):
+        rc = main(["export", str(trained_run), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_export_constants_repeated_for_the_parser_match():
+    import pixelwise.cli.export as cli_export
+    import pixelwise.export as ex
+
+    assert (cli_export.OPSET_MIN, cli_export.OPSET_MAX) == (ex.OPSET_MIN, ex.OPSET_MAX)
+    assert cli_export.EXPORT_FORMATS == tuple(ex.FORMATS) and cli_export.DEFAULT_TOLERANCE == ex.DEFAULT_TOLERANCE
+
+
+def test_a_failed_onnx_export_prints_one_line_not_the_graph(trained_run, tmp_path, capfd, monkeypatch):
+    import pixelwise.export as ex
+
+    monkeypatch.setattr(ex, "OPSET_MIN", 9)  # opset 9 cannot pad by a computed amount
+    rc = main(["export", str(trained_run), "--out", str(tmp_path / "m.onnx"), "--opset", "11"])
+    assert rc == 0
+    from pixelwise.bundle import load_bundle
+    from pixelwise.predict.backends import onnx_bytes
+
+    model, bundle = load_bundle(trained_run, "cpu")
+    capfd.readouterr()
+    with pytest.raises(PixelwiseError, match="cannot export"):
+        onnx_bytes(model, bundle, opset=9)
+    captured = capfd.readouterr()
+    assert "Torch IR graph" not in captured.err and "graph(" not in captured.err

@@ -22,13 +22,15 @@ from torch import nn
 
 from .bundle import Bundle, load_bundle
 from .errors import PixelwiseError
-from .fileio import atomic_path
+from .fileio import atomic_path, prepare_output_dir
 from .predict.backends import (
     FINGERPRINT_KEY,
+    GRAPH_KEY,
     META_KEY,
     OnnxMember,
     check_onnx_matches,
     exportable,
+    graph_fingerprint,
     onnx_bytes,
     onnx_session,
     weights_fingerprint,
@@ -38,10 +40,23 @@ from .predict.predictor import Segmenter
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 DEFAULT_TOLERANCE = 1e-3
+# ONNX opsets the export supports: the graph pads by a computed amount (opset 11 and later), up
+# to the newest opset the PyTorch exporter writes.
+OPSET_MIN = 11
+OPSET_MAX = int(getattr(torch.onnx._constants, "ONNX_MAX_OPSET", 20))
 # Sizes the parity check runs: odd sizes (padding), a batch of 2, and a single pixel.
 PARITY_SIZES = ((1, 67, 93), (2, 96, 128), (1, 1, 1))
 
-__all__ = ["DEFAULT_TOLERANCE", "FORMATS", "PARITY_SIZES", "export_model", "parity", "weights_fingerprint"]
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "FORMATS",
+    "OPSET_MAX",
+    "OPSET_MIN",
+    "PARITY_SIZES",
+    "export_model",
+    "parity",
+    "weights_fingerprint",
+]
 
 
 def _metadata(model: nn.Module, bundle: Bundle) -> dict[str, str]:
@@ -91,7 +106,7 @@ def _write_onnx(path: Path, model: nn.Module, bundle: Bundle, opset: int) -> Onn
     import onnx
 
     proto = onnx.load_from_string(onnx_bytes(model, bundle, opset))
-    for k, v in _metadata(model, bundle).items():
+    for k, v in {**_metadata(model, bundle), GRAPH_KEY: graph_fingerprint(proto)}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
     onnx.save(proto, str(path))
@@ -111,6 +126,16 @@ def _write_torchscript(path: Path, model: nn.Module, bundle: Bundle) -> ScriptMe
     return ScriptMember(reloaded, bundle.classes.num_classes)
 
 
+def _check_options(fmt: str, opset: int, tolerance: float) -> None:
+    """Refuse a bad format, opset or tolerance before any work."""
+    if fmt not in FORMATS:
+        raise PixelwiseError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not OPSET_MIN <= opset <= OPSET_MAX:
+        raise PixelwiseError(f"ONNX opset must be {OPSET_MIN} to {OPSET_MAX}, got {opset!r}; the default 17 suits most")
+    if not (isinstance(tolerance, (int, float)) and np.isfinite(tolerance) and tolerance > 0):
+        raise PixelwiseError(f"tolerance must be a positive number, got {tolerance!r}")
+
+
 def export_model(
     run: str | Path,
     fmt: str = "onnx",
@@ -128,10 +153,13 @@ def export_model(
     :class:`PixelwiseError` and leaves no file. Returns ``{"path", "format", "max_abs_diff",
     "sizes", "fingerprint"}``.
     """
-    if fmt not in FORMATS:
-        raise PixelwiseError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    model, bundle = load_bundle(run, "cpu")
+    _check_options(fmt, opset, tolerance)
     path = Path(out) if out else Path(run) / FORMATS[fmt]
+    if out is not None:
+        if path.is_dir():
+            raise PixelwiseError(f"--out {path} is a folder; give a file name such as {path / FORMATS[fmt]}")
+        prepare_output_dir(path.parent, "--out")
+    model, bundle = load_bundle(run, "cpu")
     fingerprint = weights_fingerprint(model)
     with atomic_path(path) as tmp:
         if fmt == "onnx":

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-# pixelwise.export.FORMATS and DEFAULT_TOLERANCE, repeated so that building the parser imports no
-# torch; a test checks they match.
+from .arguments import real_number, whole_number
+
+# pixelwise.export.FORMATS, DEFAULT_TOLERANCE, OPSET_MIN and OPSET_MAX, repeated so that building
+# the parser imports no torch; a test checks they match.
 EXPORT_FORMATS = ("onnx", "torchscript")
 DEFAULT_TOLERANCE = 1e-3
+OPSET_MIN, OPSET_MAX = 11, 23
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,10 +25,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--format", choices=list(EXPORT_FORMATS), default="onnx", help="default %(default)s")
     p.add_argument("--out", default=None, help="output file (default RUN/model.onnx or RUN/model.torchscript.pt)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default %(default)s)")
+    p.add_argument(
+        "--opset",
+        type=whole_number(OPSET_MIN, OPSET_MAX),
+        default=17,
+        help=f"ONNX opset, {OPSET_MIN} to {OPSET_MAX} (default %(default)s)",
+    )
     p.add_argument(
         "--tolerance",
-        type=float,
+        type=real_number(above=0),
         default=DEFAULT_TOLERANCE,
         help="largest allowed |exported - PyTorch| logit difference (default %(default)s)",
     )

@@ -12,13 +12,19 @@ logits out.
 The ONNX graph takes ``image``: ``(N, 3, H, W)`` float32 RGB in [0, 1] (N, H and W free; the input
 normalisation is inside the graph) and returns ``logits``: ``(N, C, H, W)`` float32. A file
 written by ``pixelwise export`` carries a fingerprint of the weights it was made from
-(``pixelwise.weights``), so a file of another model is refused.
+(``pixelwise.weights``), so a file of another model is refused, and a hash of the tensors in its
+graph (``pixelwise.graph``), so a file whose tensors were changed afterwards is refused too; on
+first use its logits are also compared with the PyTorch model's on a fixed random image, which
+catches any other change to the graph.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import os
+import sys
 import threading
 import warnings
 from collections import OrderedDict
@@ -39,6 +45,11 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
 META_KEY = "pixelwise.meta"
 FINGERPRINT_KEY = "pixelwise.weights"
+GRAPH_KEY = "pixelwise.graph"
+# The first-use check of an ONNX file against PyTorch: logits of a seeded random image of this
+# size, allowed to differ by at most max(PARITY_ATOL, PARITY_RTOL * largest |logit|).
+PARITY_SHAPE = (1, 3, 48, 56)
+PARITY_ATOL, PARITY_RTOL = 1e-2, 1e-3
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -49,6 +60,43 @@ def weights_fingerprint(model: nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+def graph_fingerprint(proto) -> str:
+    """SHA-256 over every tensor stored in an ONNX graph (initializers and Constant nodes, with names,
+    types and shapes); 16 hex digits. Changes whenever any stored weight changes."""
+    from onnx import numpy_helper
+
+    tensors = [(t.name, t) for t in proto.graph.initializer]
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            tensors += [(f"{node.output[0]}:{a.name}", a.t) for a in node.attribute if a.HasField("t")]
+    h = hashlib.sha256()
+    for name, t in sorted(tensors, key=lambda item: item[0]):
+        arr = numpy_helper.to_array(t)
+        h.update(f"{name}|{arr.dtype}|{arr.shape}|".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send what native code writes to file descriptor 2 to nowhere (the ONNX exporter prints the
+    whole graph there when it fails; the reason is in the exception)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 # -- PyTorch ------------------------------------------------------------------------------------
@@ -141,7 +189,7 @@ def onnx_bytes(model: nn.Module, bundle: Bundle, opset: int = 17) -> bytes:
     wrapped = exportable(model, bundle)
     buf = io.BytesIO()
     sample = torch.rand(1, 3, 67, 93)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_stderr():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
@@ -205,7 +253,8 @@ def onnx_session(
 
 
 def check_onnx_matches(session, path: str | Path, fingerprint: str, num_classes: int) -> None:
-    """Refuse an ONNX file that was not exported from these weights (or not by pixelwise)."""
+    """Refuse an ONNX file that was not exported from these weights (or not by pixelwise), or whose
+    stored tensors were changed after the export."""
     props = session.get_modelmeta().custom_metadata_map
     if FINGERPRINT_KEY not in props:
         raise PixelwiseError(
@@ -217,12 +266,53 @@ def check_onnx_matches(session, path: str | Path, fingerprint: str, num_classes:
             f"{path}: exported from another model (weights {props[FINGERPRINT_KEY]}, this run has {fingerprint}); "
             "re-export with `pixelwise export RUN --format onnx`"
         )
+    _check_graph_tensors(path, props.get(GRAPH_KEY))
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].name != "image":
         raise PixelwiseError(f"{path}: expected one input named 'image'; re-export the run")
     out_shape = session.get_outputs()[0].shape
     if len(out_shape) == 4 and isinstance(out_shape[1], int) and out_shape[1] != num_classes:
         raise PixelwiseError(f"{path}: predicts {out_shape[1]} classes, the run has {num_classes}; re-export the run")
+
+
+def _check_graph_tensors(path: str | Path, recorded: str | None) -> None:
+    """Compare the hash of the tensors in the file's graph with the one recorded at export."""
+    import onnx
+
+    redo = "re-export with `pixelwise export RUN --format onnx`"
+    if recorded is None:
+        raise PixelwiseError(f"{path}: made by an older pixelwise (no {GRAPH_KEY} metadata); {redo}")
+    try:
+        actual = graph_fingerprint(onnx.load(str(path)))
+    except Exception as e:  # a file ONNX Runtime loaded but onnx cannot parse is not ours
+        raise PixelwiseError(
+            f"{path}: cannot read its graph ({short_message(e, 100, with_type=True)}); {redo}"
+        ) from None
+    if actual != recorded:
+        raise PixelwiseError(
+            f"{path}: its weights were changed after the export (graph tensors {actual}, exported as {recorded}); {redo}"
+        )
+
+
+def check_onnx_parity(onnx_member, torch_member, path: str | Path) -> float:
+    """Largest |logit difference| of the ONNX file and the PyTorch model on a seeded random image;
+    a PixelwiseError when it is over the tolerance (the file computes something else)."""
+    x = torch.rand(PARITY_SHAPE, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = torch_member.logits(x).float().cpu()
+        got = onnx_member.logits(x).float().cpu()
+    if got.shape != ref.shape:
+        raise PixelwiseError(
+            f"{path}: returns logits of shape {tuple(got.shape)}, the run {tuple(ref.shape)}; re-export it"
+        )
+    diff = float((got - ref).abs().max())
+    tolerance = max(PARITY_ATOL, PARITY_RTOL * float(ref.abs().max()))
+    if not np.isfinite(diff) or diff > tolerance:
+        raise PixelwiseError(
+            f"{path}: its logits differ from the run's model.safetensors by {diff:.3g} (allowed {tolerance:.3g}): "
+            "the file was changed after the export; re-export with `pixelwise export RUN --format onnx`"
+        )
+    return diff
 
 
 class OnnxMember:
@@ -405,11 +495,14 @@ class ModelBackends:
             session = onnx_session(path, self.device)
             try:
                 check_onnx_matches(session, path, self.fingerprint, num_classes)
-                return OnnxMember(session, num_classes, source=path)
-            except PixelwiseError:
+                member = OnnxMember(session, num_classes, source=path)
+                check_onnx_parity(member, self.torch, path)
+                return member
+            except PixelwiseError as e:
                 if strict or self.onnx_path is not None:
                     raise
-                # auto with a stale RUN/model.onnx: ignore it and export the current weights.
+                # auto with a stale or changed RUN/model.onnx: ignore it and export the current weights.
+                warnings.warn(f"{e}; not used: exporting the run's weights in memory instead", stacklevel=5)
         graph = onnx_bytes(self.model.to(memory_format=torch.contiguous_format).cpu(), self.bundle)
         session = onnx_session(graph, self.device)
         self.model.to(self.device).to(memory_format=torch.channels_last)
