@@ -288,3 +288,54 @@ def test_palette_and_grey_masks_mix_in_one_data_set(tmp_path):
             write_mask_png(tmp_path / "masks" / f"m{i}.png", m, colors=colors)
     ds = open_dataset(tmp_path, val_fraction=0.25)
     assert ds.spec.encoding == "index" and not ds.skipped and ds.classes.num_classes == 3
+
+
+# --- colour-coded masks saved in other ways -------------------------------------------------------
+
+COLOURS = [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
+
+
+def _colour_data(root, save_first):
+    """Five colour-coded masks with classes.yaml colours; the first saved by ``save_first(rgb, path)``."""
+    rng = np.random.default_rng(6)
+    labels = {}
+    for i in range(5):
+        lab = rng.integers(0, 3, (16, 16))
+        if i == 0:
+            lab[:] = 0 if save_first is None else lab
+        labels[f"x{i}"] = lab
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / "images" / f"x{i}.png")
+        rgb = np.array(COLOURS, np.uint8)[lab]
+        path = root / "masks" / f"x{i}.png"
+        (save_first if i == 0 and save_first else lambda a, p: Image.fromarray(a).save(p))(rgb, path)
+    names = {"names": ["bg", "red", "green"], "colors": [list(c) for c in COLOURS]}
+    (root / "classes.yaml").write_text(yaml.safe_dump(names))
+    return labels
+
+
+def _assert_decoded(root, labels):
+    ds = open_dataset(root, val_fraction=0)
+    assert ds.spec.encoding == "rgb" and not ds.skipped
+    for s in ds.splits["train"]:
+        assert np.array_equal(read_sample(s)[1], labels[s.stem]), s.stem
+    return ds
+
+
+def test_an_all_background_black_mask_in_a_colour_coded_data_set(tmp_path):
+    labels = _colour_data(tmp_path, None)  # x0: every pixel (0, 0, 0), equal channels
+    _assert_decoded(tmp_path, labels)
+
+
+def test_a_colour_mask_saved_as_indexed_colour_is_read_through_its_palette(tmp_path):
+    # An image editor's "indexed colour": a palette PNG whose index order is the editor's, not the classes'.
+    labels = _colour_data(tmp_path, lambda a, p: Image.fromarray(a).quantize(colors=3).save(p))
+    with Image.open(tmp_path / "masks" / "x0.png") as im:
+        assert im.mode == "P" and not np.array_equal(np.asarray(im), labels["x0"])
+    ds = _assert_decoded(tmp_path, labels)
+    assert any("1 palette mask read as the colours of the palette" in n for n in ds.notes)
+    # A grayscale (L) mask among colour masks is still refused: it holds no colours.
+    Image.fromarray(labels["x1"].astype(np.uint8), "L").save(tmp_path / "masks" / "x1.png")
+    with pytest.raises(PixelwiseError, match=r"x1.png: mask is single-channel \(L\)"):
+        open_dataset(tmp_path, val_fraction=0)

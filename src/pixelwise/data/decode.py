@@ -56,7 +56,8 @@ def read_mask(path: str | Path, spec: DecodeSpec | None = None) -> np.ndarray:
     are mapped to classes; a value that is no class and not the ignore index is an error naming
     the file and the value.
     """
-    raw = read_raw_mask(path, spec.max_pixels if spec else DEFAULT_MAX_PIXELS)
+    colour = spec is not None and spec.encoding == "rgb"  # a palette mask of a colour-coded data set
+    raw = read_raw_mask(path, spec.max_pixels if spec else DEFAULT_MAX_PIXELS, colour)
     if spec is None or spec.encoding in ("auto",):
         if raw.kind == "rgb":
             raise FileError(

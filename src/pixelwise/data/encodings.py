@@ -117,10 +117,19 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, what: str
     return im
 
 
-def raw_from_image(im: Image.Image, path: str | Path) -> RawMask:
-    """The stored values of an opened mask image (no colour conversion of index masks)."""
+def raw_from_image(im: Image.Image, path: str | Path, colour: bool = False) -> RawMask:
+    """The stored values of an opened mask image (no colour conversion of index masks).
+
+    ``colour``: the data set's masks are colour-coded, so a palette (P) mask is read as the colours
+    its palette gives (a colour mask saved as "indexed colour" by an image editor), not as indices,
+    and a colour file of grey pixels only (an all-black background mask) as colours too.
+    """
     mode = im.mode
     lossy = Path(path).suffix.lower() in LOSSY_EXTENSIONS or im.format == "JPEG"
+    if colour and mode in ("P", "PA"):
+        raw = raw_from_image(im.convert("RGB"), path, colour)
+        raw.mode = mode
+        return raw
     if mode in ("L", "P"):
         return RawMask(np.asarray(im), "gray", mode, 8, lossy)
     if mode == "1":
@@ -137,7 +146,7 @@ def raw_from_image(im: Image.Image, path: str | Path) -> RawMask:
     if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
         rgb = np.asarray(im.convert("RGB") if mode != "RGB" else im)
         r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-        if np.array_equal(r, g) and np.array_equal(r, b):
+        if not colour and np.array_equal(r, g) and np.array_equal(r, b):
             return RawMask(np.ascontiguousarray(r), "gray", mode, 8, lossy)  # grey stored as RGB
         packed = (r.astype(np.int32) << 16) | (g.astype(np.int32) << 8) | b.astype(np.int32)
         return RawMask(packed, "rgb", mode, 24, lossy)
@@ -148,11 +157,11 @@ def raw_from_image(im: Image.Image, path: str | Path) -> RawMask:
     )
 
 
-def read_raw_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> RawMask:
-    """Decode a mask file into its stored values (see :class:`RawMask`)."""
+def read_raw_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, colour: bool = False) -> RawMask:
+    """Decode a mask file into its stored values (see :class:`RawMask`; ``colour``: palette masks as colours)."""
     im = open_image(path, max_pixels, "mask")
     try:
-        return raw_from_image(im, path)
+        return raw_from_image(im, path, colour)
     finally:
         im.close()
 
@@ -245,7 +254,7 @@ def first_position(
 ) -> tuple[int, int] | None:
     """(x, y) of the first pixel holding ``key`` in a mask file, for error messages; None if absent."""
     try:
-        raw = read_raw_mask(path, max_pixels)
+        raw = read_raw_mask(path, max_pixels, colour=kind == "rgb")
     except PixelwiseError:
         return None
     if raw.kind != kind:

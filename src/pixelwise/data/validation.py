@@ -53,6 +53,7 @@ class SampleCheck:
     resized: bool = False
     keys: np.ndarray | None = None
     counts: np.ndarray | None = None
+    palette: np.ndarray | None = None  # (256,) packed colours of a palette (P) mask's indices
 
     @property
     def ok(self) -> bool:
@@ -70,6 +71,14 @@ class CheckResult:
     notes: list[str]
     checks: list[SampleCheck]
     bad: dict[str, str] = field(default_factory=dict)  # stem -> "path (reason)" of unusable samples
+
+
+def _packed_palette(im) -> np.ndarray:
+    """(256,) int64: the colour of each index of a palette image, packed as r << 16 | g << 8 | b."""
+    rows = np.zeros((256, 3), np.int64)
+    flat = np.asarray((im.getpalette() or [])[:768], np.int64)
+    rows[: len(flat) // 3] = flat[: len(flat) // 3 * 3].reshape(-1, 3)
+    return (rows[:, 0] << 16) | (rows[:, 1] << 8) | rows[:, 2]
 
 
 def _scan_one(sample: Sample, spec: DecodeSpec) -> SampleCheck:
@@ -94,7 +103,8 @@ def _scan_one(sample: Sample, spec: DecodeSpec) -> SampleCheck:
         else:
             im = open_image(sample.mask, spec.max_pixels, "mask")
             with im:
-                raw = raw_from_image(im, sample.mask)
+                raw = raw_from_image(im, sample.mask, colour=spec.encoding == "rgb")
+                c.palette = _packed_palette(im) if raw.kind == "gray" and im.mode in ("P", "PA") else None
             arr = raw.array
             c.kind, c.mode, c.bits, c.lossy = raw.kind, raw.mode, raw.bits, raw.lossy
     except FileError as e:
@@ -157,12 +167,54 @@ class _Findings:
     bad: dict[str, str] = field(default_factory=dict)  # stem -> "path (reason)"
 
 
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
+
+
+def _colour_keys(c: SampleCheck) -> np.ndarray | None:
+    """The packed colours of a single-channel check that came from a colour file: a colour PNG whose
+    pixels are all grey or black (equal channels), or a palette mask; None for any other."""
+    if c.kind != "gray" or c.keys is None:
+        return None
+    if c.mode in _COLOUR_MODES and c.bits == 8:
+        return c.keys * 0x010101
+    if c.palette is not None and (not c.keys.size or c.keys.max() < 256):
+        return c.palette[c.keys]
+    return None
+
+
 def _majority_kind(files: list[SampleCheck], spec: DecodeSpec, forced: bool) -> str:
-    """The kind of mask ("rgb" or "gray") the data set holds: the one given, or the majority."""
+    """The kind of mask ("rgb" or "gray") the data set holds: the one given, or the majority.
+
+    A colour file of class colours that happen to be grey (an all-background black mask) or a
+    palette mask whose colours are all class colours could be either: it does not vote.
+    """
     if forced:
         return "rgb" if spec.encoding == "rgb" else "gray"
-    n_rgb = sum(c.kind == "rgb" for c in files)
-    return "rgb" if n_rgb > len(files) - n_rgb else "gray"
+    known = {pack(c) for c in spec.colors} | {pack(c) for c in spec.ignore_colors}
+    n_rgb = n_gray = 0
+    for c in files:
+        colours = _colour_keys(c)
+        if c.kind == "rgb":
+            n_rgb += 1
+        elif colours is None or not known or not set(colours.tolist()) <= known:
+            n_gray += 1
+    return "rgb" if n_rgb > n_gray else "gray"
+
+
+def _as_colours(files: list[SampleCheck], found: _Findings) -> None:
+    """In a colour-coded data set, read grey colour files and palette masks as the colours they show."""
+    moved = 0
+    for c in files:
+        colours = _colour_keys(c)
+        if colours is None:
+            continue
+        keys, inverse = np.unique(colours, return_inverse=True)
+        counts = np.zeros(len(keys), np.int64)
+        np.add.at(counts, inverse.reshape(-1), c.counts)
+        c.keys, c.counts, c.kind = keys, counts, "rgb"
+        moved += c.palette is not None
+    if moved:
+        found.notes.append(f"{plural(moved, 'palette mask')} read as the colours of the palette, like the other masks")
 
 
 def _odd_kind_problem(odd: list[SampleCheck], kind: str) -> Problem:
@@ -248,6 +300,8 @@ def _resolve(
         ), good
     forced = spec.encoding not in ("auto", "jpeg-snap")
     kind = _majority_kind(files, spec, forced)
+    if kind == "rgb":
+        _as_colours(files, found)
     odd = [c for c in files if c.kind != kind]
     if odd:
         found.problems.append(_odd_kind_problem(odd, kind))
