@@ -491,7 +491,7 @@ def example_grid(
             error_picture(e.image, e.truth, e.pred, ignore_index),
         ]
         boxed = [stack_columns([p, np.full((p.shape[0], box_w - p.shape[1], 3), 255, np.uint8)]) for p in panels]
-        parts += [caption, stack_columns(boxed, gap)]
+        parts += [np.full((gap, width, 3), 255, np.uint8), caption, stack_columns(boxed, gap)]
     if not examples:
         parts.append(text_block(["no image was scored"], size, width, color=(110, 110, 110)))
     shown = np.unique(np.concatenate([np.r_[e.truth.ravel(), e.pred.ravel()] for e in examples] or [np.zeros(0)]))
