@@ -14,9 +14,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "evaluate",
         help="score a trained run (or an ensemble) on a split of DATA",
-        description="Predict every image of a split and print per-class IoU/Dice and the summary. "
+        description="Predict every image of a split and print per-class IoU/Dice and the summary (in %). "
         "Several runs are an ensemble. The images are labelled exactly as `pixelwise predict` "
-        "labels them with the same inference options; metrics.json records them.",
+        "labels them with the same inference options; metrics.json records them and the data "
+        "(ratios as fractions). Pictures: per_class_iou.png, confusion.png, and worst.png / "
+        "best.png (the images with the lowest and highest per-image mIoU).",
         usage="pixelwise evaluate RUN [RUN ...] DATA [options]",
     )
     p.add_argument(
