@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from pixelwise.cli import main
+from pixelwise.errors import PixelwiseError
 
 
 @pytest.mark.parametrize("cmd", ["train", "evaluate", "inspect", "predict", "export", "demo", "serve"])
@@ -266,3 +268,22 @@ def test_inspect_json_into_a_closed_pipe(tmp_path):
     finally:
         os.close(write)
     assert proc.stderr == "" and proc.returncode == 141
+
+
+def test_a_user_error_while_parsing_is_one_line(monkeypatch, capsys):
+    """A value type that reads a file may raise PixelwiseError or OSError while parsing."""
+    from pixelwise.cli import demo
+
+    def refuses(text):
+        raise PixelwiseError(f"{text}: not a config file; give a config.yaml")
+
+    def unreadable(text):
+        raise PermissionError(errno.EACCES, "Permission denied", text)
+
+    for convert, expected in (
+        (refuses, "pixelwise: error: a.yaml: not a config file; give a config.yaml\n"),
+        (unreadable, "pixelwise: error: a.yaml: Permission denied; check its permissions or use another path\n"),
+    ):
+        monkeypatch.setattr(demo, "whole_number", lambda *a, convert=convert, **k: convert)
+        assert main(["demo", "--images", "a.yaml"]) == 2
+        assert capsys.readouterr().err == expected

@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pixelwise import fileio
 from pixelwise.cli import main
@@ -351,3 +353,31 @@ def test_read_only_folder_for_a_user_without_permission():
         assert os.listdir(locked) == []
     finally:
         shutil.rmtree(top)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    old=st.binary(max_size=200),
+    new=st.binary(max_size=200),
+    fail_after=st.one_of(st.none(), st.integers(min_value=0, max_value=200)),
+    code=st.sampled_from([errno.ENOSPC, errno.EIO, errno.EDQUOT]),
+)
+def test_atomic_write_is_all_or_nothing(tmp_path, old, new, fail_after, code):
+    """Whatever the contents and wherever the write fails, the file holds the old or the new bytes
+    in full, and no temporary file is left."""
+    target = tmp_path / "data.bin"
+    target.write_bytes(old)
+
+    def write(f):
+        if fail_after is not None and fail_after <= len(new):
+            f.write(new[:fail_after])
+            raise OSError(code, os.strerror(code))
+        f.write(new)
+
+    try:
+        fileio.atomic_write(target, write)
+        assert target.read_bytes() == new
+    except OSError as e:
+        assert e.filename == str(target)
+        assert target.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["data.bin"]

@@ -58,8 +58,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``pixelwise ARGV`` (default ``sys.argv[1:]``); returns the exit status."""
-    args = parse_args(build_parser(), argv)
     try:
+        # Parsing is inside: an option that reads a file (--config) may raise a user error too.
+        args = parse_args(build_parser(), argv)
         status = COMMANDS[args.command].run(args)
         sys.stdout.flush()
         return status
