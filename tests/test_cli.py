@@ -287,3 +287,20 @@ def test_a_user_error_while_parsing_is_one_line(monkeypatch, capsys):
         monkeypatch.setattr(demo, "whole_number", lambda *a, convert=convert, **k: convert)
         assert main(["demo", "--images", "a.yaml"]) == 2
         assert capsys.readouterr().err == expected
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["predict", "RUN", "x.png", "--alpah", "0.3"], " (did you mean --alpha?)"),
+        (["serve", "RUN", "--prot", "80"], " (did you mean --port?)"),
+        (["demo", "--seeds=3"], " (did you mean --seed?)"),
+        (["demo", "--bogus"], ""),
+    ],
+)
+def test_a_near_miss_names_the_option_meant(argv, hint, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unrecognized arguments: " in last and last.endswith(hint or argv[-1])
+    assert ("did you mean" in last) == bool(hint)

@@ -48,12 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """``parser.parse_args``, except that an unknown option is reported with its subcommand's usage."""
+    """``parser.parse_args``, except that an unknown option is reported with its subcommand's usage
+    and, for a near miss, the option meant (``--epoch`` -> ``did you mean --epochs?``)."""
     args, extra = parser.parse_known_args(argv)
     if extra:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+        command = sub.choices[args.command]
+        command.error(f"unrecognized arguments: {' '.join(extra)}{_suggestion(command, extra)}")
     return args
+
+
+def _suggestion(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """`` (did you mean --x?)`` for the first unknown option close to one of ``parser``'s, else ``""``."""
+    import difflib
+
+    known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    for word in extra:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.75)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
