@@ -221,7 +221,8 @@ HOSTILE_MODELS = {
     "encoder_depth 9": (lambda m: m["model"]["kwargs"].update(encoder_depth=9), "encoder_depth"),
     "in_channels 10**6": (lambda m: m["model"].update(in_channels=10**6), "model.in_channels"),
     "num_classes 10**7": (lambda m: m["model"].update(num_classes=10**7), "model.num_classes"),
-    "non-text key": (lambda m: m["model"]["kwargs"].update({"": 1}), "is not an option"),
+    "empty key": (lambda m: m["model"]["kwargs"].update({"": 1}), "is not an option"),
+    "key with a line break": (lambda m: m["model"]["kwargs"].update({"a\nb": 1}), "kwargs.'a\\nb' is not an option"),
 }
 
 
@@ -250,7 +251,7 @@ small_values = st.recursive(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     arch=st.sampled_from(list(MODELS)),
     encoder=st.sampled_from(ENCODERS) | st.text(max_size=12),
@@ -311,3 +312,24 @@ def test_a_damaged_model_json_is_one_line_from_predict(tmp_path, capsys, case):
     assert rc == 2 and err.startswith("pixelwise: error: ") and "\n" not in err
     assert "model.json" in err and words in err
     assert not (tmp_path / "out" / "masks").exists()
+
+
+def test_a_model_json_describing_a_huge_network_is_refused_before_memory_is_allocated(tmp_path, monkeypatch):
+    import torch
+
+    import pixelwise.bundle as bundle_module
+
+    devices = []
+    real = bundle_module.build_model
+
+    def build(config, *args, **kwargs):
+        devices.append(torch.get_default_device().type)
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(bundle_module, "build_model", build)
+    # 800 million parameters (3.3 GB) described next to the fixture's 10 MB of weights
+    run = _hostile_run(tmp_path, lambda m: m["model"].update(encoder="resnext101_32x48d", kwargs={}))
+    with pytest.raises(PixelwiseError, match="model.json") as info:
+        load_bundle(run)
+    assert "describes a network of 3190 MiB" in str(info.value) and "\n" not in str(info.value)
+    assert devices == ["meta"]

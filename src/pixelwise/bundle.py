@@ -287,7 +287,11 @@ def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> tu
     """Rebuild the network from ``model.json`` and load ``model.safetensors``; returns (model in eval mode, bundle)."""
     directory = Path(directory)
     bundle = read_bundle(directory)
-    model = build_model(bundle.model)
+    try:
+        _refuse_oversized(directory / WEIGHTS, bundle.model)
+        model = build_model(bundle.model)
+    except PixelwiseError as e:
+        raise PixelwiseError(f"{directory / META}: {e}") from None
     try:
         state = load_file(str(directory / WEIGHTS), device="cpu")
     except Exception as e:
@@ -301,3 +305,28 @@ def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> tu
             f"{directory / WEIGHTS}: weights do not match {META} ({short_message(e)}); the bundle is damaged"
         ) from None
     return model.to(device).eval(), bundle
+
+
+# A network may need this much more memory than its weights file holds (buffers such as batch
+# norm statistics are saved too, so a bundle pixelwise wrote needs about 1.0x).
+SIZE_SLACK = 1.5
+SIZE_SLACK_BYTES = 16 * 2**20
+
+
+def _refuse_oversized(weights: Path, config: ModelConfig) -> None:
+    """Refuse a ``model.json`` describing a network far larger than its weights file, before any
+    memory is allocated: the network is first built on PyTorch's ``meta`` device (shapes only)."""
+    try:
+        with torch.device("meta"):
+            net = build_model(ModelConfig.from_dict(config.to_dict()))
+    except PixelwiseError:
+        raise
+    except Exception:  # a network that cannot be built without memory: the real build decides
+        return
+    need = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    have = weights.stat().st_size
+    if need > SIZE_SLACK * have + SIZE_SLACK_BYTES:
+        raise PixelwiseError(
+            f"describes a network of {need / 2**20:.0f} MiB but {weights.name} holds {have / 2**20:.0f} MiB; "
+            "the bundle is damaged or was edited"
+        )

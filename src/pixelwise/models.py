@@ -314,9 +314,11 @@ def _kwargs_problem(arch: str, encoder: str, kwargs: dict) -> tuple[str, str] | 
     for key, value in kwargs.items():
         if key not in allowed:
             options = ", ".join(sorted(allowed)) or "none"
+            shown = key if key.isidentifier() and len(key) <= 60 else _short_repr(key)
+            with_encoder = "" if arch in TORCHVISION_BACKBONES else f" with encoder {encoder}"  # a known name
             return (
-                f"kwargs.{key[:60]}",
-                f"is not an option of {arch} with encoder {encoder} (allowed: {options}); "
+                f"kwargs.{shown}",
+                f"is not an option of {arch}{with_encoder} (allowed: {options}); "
                 "nothing that names a file, a URL or weights to fetch",
             )
         test, words = allowed[key]
