@@ -47,8 +47,12 @@ def test_folder_with_a_corrupt_file_alpha_16bit_and_1x1(seg, folder, tmp_path):
     assert "cannot read this image" in res["failed"][0][1]
     for stem, size in [("alpha", (33, 25)), ("deep16", (19, 21)), ("one", (1, 1)), ("rgb3", (40, 33))]:
         assert Image.open(out / "masks" / f"{stem}.png").size == size
-        assert Image.open(out / "overlays" / f"{stem}.png").size == size
-        assert Image.open(out / "uncertainty" / f"{stem}_entropy.png").size == size
+        # the overlay and the heat maps are the picture at its own size, with a legend strip below
+        # or a colour bar to the right
+        ow, oh = Image.open(out / "overlays" / f"{stem}.png").size
+        assert ow >= size[0] and oh > size[1]
+        hw, hh = Image.open(out / "uncertainty" / f"{stem}_entropy.png").size
+        assert hw > size[0] and hh >= size[1]
     probs = np.load(out / "probs" / "rgb0.npy")
     conf = np.load(out / "uncertainty" / "rgb0_confidence.npy")
     ent = np.load(out / "uncertainty" / "rgb0_entropy.npy")
@@ -83,13 +87,13 @@ def test_resume_skips_finished_outputs_and_refuses_other_settings(seg, folder, t
 
 def test_images_are_decoded_in_worker_threads(seg, folder, tmp_path, monkeypatch):
     threads = set()
-    real = batch_mod._decode
+    real = batch_mod.read_image
 
-    def spy(path):
+    def spy(path, max_pixels):
         threads.add(threading.current_thread().name)
-        return real(path)
+        return real(path, max_pixels)
 
-    monkeypatch.setattr(batch_mod, "_decode", spy)
+    monkeypatch.setattr(batch_mod, "read_image", spy)
     res = predict_files(seg, [folder], tmp_path / "out", progress=False, decode_threads=3)
     assert res["written"] == 7
     assert threads and all(t.startswith("decode") for t in threads)
@@ -122,7 +126,7 @@ def test_cli_lists_unreadable_files_at_the_end(trained_run, folder, tmp_path, ca
     captured = capsys.readouterr()
     assert rc == 1
     assert "7 images predicted with 1 model" in captured.out
-    assert "1 unreadable inputs skipped" in captured.err and "broken.jpg" in captured.err
+    assert "1 input skipped (unreadable or refused):" in captured.err and "broken.jpg" in captured.err
     assert "Traceback" not in captured.err
 
 

@@ -109,12 +109,19 @@ def test_predict_mask_and_overlay_png(client, segmenter):
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert "inference;dur=" in r.headers["server-timing"] and r.headers["x-image-size"] == "45x33"
     got = Image.open(io.BytesIO(r.content))
-    assert got.mode == "L"
+    assert got.mode == "P"  # a palette PNG: any viewer shows the class colours, the values are the indices
+    np.testing.assert_array_equal(np.asarray(got), mask)
+    palette = np.array(got.getpalette()[: 3 * segmenter.num_classes]).reshape(-1, 3)
+    np.testing.assert_array_equal(palette, np.array(segmenter.classes.colors))
+    r = client.post("/predict?format=mask&palette=false", files=upload(encode(image)))
+    got = Image.open(io.BytesIO(r.content))
+    assert got.mode == "L"  # what the page reads
     np.testing.assert_array_equal(np.asarray(got), mask)
 
     r = client.post("/predict?format=overlay&alpha=0.3", files=upload(encode(image)))
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    expected = as_predictor(segmenter).overlay(image, mask, 0.3)  # what `pixelwise predict` writes
+    expected = as_predictor(segmenter).overlay(image, mask, 0.3, legend=True)  # what `pixelwise predict` writes
+    assert expected.shape[0] > 33  # the legend strip below the picture
     got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
     assert np.abs(got - expected.astype(int)).max() <= 1
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import positive_int, scales
+from .arguments import positive_int, real_number, scales, whole_number
 
 # Choices and defaults of pixelwise.predict.engine (TILE_MODES, BLENDS, InferenceConfig),
 # pixelwise.predict.backends (BACKENDS, PRECISIONS) and pixelwise.postprocess (CRF_BACKENDS,
@@ -109,7 +109,12 @@ def _add_tiling_flags(t, actions: dict) -> None:
     )
     _add(t, actions, "--tile-size", type=positive_int, default=d["tile_size"], help="tile side (default %(default)s)")
     _add(
-        t, actions, "--tile-overlap", type=float, default=d["tile_overlap"], help="overlap share (default %(default)s)"
+        t,
+        actions,
+        "--tile-overlap",
+        type=real_number(0.0, below=1.0),
+        default=d["tile_overlap"],
+        help="overlap share, 0 to below 1 (default %(default)s)",
     )
     _add(t, actions, "--blend", choices=BLENDS, default=d["blend"], help="tile blending window (default %(default)s)")
     _add(
@@ -147,7 +152,7 @@ def _add_tta_flags(a, actions: dict) -> None:
         a,
         actions,
         "--mc-dropout",
-        type=int,
+        type=whole_number(0),
         default=0,
         metavar="N",
         help="N stochastic passes with dropout on; adds a variance map (model needs dropout)",
@@ -155,8 +160,9 @@ def _add_tta_flags(a, actions: dict) -> None:
 
 
 def _add_postprocess_flags(q, actions: dict) -> None:
-    _add(q, actions, "--min-size", type=int, default=0, metavar="N", help="remove regions smaller than N pixels")
-    _add(q, actions, "--fill-holes", type=int, default=0, metavar="N", help="fill enclosed holes of up to N pixels")
+    count = whole_number(0)
+    _add(q, actions, "--min-size", type=count, default=0, metavar="N", help="remove regions smaller than N pixels")
+    _add(q, actions, "--fill-holes", type=count, default=0, metavar="N", help="fill enclosed holes of up to N pixels")
     _add(q, actions, "--crf", action="store_true", help="refine boundaries with a dense CRF on the image colours")
     _add(
         q,

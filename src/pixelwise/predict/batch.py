@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,14 +23,19 @@ from pathlib import Path
 import numpy as np
 
 from ..data import IMAGE_EXTENSIONS, read_image
+from ..data.types import DEFAULT_MAX_PIXELS
 from ..errors import PixelwiseError
-from ..fileio import write_json, write_mask_png, write_npy, write_png
+from ..fileio import prepare_output_dir, write_json, write_mask_png, write_npy, write_png
 from ..postprocess import PostprocessConfig
-from ..viz import overlay
+from ..viz import heatmap_with_colorbar
 from .engine import InferenceConfig, Prediction
 from .predictor import BaseSegmenter, Predictor, as_predictor
 
 MANIFEST = "predict.json"
+# The folders predict writes into OUT, and the name of an atomic write's temporary file in them.
+OUTPUT_FOLDERS = ("masks", "overlays", "probs", "uncertainty")
+_LEFTOVER = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+DEFAULT_OUT = "predictions"
 
 
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -52,15 +59,6 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
     return files
 
 
-def heatmap(values: np.ndarray, vmin: float, vmax: float, cmap: str = "magma") -> np.ndarray:
-    """``(H, W)`` floats -> ``(H, W, 3)`` uint8 colours of a matplotlib colour map over [vmin, vmax]."""
-    from matplotlib import colormaps
-
-    lut = (colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
-    scaled = (np.asarray(values, dtype=np.float32) - vmin) / max(vmax - vmin, 1e-12)
-    return lut[np.clip(scaled * 255 + 0.5, 0, 255).astype(np.uint8)]
-
-
 @dataclass(frozen=True)
 class Outputs:
     """Which files are written per input besides the mask and the overlay."""
@@ -77,8 +75,11 @@ class Outputs:
 class OutputWriter:
     """Writes every file of one input into ``out``; the mask comes last (it marks the input as done)."""
 
-    def __init__(self, out: Path, predictor: Predictor, outputs: Outputs, alpha: float):
+    def __init__(self, out: Path, predictor: Predictor, outputs: Outputs, alpha: float, manifest: dict | None = None):
         self.out, self.outputs, self.alpha = out, outputs, alpha
+        # Written before the first output, so a run that fails before that leaves nothing behind.
+        self.manifest = manifest
+        self.predictor = predictor
         self.colors = predictor.classes.colors
         self.log_c = float(np.log(max(predictor.num_classes, 2)))
         self.mc = bool(predictor.inference.mc_dropout)
@@ -101,19 +102,26 @@ class OutputWriter:
 
     def __call__(self, stem: str, image: np.ndarray, labels: np.ndarray, pred: Prediction | None) -> None:
         out = self.out
-        write_png(out / "overlays" / f"{stem}.png", overlay(image, labels, self.colors, self.alpha))
+        if self.manifest is not None:
+            write_json(out / MANIFEST, self.manifest)
+            self.manifest = None
+        write_png(out / "overlays" / f"{stem}.png", self.predictor.overlay(image, labels, self.alpha, legend=True))
         if pred is not None and self.outputs.probs:
             write_npy(out / "probs" / f"{stem}.npy", pred.probs)
         if pred is not None and self.outputs.uncertainty:
             self._uncertainty(stem, pred)
-        write_mask_png(out / "masks" / f"{stem}.png", labels)
+        write_mask_png(out / "masks" / f"{stem}.png", labels, colors=self.colors)
 
     def _uncertainty(self, stem: str, pred: Prediction) -> None:
-        maps = {"confidence": (pred.confidence, 0.0, 1.0), "entropy": (pred.entropy, 0.0, self.log_c)}
+        maps = {
+            "confidence": (pred.confidence, 0.0, 1.0, "confidence (top probability)"),
+            "entropy": (pred.entropy, 0.0, self.log_c, "entropy (nats)"),
+        }
         if self.mc and pred.variance is not None:
-            maps["variance"] = (pred.variance, 0.0, 0.25)  # 0.25: the largest variance of a [0, 1] value
-        for kind, (values, lo, hi) in maps.items():
-            write_png(self.out / "uncertainty" / f"{stem}_{kind}.png", heatmap(values, lo, hi))
+            # 0.25: the largest variance of a value in [0, 1]
+            maps["variance"] = (pred.variance, 0.0, 0.25, "MC dropout variance")
+        for kind, (values, lo, hi, label) in maps.items():
+            write_png(self.out / "uncertainty" / f"{stem}_{kind}.png", heatmap_with_colorbar(values, lo, hi, label))
             if self.outputs.uncertainty_npy:
                 write_npy(self.out / "uncertainty" / f"{stem}_{kind}.npy", values.astype(np.float32))
 
@@ -131,27 +139,77 @@ def manifest_for(predictor: Predictor, outputs: Outputs, alpha: float) -> dict:
     }
 
 
+def _previous_manifest(out: Path) -> dict | None:
+    try:
+        previous = json.loads((out / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
+def _foreign_outputs(out: Path) -> str | None:
+    """The first output folder of ``out`` holding files when ``out`` has no manifest (None: none)."""
+    for name in OUTPUT_FOLDERS:
+        folder = out / name
+        if folder.is_dir() and any(not _LEFTOVER.match(f.name) for f in folder.iterdir()):
+            return name
+    return None
+
+
 def check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
-    """Refuse a folder holding predictions of another model or other settings (unless ``overwrite``)."""
-    mpath = out / MANIFEST
+    """Refuse a folder holding predictions of another model or other settings, or files pixelwise did
+    not write in its output folders (unless ``overwrite``)."""
     if overwrite:
         return
-    if mpath.is_file():
-        try:
-            previous = json.loads(mpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            previous = None
-        if previous != manifest:
+    if (out / MANIFEST).is_file():
+        if _previous_manifest(out) != manifest:
             raise PixelwiseError(
                 f"{out} holds predictions made with another model or other settings ({MANIFEST}); "
                 "use another --out, or --overwrite to redo them"
             )
-    elif (out / "masks").is_dir() and any((out / "masks").iterdir()):
-        raise PixelwiseError(f"{out}/masks already holds masks of unknown origin; use another --out, or --overwrite")
+    elif (name := _foreign_outputs(out)) is not None:
+        raise PixelwiseError(f"{out}/{name} already holds files of unknown origin; use another --out, or --overwrite")
 
 
-def _decode(path: Path) -> np.ndarray:
-    return read_image(path)
+def default_out(manifest: dict, base: str | Path = DEFAULT_OUT) -> Path:
+    """Where predictions go without ``--out``: ``predictions/`` in the current folder, unless it holds
+    other predictions or other files; then the first free or matching ``predictions-2/``, ``-3/``, ..."""
+    base = Path(base)
+    for n in range(1, 10_000):
+        out = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if not out.exists():
+            return out
+        if not out.is_dir():
+            continue
+        if (out / MANIFEST).is_file():
+            if _previous_manifest(out) == manifest:
+                return out
+        elif not any(out.iterdir()):
+            return out
+    raise PixelwiseError(f"no free folder name {base}-N; give --out")
+
+
+def remove_leftovers(out: Path) -> int:
+    """Remove the hidden temporary files a killed run left in ``out`` and its output folders."""
+    removed = 0
+    for folder in (out, *(out / name for name in OUTPUT_FOLDERS)):
+        if not folder.is_dir():
+            continue
+        for f in folder.iterdir():
+            if _LEFTOVER.match(f.name) and f.is_file():
+                try:
+                    f.unlink()
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
+def _decoder(max_pixels: int) -> Callable[[Path], np.ndarray]:
+    def decode(path: Path) -> np.ndarray:
+        return read_image(path, max_pixels)
+
+    return decode
 
 
 def _label(predictor: Predictor, image: np.ndarray, full: bool) -> tuple[np.ndarray, Prediction | None]:
@@ -161,7 +219,9 @@ def _label(predictor: Predictor, image: np.ndarray, full: bool) -> tuple[np.ndar
     return predictor.predict(image), None
 
 
-def _pipeline(predictor: Predictor, files: list[Path], write: Callable, full: bool, threads: int, tick) -> tuple:
+def _pipeline(
+    predictor: Predictor, files: list[Path], write: Callable, full: bool, threads: int, tick, decode: Callable
+) -> tuple:
     """Decode ``files`` on ``threads`` threads, label them here, write them on a background thread.
 
     Returns ``(written, failed)``; ``failed`` lists ``(path, reason)`` of unreadable inputs.
@@ -178,7 +238,7 @@ def _pipeline(predictor: Predictor, files: list[Path], write: Callable, full: bo
         def refill() -> None:
             # Bounded read-ahead: decoded images waiting for the model stay few.
             while len(queue) < 2 * threads and (f := next(it, None)) is not None:
-                queue.append((f, decoders.submit(_decode, f)))
+                queue.append((f, decoders.submit(decode, f)))
 
         refill()
         while queue:
@@ -201,10 +261,11 @@ def _pipeline(predictor: Predictor, files: list[Path], write: Callable, full: bo
     return written, failed
 
 
+# long: the signature and the docstring are most of it; the steps read in order
 def predict_files(
     model: Predictor | BaseSegmenter,
     inputs: list[str | Path],
-    out: str | Path,
+    out: str | Path | None = None,
     alpha: float = 0.5,
     progress: bool = True,
     inference: InferenceConfig | None = None,
@@ -214,39 +275,61 @@ def predict_files(
     uncertainty_npy: bool = False,
     overwrite: bool = False,
     decode_threads: int | None = None,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict:
     """Predict every input and write ``OUT/masks/<stem>.png`` (class indices) and ``OUT/overlays/<stem>.png``.
 
     ``model``: a :class:`Predictor` (its inference options and post-processing apply) or a
     Segmenter / Ensemble; ``inference`` and ``postprocess``, when given, replace the
-    predictor's (the same keywords as :func:`pixelwise.evaluate` and :func:`pixelwise.serve.create_app`). Optional: ``OUT/probs/<stem>.npy`` ((C, H, W) float32 probabilities),
-    ``OUT/uncertainty/<stem>_{confidence,entropy[,variance]}.png`` heat maps (and ``.npy`` float
-    arrays with ``uncertainty_npy``). Images are decoded by ``decode_threads`` threads (default:
-    up to 4) while the model runs. Resumable: ``OUT/predict.json`` records the models and
-    settings; an input whose files all exist is skipped when the settings match, and a folder
-    holding predictions with other settings is refused unless ``overwrite``.
+    predictor's (the same keywords as :func:`pixelwise.evaluate` and
+    :func:`pixelwise.serve.create_app`). Masks are palette PNGs: the values are the class
+    indices, the palette the class colours. Optional: ``OUT/probs/<stem>.npy`` ((C, H, W) float32
+    probabilities), ``OUT/uncertainty/<stem>_{confidence,entropy[,variance]}.png`` heat maps with a
+    colour bar (and ``.npy`` float arrays of the maps with ``uncertainty_npy``). ``alpha``: overlay
+    opacity in [0, 1]. An image of more than ``max_image_pixels`` pixels is refused before it is
+    decoded (listed in ``failed``). Images are decoded by ``decode_threads`` threads (default: up
+    to 4) while the model runs.
+
+    ``out`` defaults to ``predictions/`` in the current folder (``predictions-2/``, ... when that
+    one holds other predictions or other files: see :func:`default_out`). Resumable:
+    ``OUT/predict.json`` records the models and settings, written with the first output; an
+    input whose files all exist is skipped when the settings match, and a folder holding
+    predictions with other settings, or files pixelwise did not write, is refused unless
+    ``overwrite``. Temporary files left by a killed run are removed.
 
     Returns ``{"written": n, "skipped": n, "failed": [(path, reason), ...], "out": OUT}``: an
     unreadable input is listed and skipped, the others are still predicted.
     """
+    from PIL import Image
     from tqdm.auto import tqdm
 
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise PixelwiseError(f"alpha is the overlay opacity and must be in [0, 1], got {alpha!r}")
+    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+        raise PixelwiseError(f"max_image_pixels must be a whole number >= 1, got {max_image_pixels!r}")
     predictor = as_predictor(model, inference, postprocess)
     files = collect_inputs(inputs)
-    out = Path(out)
     predictor.members()  # fail now (e.g. MC dropout without dropout), not per image
     outputs = Outputs(probs, uncertainty, uncertainty_npy)
     manifest = manifest_for(predictor, outputs, alpha)
+    out = default_out(manifest) if out is None else Path(out)
+    prepare_output_dir(out, "--out")
     check_manifest(out, manifest, overwrite)
-    write_json(out / MANIFEST, manifest)
+    remove_leftovers(out)
+    # Images above the limit are refused by our own check with a one-line reason; Pillow's
+    # warning for them would only repeat it, as a raw warning.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
-    write = OutputWriter(out, predictor, outputs, alpha)
+    write = OutputWriter(out, predictor, outputs, float(alpha), manifest)
     todo = [f for f in files if overwrite or not write.done(f.stem)]
     skipped = len(files) - len(todo)
     threads = decode_threads or min(4, os.cpu_count() or 1)
     bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not progress)
     if skipped:
         bar.set_postfix(already_done=skipped)
-    written, failed = _pipeline(predictor, todo, write, outputs.need_probabilities, threads, lambda: bar.update(1))
+    tick = lambda: bar.update(1)  # noqa: E731
+    written, failed = _pipeline(
+        predictor, todo, write, outputs.need_probabilities, threads, tick, _decoder(max_image_pixels)
+    )
     bar.close()
     return {"written": written, "skipped": skipped, "failed": failed, "out": str(out)}

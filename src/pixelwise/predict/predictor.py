@@ -76,6 +76,23 @@ def as_rgb(image) -> np.ndarray:
     return out if out.flags.writeable else out.copy()  # torch.from_numpy warns on read-only memory
 
 
+def _is_image_list(value) -> bool:
+    """A list or tuple of images (paths, PIL images, arrays), as opposed to one image given as nested lists."""
+    return isinstance(value, (list, tuple)) and all(isinstance(v, (str, Path, Image.Image, np.ndarray)) for v in value)
+
+
+def _class_summary(classes: ClassInfo, shown: int = 6) -> str:
+    names = list(classes.names)
+    listed = ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
+    return f"{len(names)} classes: {listed}"
+
+
+def _changed(options) -> str:
+    """The fields of an options dataclass that differ from its defaults, as ``name=value, ...``."""
+    default = type(options)().to_dict()
+    return ", ".join(f"{k}={v!r}" for k, v in options.to_dict().items() if default.get(k) != v)
+
+
 def _labels_grouped(arrays: list[np.ndarray], members, config, device) -> list[np.ndarray]:
     """Labels for images of any sizes, each size as one batch."""
     out: list[np.ndarray | None] = [None] * len(arrays)
@@ -131,15 +148,22 @@ class BaseSegmenter:
         arrays = [as_rgb(im) for im in images]
         return _labels_grouped(arrays, self.members(config), config, self.device)
 
-    def predict(self, image, config: InferenceConfig | None = None) -> np.ndarray:
-        """Class indices ``(H, W)`` int64 for one image; H and W are the image's own."""
+    def predict(self, image, config: InferenceConfig | None = None) -> np.ndarray | list[np.ndarray]:
+        """Class indices ``(H, W)`` int64 for one image; H and W are the image's own.
+
+        Given a list (or tuple) of images, a list of masks, one per image, as :meth:`predict_batch`.
+        """
+        if _is_image_list(image):
+            return self.predict_batch(list(image), config)
         return predict_labels([as_rgb(image)], self.members(config), config, self.device)[0]
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         return colorize(mask, self.classes.colors)
 
-    def overlay(self, image, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-        return overlay(as_rgb(image), mask, self.classes.colors, alpha)
+    def overlay(self, image, mask: np.ndarray, alpha: float = 0.5, legend: bool = False) -> np.ndarray:
+        """The image with the class colours of ``mask`` blended in (see :meth:`Predictor.overlay`)."""
+        names = list(self.classes.names) if legend else None
+        return overlay(as_rgb(image), mask, self.classes.colors, alpha, legend=names)
 
 
 class Segmenter(BaseSegmenter):
@@ -189,6 +213,16 @@ class Segmenter(BaseSegmenter):
             return [self.backends.stochastic()]
         return [self.backends.plain()]
 
+    def __repr__(self) -> str:
+        cfg = self.bundle.model
+        run = f", run={str(self.run_dir)!r}" if self.run_dir else ""
+        onnx = f", onnx={str(self.onnx_path)!r}" if self.onnx_path else ""
+        active = f" (in use: {self.backends.active})" if self.backends.active else ""
+        return (
+            f"Segmenter({cfg.arch}/{cfg.encoder}, {_class_summary(self.classes)}, device={self.device}, "
+            f"backend={self.backend}{active}, precision={self.precision}{run}{onnx})"
+        )
+
     def describe_members(self) -> list[dict]:
         cfg = self.bundle.model
         return [
@@ -233,6 +267,13 @@ class Ensemble(BaseSegmenter):
     def fingerprint(self) -> str:
         return "+".join(s.fingerprint for s in self.segmenters)
 
+    def __repr__(self) -> str:
+        models = ", ".join(f"{s.bundle.model.arch}/{s.bundle.model.encoder}" for s in self.segmenters)
+        return (
+            f"Ensemble({len(self.segmenters)} models: {models}; {_class_summary(self.classes)}, "
+            f"device={self.device}, backend={self.backend}, precision={self.precision})"
+        )
+
     def members(self, config: InferenceConfig | None = None) -> list:
         return [m for s in self.segmenters for m in s.members(config)]
 
@@ -269,6 +310,11 @@ class Predictor:
     @property
     def num_classes(self) -> int:
         return self.model.num_classes
+
+    def __repr__(self) -> str:
+        options = [f"inference({changed})" for changed in [_changed(self.inference)] if changed]
+        options += [f"postprocess({changed})" for changed in [_changed(self.postprocess)] if changed]
+        return f"Predictor({self.model!r}, {', '.join(options) or 'default options'})"
 
     @property
     def device(self) -> torch.device:
@@ -323,11 +369,14 @@ class Predictor:
         pred = predict_image(array, self.members(), self.inference, self.device)
         return self.finish(pred, array), pred
 
-    def predict(self, image) -> np.ndarray:
+    def predict(self, image) -> np.ndarray | list[np.ndarray]:
         """Post-processed ``(H, W)`` int64 class indices of one image (path, PIL image or array).
 
-        Equal to ``run(image)[0]``; without the CRF it skips the softmax where it can.
+        Equal to ``run(image)[0]``; without the CRF it skips the softmax where it can. Given a list
+        (or tuple) of images, a list of masks, one per image, as :meth:`predict_batch`.
         """
+        if _is_image_list(image):
+            return self.predict_batch(list(image))
         array = as_rgb(image)
         if self.postprocess.crf:
             return self.run(array)[0]
@@ -342,9 +391,11 @@ class Predictor:
         labels = _labels_grouped(arrays, self.members(), self.inference, self.device)
         return [refine_labels(lab, self.postprocess) for lab in labels]
 
-    def overlay(self, image, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-        """``(H, W, 3)`` uint8: the image with the class colours of ``mask`` blended in at ``alpha``."""
-        return overlay(as_rgb(image), mask, self.classes.colors, alpha)
+    def overlay(self, image, mask: np.ndarray, alpha: float = 0.5, legend: bool = False) -> np.ndarray:
+        """``(H, W, 3)`` uint8: the image with the class colours of ``mask`` blended in at ``alpha``
+        (background class 0 and the ignore index left clear, regions outlined). With ``legend``, a
+        strip below names the classes present, so the picture is taller (and may be wider)."""
+        return self.model.overlay(image, mask, alpha, legend)
 
     def describe(self) -> dict:
         """What is served or scored: the models, backend, precision, device and every option."""

@@ -295,9 +295,10 @@ _bearer = HTTPBearer(auto_error=False, description="the server's --token")
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 415, 503)}
 _PREDICT_DESCRIPTION = (
     "Send the image as the multipart field `file`. `format=json` (default) answers per-class "
-    "pixel counts and area shares; `format=mask` a PNG of class indices (8-bit, 16-bit past "
-    "256 classes), the image's own size; `format=overlay` a PNG of the image with the class "
-    "colours blended in at `alpha`. PNG answers carry the timings in `Server-Timing`. The labels "
+    "pixel counts and area shares; `format=mask` a PNG of class indices, the image's own size "
+    "(a palette PNG in the class colours; 16-bit grey past 256 classes); `format=overlay` a PNG "
+    "of the image with the class colours blended in at `alpha` (background clear, regions "
+    "outlined) and a legend of the classes found below it. PNG answers carry the timings in `Server-Timing`. The labels "
     "are those of the served Predictor: its inference options and post-processing apply."
 )
 
@@ -356,9 +357,13 @@ async def _labels_of_upload(service: InferenceService, config: ServeConfig, file
     return await loop.run_in_executor(service.pool, service.decode_and_segment, data, config.max_upload_pixels)
 
 
-async def _answer(service, image, mask, format: OutputFormat, alpha: float, timing: tuple[float, float, float]):
-    """The response for a labelled image: JSON areas, or a mask / overlay PNG with Server-Timing."""
+async def _answer(service, image, mask, how: tuple[OutputFormat, float, bool], timing: tuple[float, float, float]):
+    """The response for a labelled image: JSON areas, or a mask / overlay PNG with Server-Timing.
+
+    ``how``: the output format, the overlay's alpha, and whether a mask PNG gets the class palette.
+    """
     predictor = service.predictor
+    format, alpha, palette = how
     decode_ms, inference_ms, t0 = timing
     if format is OutputFormat.json:
         return {
@@ -373,9 +378,9 @@ async def _answer(service, image, mask, format: OutputFormat, alpha: float, timi
         }
     # Level 1: masks compress well anyway, and the server spends its time on the model, not zlib.
     if format is OutputFormat.mask:
-        png = await run_in_threadpool(mask_png_bytes, mask, 1)
+        png = await run_in_threadpool(mask_png_bytes, mask, predictor.classes.colors if palette else None, 1)
     else:
-        png = await run_in_threadpool(lambda: png_bytes(predictor.overlay(image, mask, alpha), 1))
+        png = await run_in_threadpool(lambda: png_bytes(predictor.overlay(image, mask, alpha, legend=True), 1))
     total_ms = (time.perf_counter() - t0) * 1000.0
     server_timing = f"decode;dur={decode_ms:.1f}, inference;dur={inference_ms:.1f}, total;dur={total_ms:.1f}"
     return Response(
@@ -399,6 +404,9 @@ def _add_predict_route(app: FastAPI, service: InferenceService, config: ServeCon
         file: Annotated[UploadFile, File(description="the image: PNG, JPEG, BMP, TIFF, WebP or GIF")],
         format: Annotated[OutputFormat, Query(description="json, mask or overlay")] = OutputFormat.json,
         alpha: Annotated[float, Query(ge=0.0, le=1.0, description="overlay opacity of the class colours")] = 0.5,
+        palette: Annotated[
+            bool, Query(description="format=mask: a palette PNG in the class colours (false: 8-bit grey indices)")
+        ] = True,
     ):
         t0 = time.perf_counter()
         ctype = (file.content_type or "").split(";")[0].strip().lower()
@@ -412,7 +420,7 @@ def _add_predict_route(app: FastAPI, service: InferenceService, config: ServeCon
         service.queued_bytes += size
         try:
             image, mask, decode_ms, inference_ms = await _labels_of_upload(service, config, file)
-            return await _answer(service, image, mask, format, alpha, (decode_ms, inference_ms, t0))
+            return await _answer(service, image, mask, (format, alpha, palette), (decode_ms, inference_ms, t0))
         finally:
             service.pending -= 1
             service.queued_bytes -= size

@@ -1,4 +1,4 @@
-// The pixelwise page: send an image to POST predict?format=mask, then draw the overlay, legend
+// The pixelwise page: send an image to POST predict?format=mask&palette=false, then draw the overlay, legend
 // and area table in the browser from that one mask (8-bit PNG: each pixel's value is its class).
 "use strict";
 
@@ -110,7 +110,7 @@ async function predict(file) {
   form.append("file", file, file.name);
   let resp;
   try {
-    resp = await fetch("predict?format=mask", { method: "POST", body: form, headers: authHeaders() });
+    resp = await fetch("predict?format=mask&palette=false", { method: "POST", body: form, headers: authHeaders() });
   } catch (e) {
     setStatus(`The server did not answer: ${e.message}`, true);
     document.body.dataset.state = "error";
