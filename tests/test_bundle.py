@@ -333,3 +333,19 @@ def test_a_model_json_describing_a_huge_network_is_refused_before_memory_is_allo
         load_bundle(run)
     assert "describes a network of 3190 MiB" in str(info.value) and "\n" not in str(info.value)
     assert devices == ["meta"]
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),  # json gives up with RecursionError
+        ('{"model": ' * 200 + "1" + "}" * 200, "nested more than 32 levels"),
+        (" " * (17 * 2**20) + "{}", "MiB, far more than a model.json holds"),
+    ],
+)
+def test_a_model_json_too_deep_or_too_large_is_one_line(tmp_path, text, words):
+    run = _hostile_run(tmp_path, lambda m: None)
+    (run / "model.json").write_text(text)
+    with pytest.raises(PixelwiseError, match="model.json") as info:
+        read_bundle(run)
+    assert words in str(info.value) and "\n" not in str(info.value)

@@ -276,11 +276,35 @@ def read_bundle(directory: str | Path) -> Bundle:
             f"{directory}: no trained model here (needs {META} and {WEIGHTS}); "
             "give a run directory that finished at least one epoch"
         )
+    if path.stat().st_size > MAX_META_BYTES:
+        raise PixelwiseError(
+            f"{path}: {path.stat().st_size / 2**20:.0f} MiB, far more than a model.json holds "
+            f"(at most {MAX_META_BYTES // 2**20} MiB); the bundle is damaged"
+        )
     try:
         raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise PixelwiseError(f"{path}: not valid JSON; the bundle is damaged, retrain or restore it") from None
+    if _nesting(raw) > MAX_META_DEPTH:
+        raise PixelwiseError(f"{path}: nested more than {MAX_META_DEPTH} levels deep; the bundle is damaged")
     return Bundle.from_dict(raw, path)
+
+
+# Limits on model.json: the ones pixelwise writes are a few kB and about 5 levels deep.
+MAX_META_BYTES = 16 * 2**20
+MAX_META_DEPTH = 32
+
+
+def _nesting(value) -> int:
+    """How many levels of lists and objects ``value`` has (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_META_DEPTH:
+                stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> tuple[SegmentationModel, Bundle]:
