@@ -41,8 +41,8 @@ def _timeout_answer(what: str) -> bytes:
     return head.encode() + body
 
 
-# long: the protocol class is made per server (its limits, its table of waiting connections) and
-# subclasses uvicorn's, imported only when a server starts
+# uvicorn is imported only when a server starts, so the class is made here, one per server.
+# long: the protocol class made per server, with its limits and its table of waiting connections
 def guarded_protocol(limits: ConnectionLimits) -> type:
     """An h11 protocol class for ``uvicorn.Config(http=...)`` that enforces ``limits`` (one per server)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
