@@ -251,22 +251,28 @@ small_values = st.recursive(
 )
 
 
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory) -> Path:
+    """A run folder holding the fixture bundle's weights; each example writes its own model.json."""
+    return _bundle_dir(tmp_path_factory.mktemp("property"), json.loads(FIXTURE.read_text()))
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     arch=st.sampled_from(list(MODELS)),
     encoder=st.sampled_from(ENCODERS) | st.text(max_size=12),
     kwargs=st.dictionaries(st.sampled_from(KWARG_NAMES) | st.text(max_size=10), small_values, max_size=3),
 )
-def test_any_model_section_builds_or_fails_with_a_pixelwise_error_and_no_io(tmp_path_factory, arch, encoder, kwargs):
+def test_any_model_section_loads_or_fails_with_a_pixelwise_error_and_no_io(fixture_run, arch, encoder, kwargs):
     meta = json.loads(FIXTURE.read_text())
     meta["model"].update(arch=arch, encoder=encoder, kwargs=kwargs)
+    (fixture_run / "model.json").write_text(json.dumps(meta))
     with pytest.MonkeyPatch.context() as mp:
         calls = refuse_io(mp)
         try:
-            bundle = Bundle.from_dict(meta, "model.json")
-            build_model(bundle.model)
+            load_bundle(fixture_run)
         except PixelwiseError as e:
-            assert "\n" not in str(e)
+            assert "\n" not in str(e) and "model" in str(e)
         assert calls == []
 
 
