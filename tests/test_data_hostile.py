@@ -339,3 +339,33 @@ def test_a_colour_mask_saved_as_indexed_colour_is_read_through_its_palette(tmp_p
     Image.fromarray(labels["x1"].astype(np.uint8), "L").save(tmp_path / "masks" / "x1.png")
     with pytest.raises(PixelwiseError, match=r"x1.png: mask is single-channel \(L\)"):
         open_dataset(tmp_path, val_fraction=0)
+
+
+# --- mask values that are no class indices --------------------------------------------------------
+
+
+def test_16_bit_masks_with_instance_ids_are_not_taken_for_65536_classes(tmp_path):
+    rng = np.random.default_rng(7)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i in range(4):
+        m = rng.integers(0, 3, (16, 16)).astype(np.uint16)
+        m[0, 0] = 65535 if i == 0 else 2
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "images" / f"a{i}.png")
+        Image.fromarray(m).save(tmp_path / "masks" / f"a{i}.png")
+    with pytest.raises(PixelwiseError) as e:
+        open_dataset(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and "a0.png (values up to 65535)" in msg and "65,536 classes" in msg
+    report = inspect_data(tmp_path, chart=False)  # a report in moments, not a table of 65,536 classes
+    assert report["errors"] == 1 and report["per_class"] == []
+
+
+def test_a_0_255_mask_among_0_1_masks_is_named(tmp_path):
+    rng = np.random.default_rng(8)
+    for i in range(5):
+        m = rng.integers(0, 2, (16, 16)).astype(np.uint8)
+        write_pair(tmp_path, f"b{i}", rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), m * 255 if i == 0 else m)
+    ds = open_dataset(tmp_path)
+    warning = next(w for w in ds.warnings if "hold only 0 and 255" in w.title)
+    assert warning.items == [str(tmp_path / "masks" / "b0.png")] and "pixels are ignored" in warning.message()

@@ -431,6 +431,8 @@ def _weight_line(report: dict) -> str:
 def _class_lines(report: dict) -> list[str]:
     """The class table: pixels, share, images and suggested weight of each class."""
     c = report["classes"]
+    if not c["names"]:
+        return [f"classes:   unknown (see problems); ignore index {c['ignore_index']}"]
     lines = [f"classes:   {len(c['names'])} ({c['source']}); ignore index {c['ignore_index']}", ""]
     width = max([len(r["name"]) for r in report["per_class"]] + [5])
     lines.append(f"  {'#':>3}  {'class':<{width}}  {'pixels':>12}  {'share':>8}  {'images':>14}  {'weight':>7}")

@@ -400,6 +400,43 @@ def _size_findings(good: list[SampleCheck], found: _Findings) -> list[SampleChec
     return good
 
 
+# More classes than this from mask values alone are no class indices: instance ids, or a 16-bit
+# "ignore" value such as 65535. A classes file may list more.
+MAX_INFERRED_CLASSES = 1024
+
+
+def _too_many_classes(good: list[SampleCheck], top: int, ignore: int) -> Problem:
+    high = [c for c in good if any(k >= MAX_INFERRED_CLASSES and k != ignore for k in c.keys.tolist())]
+    return Problem(
+        f"mask values go up to {top}, which would make {top + 1:,} classes: these are no class indices "
+        "(instance ids, or a value that marks ignored pixels?)",
+        "write classes.yaml with names: (one per class) and ignore_index: (the value to ignore), or map the "
+        "masks to class indices 0, 1, 2, ...",
+        [f"{c.sample.mask} (values up to {max(k for k in c.keys.tolist() if k != ignore)})" for c in high],
+        skippable=False,
+        one=f"mask holds a value of {top}, which would make {top + 1:,} classes (no class index)",
+    )
+
+
+def _zero_or_ignore_masks(good: list[SampleCheck], ignore: int) -> Problem | None:
+    """Masks that hold only 0 and the ignore index (255) while others use class 1, 2, ...: 0/255
+    binary masks among 0/1 masks, whose foreground would silently be ignored."""
+    only = [c for c in good if ignore in c.keys.tolist() and set(c.keys.tolist()) <= {0, ignore}]
+    if not only or not any(set(c.keys.tolist()) - {0, ignore} for c in good):
+        return None
+    return Problem(
+        f"masks hold only 0 and {ignore} while the others use 1, 2, ...: their {ignore} pixels are ignored, "
+        "not a class",
+        f"if {ignore} marks the foreground there (0/{ignore} binary masks), save them as 0/1 like the others; "
+        f"if it marks pixels to ignore, write classes.yaml to say so",
+        [f"{c.sample.mask}" for c in only],
+        severity="warning",
+        skippable=False,
+        one=f"mask holds only 0 and {ignore} while the others use 1, 2, ...: its {ignore} pixels are ignored, "
+        "not a class",
+    )
+
+
 def _infer_classes(spec: DecodeSpec, good: list[SampleCheck], found: _Findings) -> ClassInfo:
     """Classes when no classes file gives them: background/foreground, unknown, or 0..max value."""
     ignore = spec.ignore_index
@@ -409,10 +446,16 @@ def _infer_classes(spec: DecodeSpec, good: list[SampleCheck], found: _Findings) 
         return ClassInfo([], [], ignore)  # unknown: a problem says why
     seen = sorted(k for k in _union(good) if k != ignore) if good else []
     top = seen[-1] if seen else 0
+    if top >= MAX_INFERRED_CLASSES:
+        found.problems.append(_too_many_classes(good, top, ignore))
+        return ClassInfo([], [], ignore)  # unknown: the problem says why
     found.notes.append(
         f"no classes file: classes inferred from the mask values as 0..{top}, {ignore} = ignore "
         "(write classes.yaml with names: and ignore_index: to name them or to ignore a value)"
     )
+    mixed = _zero_or_ignore_masks(good, ignore)
+    if mixed:
+        found.problems.append(mixed)
     absent = sorted(set(range(top + 1)) - set(seen))
     if absent:
         found.problems.append(
