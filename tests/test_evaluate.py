@@ -211,3 +211,12 @@ def test_a_full_disk_mid_way_gives_one_line_and_does_not_block_the_next_run(trai
     assert not list(out.glob(".*.tmp"))
     assert main(["evaluate", str(trained_run), str(demo_data), "--out", str(out), *FAST]) == 0
     assert (out / "per_class_iou.png").is_file() and (out / "worst.png").is_file()
+
+
+def test_unreadable_masks_are_named_not_counted_as_classes(trained_run, tmp_path, capsys):
+    bad = make_simple_dataset(tmp_path / "bad", n=4, num_classes=5)
+    for p in (bad / "masks").glob("*.png"):
+        p.write_bytes(b"not a png")
+    assert main(["evaluate", str(trained_run), str(bad), "--out", str(tmp_path / "ev"), *FAST]) == 2
+    err = _one_line_error(capsys, "masks/")
+    assert "classes" not in err

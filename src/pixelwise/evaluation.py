@@ -205,9 +205,11 @@ def _check_unnamed(data: str | Path, bundle: Bundle, opts: DataOptions, run: str
         max_pixels=opts.max_image_pixels,
     )
     found, model = scanned.result.classes, bundle.classes
-    if found.num_classes != model.num_classes:
+    # No readable mask at all: opening the split reports the files' problems.
+    if scanned.result.report.values and found.num_classes != model.num_classes:
+        held = f"{found.num_classes} class{'es' if found.num_classes != 1 else ''}"
         raise PixelwiseError(
-            f"{data}: its masks hold {found.num_classes} classes (values 0..{found.num_classes - 1}, no class "
+            f"{data}: its masks hold {held} (values 0..{found.num_classes - 1}, no class "
             f"names), the model {run} has {model.num_classes} {_names(model.names)}; evaluate on data labelled "
             "like the model's, or give --classes-file with the model's class names if the masks use them"
         )
