@@ -79,6 +79,14 @@ def test_split_lists_saved_by_windows_editors(simple_data):
     assert [s.stem for s in ds.splits["val"]] == ["s04", "s05"]
 
 
+def test_split_lists_of_paths_as_windows_writes_them(simple_data):
+    _split_files(
+        simple_data, train=["images\\s00.png", "data\\images\\s01.png", "s02", "./images/s03.png"], val=["s04"]
+    )
+    ds = open_dataset(simple_data)
+    assert [s.stem for s in ds.splits["train"]] == ["s00", "s01", "s02", "s03"]
+
+
 @pytest.mark.parametrize("only", ["val", "test"])
 def test_a_folder_with_only_one_evaluation_list_opens_for_that_split(simple_data, only):
     _split_files(simple_data, **{only: ["s00", "s01"]})

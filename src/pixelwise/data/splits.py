@@ -62,11 +62,13 @@ def read_lines(path: Path) -> list[str]:
 def read_split_list(path: Path) -> list[str]:
     """The stems listed in a split file: one per line, ``#`` comments and blank lines skipped.
 
-    Lines written as image file names ("a.png") are taken as their stem ("a"). A name listed
-    twice counts once: a sample is neither trained on nor scored twice per pass.
+    Lines written as image file names ("a.png") or paths ("images/a.png", "images\\a.png" as
+    Windows writes them) are taken as their stem ("a"). A name listed twice counts once: a sample
+    is neither trained on nor scored twice per pass.
     """
-    stems = [ln.strip() for ln in read_lines(path) if ln.strip() and not ln.startswith("#")]
-    return list(dict.fromkeys(Path(s).stem if Path(s).suffix.lower() in IMAGE_EXTENSIONS else s for s in stems))
+    names = [ln.strip() for ln in read_lines(path) if ln.strip() and not ln.startswith("#")]
+    names = [n.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or n for n in names]  # stems hold no folder
+    return list(dict.fromkeys(Path(n).stem if Path(n).suffix.lower() in IMAGE_EXTENSIONS else n for n in names))
 
 
 @dataclass
