@@ -118,7 +118,7 @@ def test_auto_with_no_cache_and_no_network_trains_from_scratch_and_says_why(offl
     note = model.pretrained_note
     assert note.startswith("training from scratch: ") and "\n" not in note
     assert "not in the local cache" in note and "huggingface.co cannot be reached" in note
-    assert "--no-pretrained" in note
+    assert "--pretrained none" in note
     assert len(offline) == 1  # one quick probe, no download attempted
 
 

@@ -556,7 +556,7 @@ def _scratch(config: ModelConfig, required: bool, source: str, why: str):
             ".safetensors file, or --pretrained auto to train from scratch when they cannot be had"
         )
     net, stride = MODELS[config.arch](config, None)
-    note = f"training from scratch: {why}; --pretrained PATH starts from a local .safetensors file, --no-pretrained silences this"
+    note = f"training from scratch: {why}; --pretrained PATH starts from a local .safetensors file, --pretrained none silences this"
     return net, stride, source, note
 
 

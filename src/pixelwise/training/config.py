@@ -123,7 +123,7 @@ class TrainConfig:
         default_text="auto",
         help="encoder weights to start from: auto = ImageNet weights from the local cache, else downloaded, "
         "else from scratch with a note saying why; imagenet (the flag alone) = those weights or an error; "
-        "none (--no-pretrained) = from scratch; PATH = a local .safetensors file (a pixelwise run or an "
+        "none = from scratch; PATH = a local .safetensors file (a pixelwise run or an "
         "encoder state dict)",
     )
     epochs: int = option(30, group="optimisation", min=1, help="passes over the training split")
