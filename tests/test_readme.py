@@ -78,16 +78,17 @@ def test_readme_own_data_commands_run_as_written(tmp_path, monkeypatch):
         extra = FAST_TRAIN + _offline_flags() if argv[0] == "train" else []
         assert main(argv + extra) == 0, f"pixelwise {shlex.join(argv)} failed"
     run = _option(own_data_commands()[1], "--out")
-    preds = _option(own_data_commands()[2], "--out")
+    preds = _option(own_data_commands()[2], "--out", default="predictions")
     assert (tmp_path / run / "model.json").is_file()
     masks = sorted(p.stem for p in (tmp_path / preds / "masks").glob("*.png"))
     assert masks == ["a", "b"]
     with Image.open(tmp_path / preds / "masks" / "b.png") as mask:
         assert mask.size == (44, 30)
+        assert mask.mode == "P"  # class indices that a viewer shows in the class colours
 
 
-def _option(argv: list[str], flag: str) -> str:
-    return argv[argv.index(flag) + 1]
+def _option(argv: list[str], flag: str, default: str | None = None) -> str:
+    return argv[argv.index(flag) + 1] if flag in argv else default
 
 
 def _offline_flags() -> list[str]:
