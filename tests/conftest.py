@@ -10,7 +10,10 @@ from PIL import Image
 torch.set_num_threads(2)
 
 # A small, fast network for tests: U-Net, resnet18 encoder, narrow decoder.
-TINY_MODEL = dict(arch="unet", encoder="resnet18", model_kwargs={"decoder_channels": [32, 16, 16, 8, 8]})
+# Random initial weights: tests stay offline and do not depend on what a weights cache holds.
+TINY_MODEL = dict(
+    arch="unet", encoder="resnet18", model_kwargs={"decoder_channels": [32, 16, 16, 8, 8]}, pretrained="none"
+)
 
 
 def write_pair(root, stem, image, mask, image_ext=".png"):
