@@ -89,6 +89,6 @@ def run(args) -> int:
         return 0
     if result.best_metrics:
         print(format_metrics_table(result.best_metrics))
-        print(f"best epoch {result.best_epoch}: val mIoU {100 * result.best_metrics['miou']:.2f}")
+        print(f"best epoch {result.best_epoch}: val mIoU {100 * result.best_metrics['miou']:.2f} %")
     print(f"run: {result.run_dir}")
     return 0

@@ -27,6 +27,8 @@ Field metadata read by the flag generator and by :meth:`TrainConfig.validate`:
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -282,6 +284,13 @@ class TrainConfig:
         DEFAULT_MAX_PIXELS, group="format", min=1, help="refuse images and masks with more pixels (decompression bombs)"
     )
 
+    def __post_init__(self):
+        # Paths may be given as pathlib.Path; config.yaml and model.json hold text.
+        for name in ("data", "out", "classes_file", "pretrained"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+
     def to_dict(self) -> dict:
         """Plain values (lists, not tuples) as written to config.yaml."""
         d = asdict(self)
@@ -304,6 +313,11 @@ class TrainConfig:
         hints = field_types()
         for f in fields(self):
             value, meta = getattr(self, f.name), f.metadata
+            problem = _type_problem(value, hints[f.name])
+            if problem:  # a Python caller's value of the wrong type (the flags and files are typed already)
+                error = PixelwiseError(f"{flag_name(f.name)}: {problem}")
+                error.option = f.name
+                raise error
             if value is None:
                 continue
             problem = _range_problem(value, meta, is_float=float in _non_none(hints[f.name]))
@@ -385,7 +399,9 @@ def _type_problem(value, hint) -> str | None:
             return None if ok else f"must be a list of {n} numbers, not {value!r}"
         if isinstance(value, bool) != (origin is bool):
             continue  # YAML's true/false is neither a number nor a word here
-        if isinstance(value, float if origin is float else origin) or (origin is float and isinstance(value, int)):
+        if origin is float and isinstance(value, numbers.Real) or origin is int and isinstance(value, numbers.Integral):
+            return None
+        if isinstance(value, origin):
             return None
     names = " or ".join(_TYPE_WORDS.get(typing.get_origin(t) or t, str(t)) for t in allowed)
     return f"must be {names}, not {value!r}"

@@ -152,6 +152,9 @@ class Plan:
     estimates: dict
     fingerprint: dict
     measurements: list[dict]
+    # What the trained model's weights started from ("imagenet (cache)", "none: offline", a path,
+    # None for random), filled in when the run's model is built.
+    pretrained: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,6 +169,8 @@ class Plan:
             f"  estimate: {e['epochs']} epochs, {e['steps']} steps in {e['train_seconds']:.0f} s of training, "
             f"{e['validations']} validations of ~{e['validation_seconds']:.1f} s"
         )
+        if self.pretrained is not None:
+            lines.append(f"  weights from {self.pretrained}")
         return "\n".join(lines)
 
 
@@ -495,7 +500,8 @@ def _candidate_step(cand: Candidate, num_classes: int, criterion, config: TrainC
     from ..models import ModelConfig, build_model
     from .step import build_train_step, uses_channels_last
 
-    model = build_model(ModelConfig(cand.arch, cand.encoder, num_classes, kwargs=dict(cand.model_kwargs)))
+    # The same architecture without its weights: a measurement downloads nothing.
+    model = build_model(ModelConfig(cand.arch, cand.encoder, num_classes, kwargs=dict(cand.model_kwargs)), None)
     channels_last = uses_channels_last(config, device)
     model = model.to(device).to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return build_train_step(model, criterion, config, device, channels_last=channels_last)

@@ -16,6 +16,7 @@ the run directory.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -185,28 +186,29 @@ class Trainer:
         self._open_run()
         self._open_data()
         self._build()
-        if self.resume:
-            if self._restore():
-                return self._result()
-        elif self.main:
-            rundir.write_config(self.run_dir, self.config)
-            if self.plan is not None:
-                write_json(self.run_dir / "plan.json", self.plan.to_dict())
+        if self.resume and self._restore():
+            return self._result()
+        self._make_run()
         self.bundle_base = self._bundle_base()
         if self.main:
             self._log_start()
         return self._fit()
 
     def _open_run(self) -> None:
-        """Check the options, make (or reopen) the run directory, choose the device, seed."""
+        """Check the options and where the run goes (nothing is written yet), choose the device, seed.
+
+        The run directory is made by :meth:`_make_run` once the data is read and the model built,
+        so a refused start leaves no empty run behind.
+        """
+        c = self.config
         if not self.resume:
-            # Before the run directory is made, so a mistake leaves no empty run behind.
-            self.config.validate()
-            _check_data_folder(self.config.data)
-        self.run_dir, self.resume = rundir.prepare_run_dir_on_main(self.ctx, self.config, self.resume, self.overwrite)
-        if self.resume:  # the saved options, checked as a new run's are
-            self.config = rundir.read_config(self.run_dir, self.config)
-            self.config.validate()
+            c.validate()
+            _check_data_folder(c.data)
+            c.data = os.path.abspath(c.data)  # config.yaml keeps absolute paths: a moved run finds its data
+        self.run_dir, self.kind, self.overwrite = rundir.check_run_dir_on_main(self.ctx, c, self.resume, self.overwrite)
+        self.resume = self.kind == rundir.RESUME
+        if self.kind != rundir.NEW:  # the saved options, checked as a new run's are
+            self.config = rundir.read_config(self.run_dir, c)
         config = self.config
         config.out = str(self.run_dir)
         self.log = rundir.RunLog(self.run_dir, echo=self.progress)
@@ -218,6 +220,28 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def _make_run(self) -> None:
+        """Make the run directory and write config.yaml (and plan.json) on rank 0; a failure leaves no empty folder.
+
+        A resumed run's config.yaml is written again: the folder and its data may have moved since.
+        """
+
+        def work() -> str:
+            created = False
+            try:
+                created = rundir.make_run_dir(self.run_dir, self.kind, self.overwrite)
+                rundir.write_config(self.run_dir, self.config, self.pretrained_source)
+                if self.plan is not None:
+                    self.plan.pretrained = self.pretrained_source
+                    write_json(self.run_dir / "plan.json", self.plan.to_dict())
+            except BaseException:
+                if created:
+                    rundir.remove_if_empty(self.run_dir)
+                raise
+            return ""
+
+        rundir.on_main(self.ctx, work)
 
     def _open_data(self) -> None:
         """Read and check the data set; with a budget (and not resuming), plan the recipe for it."""
@@ -234,7 +258,7 @@ class Trainer:
             skip_bad=c.skip_bad,
             max_pixels=c.max_image_pixels,
         )
-        if c.budget > 0 and not self.resume:
+        if c.budget > 0 and self.kind == rundir.NEW:
             if self.ctx.enabled:
                 raise PixelwiseError("--budget plans for one process; under torchrun give the options explicitly")
             from .planner import plan_for_budget
@@ -252,6 +276,9 @@ class Trainer:
             kwargs=dict(c.model_kwargs),
         )
         model = build_model(self.model_cfg, None if self.resume else c.pretrained).to(device)
+        # What the weights started from (a resumed run reads it from its checkpoint).
+        self.pretrained_source = getattr(model, "pretrained_source", None)
+        self.pretrained_note = getattr(model, "pretrained_note", None)
         channels_last = uses_channels_last(c, device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -275,6 +302,7 @@ class Trainer:
         step = self.step
         ck = load_checkpoint(self.run_dir, step.model, step.optimizer, step.scaler, step.ema)
         self.start_epoch = ck["epoch"]
+        self.pretrained_source = ck.get("pretrained", self.pretrained_source)
         self.record = TrainingRecord.from_checkpoint(ck)
         if self.start_epoch >= self.config.epochs or ck.get("stopped_early"):
             if self.main:
@@ -297,6 +325,7 @@ class Trainer:
                 processes=ctx.world_size,
                 batch_per_process=c.batch_size // ctx.world_size,
                 global_batch=c.batch_size,
+                pretrained=self.pretrained_source,
             ),
             data={
                 "root": str(Path(c.data).resolve()),
@@ -314,6 +343,10 @@ class Trainer:
         data, log = self.data, self.log
         for line in data.notes:
             log(f"data: {line}")
+        if self.pretrained_note and not self.resume:
+            log(self.pretrained_note)
+            if not self.progress:
+                print(f"pixelwise: {self.pretrained_note}", file=sys.stderr)
         for w in data.warnings:
             log(f"data warning: {w.message()}")
         if data.skipped:
@@ -328,7 +361,7 @@ class Trainer:
         c, ctx, data = self.config, self.ctx, self.data
         amp = self.step.amp_dtype
         header = (
-            f"run {self.run_dir} | {describe(self.step.model)} | "
+            f"run {self.run_dir} | {describe(self.step.model)} | weights {self.pretrained_source or 'random'} | "
             f"{ctx.device}{' ' + str(amp).replace('torch.', '') if amp else ''} | "
             f"train {len(data.splits['train'])} / val {len(data.splits['val'])} images | "
             f"{data.classes.num_classes} classes | batch {c.batch_size} | lr {c.lr:g} | "
@@ -343,6 +376,8 @@ class Trainer:
             )
         if self.resume and not self.asked_resume:
             header += f"\ntorchrun restart {distributed.restart_count()}: resuming after epoch {self.start_epoch}"
+        if self.kind == rundir.RESTART:
+            header += "\nno checkpoint yet (stopped before the first epoch ended): starting again from epoch 1"
         if c.time_limit > 0:
             header += (
                 f"\ntraining stops {c.time_limit:.0f} s after it starts (validations included) or after "
@@ -496,6 +531,7 @@ class Trainer:
             val_miou=m["miou"],
             val_mean_dice=m["mean_dice"],
             val_pixel_accuracy=m["pixel_accuracy"],
+            **{f"val_iou_{r['index']}": r["iou"] for r in m["per_class"]},
         )
         return self.record.score(epoch + 1, m)
 
@@ -527,7 +563,7 @@ class Trainer:
 
     def _epoch_line(self, epoch: int, row: dict, improved: bool) -> str:
         validated = (
-            f"val loss {row['val_loss']:.4f}  val mIoU {100 * (row['val_miou'] or 0):.2f}  "
+            f"val loss {row['val_loss']:.4f}  val mIoU {100 * (row['val_miou'] or 0):.2f} %  "
             if "val_loss" in row
             else ""
         )
@@ -551,9 +587,9 @@ class Trainer:
                 metrics={"val": record.best_metrics} if record.best_metrics else {},
             )
             save_bundle(self.run_dir, step.eval_model, meta)
-        state = record.checkpoint_state(epoch + 1)
+        state = {**record.checkpoint_state(epoch + 1), "pretrained": self.pretrained_source}
         save_checkpoint(self.run_dir, step.model, step.optimizer, step.scaler, state, step.ema)
-        rundir.write_metrics_csv(self.run_dir / "metrics.csv", record.history)
+        rundir.write_metrics_csv(self.run_dir / "metrics.csv", record.history, self.data.classes.num_classes)
         from ..viz import plot_training_curves
 
         plot_training_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
