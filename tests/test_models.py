@@ -73,6 +73,7 @@ def test_failed_download_is_a_clear_error(monkeypatch):
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setitem(models.MODELS, "unet", offline)
+    monkeypatch.setattr(models, "reachable", lambda host, timeout=3.0: True)  # the host answers, the download fails
     with pytest.raises(PixelwiseError, match="could not get ImageNet weights.*--pretrained PATH"):
         build_model(ModelConfig(arch="unet", num_classes=2), pretrained="imagenet")
 
