@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 torch.set_num_threads(2)
+# Tests never reach for pretrained weights over the network (--pretrained auto then trains from
+# scratch at once); tests of the download path clear this themselves.
+os.environ.setdefault("PIXELWISE_OFFLINE", "1")
 
 # A small, fast network for tests: U-Net, resnet18 encoder, narrow decoder.
 # Random initial weights: tests stay offline and do not depend on what a weights cache holds.
