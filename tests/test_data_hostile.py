@@ -377,3 +377,28 @@ def test_a_0_255_mask_among_0_1_masks_is_named(tmp_path):
     ds = open_dataset(tmp_path)
     warning = next(w for w in ds.warnings if "hold only 0 and 255" in w.title)
     assert warning.items == [str(tmp_path / "masks" / "b0.png")] and "pixels are ignored" in warning.message()
+
+
+# --- folders laid out another way -----------------------------------------------------------------
+
+
+def test_images_in_split_sub_folders_are_pointed_at(tmp_path):
+    src = make_simple_dataset(tmp_path / "flat", n=4)
+    root = tmp_path / "nested"
+    for sub in ("images", "masks"):
+        shutil.copytree(src / sub, root / sub / "train")
+    with pytest.raises(PixelwiseError) as e:
+        open_dataset(root)
+    msg = str(e.value)
+    assert "\n" not in msg and "sub-folders (train)" in msg and "splits/<split>.txt" in msg
+
+
+def test_masks_named_with_a_suffix_get_a_renaming_hint(simple_data):
+    for p in sorted((simple_data / "masks").iterdir()):
+        p.rename(p.with_name(f"{p.stem}_mask.png"))
+    report = inspect_data(simple_data, chart=False)
+    orphans = next(p for p in report["problems"] if p["title"] == "masks have no image")
+    assert "named <image stem>_mask: rename each to its image's stem" in orphans["todo"]
+    # Nothing pairs, so nothing is counted: no warning about class values of masks that were never read.
+    assert not any("never occur" in p["title"] for p in report["problems"])
+    assert not any("train split is empty" in p["title"] for p in report["problems"])

@@ -168,7 +168,8 @@ def scan_dataset(
     to_check = _samples_of(sp.splits, validate_splits)
     result = check_samples(to_check, effective, spec, workers=workers, progress=progress)
     problems = sp.problems + src.problems + result.problems
-    if for_training if for_training is not None else (classes is None and "train" in validate_splits):
+    training = for_training if for_training is not None else (classes is None and "train" in validate_splits)
+    if training and (to_check or not errors(problems)):  # no sample at all: the problems above say why
         problems += training_problems(root, sp.splits, sp.files, result.report.values, result.classes)
     problems += spread_warnings(sp.splits, validate_splits, result.report.values, result.classes)
     return ScannedData(src, sp.splits, result, problems, notes + sp.notes + src.notes + result.notes)

@@ -72,13 +72,30 @@ def pair_by_stem(
         problems.append(
             Problem(
                 f"masks{place} have no image",
-                "add the images or remove the masks",
+                "add the images or remove the masks" + _suffix_hint(missing, orphans),
                 [str(masks[s][0]) for s in orphans],
                 one=f"mask{place} has no image",
             )
         )
     samples = [Sample(s, images[s][0], masks[s][0]) for s in sorted(images) if s in masks and s not in bad]
     return samples, problems
+
+
+def _suffix_hint(unmasked: list[str], orphans: list[str]) -> str:
+    """'; masks are named <stem>_mask.*: ...' when most masks without an image are an image's stem
+    plus one same ending (a naming convention of another tool), else ''."""
+    stems = set(unmasked)
+    endings: dict[str, int] = {}
+    for m in orphans:
+        for i in range(1, len(m)):
+            if m[:i] in stems:
+                endings[m[i:]] = endings.get(m[i:], 0) + 1
+    if not endings:
+        return ""
+    ending, n = max(endings.items(), key=lambda kv: kv[1])
+    if n < max(1, len(orphans) // 2):
+        return ""
+    return f"; they are named <image stem>{ending}: rename each to its image's stem (a.jpg pairs with a.png)"
 
 
 def duplicate_stems(samples: list[Sample]) -> list[str]:

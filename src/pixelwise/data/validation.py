@@ -457,7 +457,7 @@ def _infer_classes(spec: DecodeSpec, good: list[SampleCheck], found: _Findings) 
     if mixed:
         found.problems.append(mixed)
     absent = sorted(set(range(top + 1)) - set(seen))
-    if absent:
+    if absent and seen:
         found.problems.append(
             Problem(
                 f"mask value{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent[:10]))}"

@@ -39,6 +39,12 @@ def list_folder(root: str | Path) -> tuple[list[Sample], list[Problem]]:
     images = files_by_stem(images_dir, IMAGE_EXTENSIONS, foreign)
     masks = files_by_stem(masks_dir, MASK_EXTENSIONS, foreign)
     if not images:
+        nested = sorted(d.name for d in images_dir.iterdir() if d.is_dir() and files_by_stem(d, IMAGE_EXTENSIONS))
+        if nested:
+            raise PixelwiseError(
+                f"{images_dir}: the images are in sub-folders ({', '.join(nested)}), not in images/ itself; move "
+                f"them up into images/ (and the masks into masks/) and list split names in {root}/splits/<split>.txt"
+            )
         raise PixelwiseError(
             f"{images_dir}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}); add images or fix the path"
         )
