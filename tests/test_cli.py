@@ -266,6 +266,7 @@ def test_inspect_json_into_a_closed_pipe(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
             timeout=120,
+            cwd=tmp_path,  # inspect's default --out is inspect-<name> in the working folder
         )
     finally:
         os.close(write)
