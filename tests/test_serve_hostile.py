@@ -10,6 +10,8 @@ import time
 import httpx
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from pixelwise.serve import ServeConfig, create_app, serve_in_background
@@ -227,3 +229,50 @@ def test_serve_help_warns_about_token_in_ps_and_states_memory(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "visible to every user of this machine in `ps`" in out and "PIXELWISE_TOKEN" in out
     assert "memory with the default limits (worst case)" in out and "--max-queued-mb 200 MB" in out
+
+
+def test_token_on_the_command_line_gets_a_note_and_the_environment_is_preferred(tmp_path, monkeypatch, capsys):
+    import pixelwise.serve
+    from pixelwise.cli import main
+
+    seen = {}
+    monkeypatch.setattr(pixelwise.serve, "serve", lambda model, config, **kw: seen.update(config=config))
+    monkeypatch.setenv("PIXELWISE_TOKEN", "from-env")
+    assert main(["serve", str(tmp_path)]) == 0
+    assert seen["config"].token == "from-env" and "PIXELWISE_TOKEN" not in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--token", "s3cret"]) == 0
+    err = capsys.readouterr().err
+    assert seen["config"].token == "s3cret" and "visible to other users" in err and "PIXELWISE_TOKEN" in err
+    assert "s3cret" not in err
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.binary(max_size=600), prefix=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM"])
+)
+def test_fuzzed_uploads_give_a_4xx_or_an_image(data, prefix):
+    from pixelwise.serve.uploads import UploadError, decode_upload
+
+    try:
+        image = decode_upload(prefix + data, 4096 * 4096)
+    except UploadError as e:
+        assert e.status in (400, 413) and "\n" not in e.message
+    else:
+        assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+
+
+def test_fuzzed_png_headers_claiming_any_size_are_refused_before_decoding():
+    import struct
+    import zlib
+
+    from pixelwise.serve.uploads import UploadError, decode_upload
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        w, h = (int(v) for v in rng.integers(1, 2**31 - 1, 2))
+        data = bytearray(png(1, 1))
+        struct.pack_into(">II", data, 16, w, h)
+        struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+        with pytest.raises(UploadError) as e:
+            decode_upload(bytes(data), 4096 * 4096)
+        assert e.value.status in (400, 413)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from textwrap import fill
 
 from ..errors import PixelwiseError
@@ -149,6 +150,13 @@ def run(args) -> int:
     token = args.token if args.token is not None else os.environ.get("PIXELWISE_TOKEN") or None
     if token is not None and not token.strip():
         raise PixelwiseError("--token must not be empty")
+    if args.token is not None:
+        print(
+            "pixelwise: note: a --token on the command line is visible to other users of this machine "
+            "(ps, /proc); set the PIXELWISE_TOKEN environment variable instead",
+            file=sys.stderr,
+            flush=True,
+        )
     config = ServeConfig(
         host=args.host,
         port=args.port,
