@@ -276,3 +276,25 @@ def test_fuzzed_png_headers_claiming_any_size_are_refused_before_decoding():
         with pytest.raises(UploadError) as e:
             decode_upload(bytes(data), 4096 * 4096)
         assert e.value.status in (400, 413)
+
+
+def test_fuzzed_raw_requests_never_take_the_server_down(segmenter):
+    rng = np.random.default_rng(0)
+    heads = [
+        b"GET / HTTP/1.1\r\n" + b"X: " + b"a" * 70000 + b"\r\n\r\n",  # a header over h11's limit
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS hello on the plain port
+        b"GET /\x00\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] + [bytes(rng.integers(0, 256, int(rng.integers(1, 400)), dtype=np.uint8)) for _ in range(40)]
+    app = create_app(segmenter, ServeConfig(header_timeout=2))
+    with serve_in_background(app) as url:
+        for head in heads:
+            with socket.create_connection(_address(url), timeout=10) as s:
+                s.sendall(head)
+                answer = _closed_by_server(s, 5)
+                assert answer is not None, head[:40]  # answered (400, 408, 413, ...) and closed, never hung
+                assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:80]
+        with httpx.Client(base_url=url, timeout=10) as h:
+            assert h.get("/health").status_code == 200
+            assert h.post("/predict", files={"file": ("x.png", png(), "image/png")}).status_code == 200
