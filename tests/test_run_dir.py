@@ -18,9 +18,20 @@ from pixelwise.errors import PixelwiseError
 from pixelwise.training import rundir
 from pixelwise.training.config import TrainConfig
 
-TINY_FLAGS = ["--arch", "unet", "--encoder", "resnet18", "--model-kwargs", "decoder_channels=[32,16,16,8,8]"]
+TINY_FLAGS = [
+    "--arch",
+    "unet",
+    "--encoder",
+    "resnet18",
+    "--model-kwargs",
+    "decoder_channels=[32,16,16,8,8]",
+    "--pretrained",
+    "none",
+]
 QUICK_FLAGS = [
     *TINY_FLAGS,
+    "--epochs",
+    "1",
     "--batch-size",
     "2",
     "--crop-size",
@@ -130,7 +141,16 @@ def test_a_run_is_known_by_its_own_files_only(tmp_path):
     assert rundir.is_run(_fake_run(tmp_path / "run", with_checkpoint=False))
 
 
-def test_overwrite_writes_the_run_beside_files_of_other_names(simple_data, tmp_path):
+def test_overwrite_writes_the_run_beside_files_of_other_names(simple_data, tmp_path, monkeypatch):
+    import pixelwise.viz as viz
+
+    real_plot, names = viz.plot_training_curves, []
+
+    def plot(csv_path, out_png, class_names=None):
+        names.append(class_names)
+        return real_plot(csv_path, out_png, class_names=class_names)
+
+    monkeypatch.setattr(viz, "plot_training_curves", plot)
     out = tmp_path / "mixed"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
@@ -148,6 +168,9 @@ def test_overwrite_writes_the_run_beside_files_of_other_names(simple_data, tmp_p
     )
     assert (out / "notes.txt").read_text() == "keep me"
     assert (out / "model.safetensors").is_file() and rundir.is_run(out)
+    assert (
+        names == [["class_0", "class_1", "class_2"]] and (out / "curves.png").stat().st_size > 0
+    )  # curves with class names
 
 
 # ----------------------------------------------------------------- output paths (17.9)
@@ -364,7 +387,7 @@ def test_pretrained_source_is_recorded_and_survives_resume(simple_data, tmp_path
         return model
 
     monkeypatch.setattr(trainer, "build_model", build)
-    common = {**QUICK, "data": str(simple_data), "out": str(tmp_path / "r"), "epochs": 2}
+    common = {**QUICK, "data": str(simple_data), "out": str(tmp_path / "r"), "epochs": 2, "pretrained": "auto"}
     real_validation = trainer.run_validation
     calls = []
 

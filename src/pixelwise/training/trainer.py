@@ -592,7 +592,9 @@ class Trainer:
         rundir.write_metrics_csv(self.run_dir / "metrics.csv", record.history, self.data.classes.num_classes)
         from ..viz import plot_training_curves
 
-        plot_training_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
+        plot_training_curves(
+            self.run_dir / "metrics.csv", self.run_dir / "curves.png", class_names=self.data.classes.names
+        )
 
 
 def _hms(seconds: float) -> str:
