@@ -173,3 +173,27 @@ def test_slug_follows_github():
     assert slug("## Training step: encoder, batch, float32 vs bf16, NCHW vs channels_last") == (
         "training-step-encoder-batch-float32-vs-bf16-nchw-vs-channels_last"
     )
+
+
+def python_blocks() -> list[tuple[Path, str]]:
+    return [(p, body) for p in [README, *DOCS] for lang, body, _ in fenced_blocks(p.read_text()) if lang == "python"]
+
+
+def test_docs_python_examples_parse_and_name_the_public_api():
+    import importlib
+    import importlib.util
+
+    import pixelwise
+
+    missing = []
+    for path, body in python_blocks():
+        compile(body, str(path), "exec")  # a syntax error fails here
+        for name in set(re.findall(r"\bpixelwise\.(\w+)", body)):
+            if not hasattr(pixelwise, name) and importlib.util.find_spec(f"pixelwise.{name}") is None:
+                missing.append(f"{path.name}: pixelwise.{name}")
+        for module, names in re.findall(r"^from (pixelwise[\w.]*) import ([\w, ]+)", body, re.M):
+            imported = importlib.import_module(module)
+            names = [n.strip() for n in names.split(",") if n.strip()]
+            missing += [f"{path.name}: {module}.{n}" for n in names if not hasattr(imported, n)]
+    assert missing == []
+    assert len(python_blocks()) >= 5
