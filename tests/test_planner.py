@@ -153,6 +153,8 @@ def test_budget_run_end_to_end(tmp_path):
     # What was passed besides the budget is kept, and the plan says so.
     assert plan["overridden"] == ["arch", "encoder", "lr", "model_kwargs"]
     assert plan["choices"]["model_kwargs"] == TINY_MODEL["model_kwargs"]
+    assert plan["pretrained"] == "none"  # what the weights started from, as model.json records it
+    assert json.loads((run / "model.json").read_text())["training"]["pretrained"] == "none"
     assert (run / "model.safetensors").is_file() and load(run, "cpu").predict(
         __import__("numpy").zeros((48, 48, 3), "uint8")
     ).shape == (48, 48)

@@ -78,7 +78,8 @@ def test_predict_files_writes_masks_and_overlays(trained_run, demo_data, tmp_pat
     assert res["written"] == 2 and len(res["failed"]) == 1 and "broken.png" in res["failed"][0][0]
     for p in src:
         m = Image.open(tmp_path / "out" / "masks" / p.name)
-        assert m.mode == "L" and m.size == (64, 64)
+        assert m.mode == "P" and m.size == (64, 64)  # a palette PNG: class indices, shown in colour
+        assert np.asarray(m).max() < 5
         assert Image.open(tmp_path / "out" / "overlays" / p.name).mode == "RGB"
 
 
