@@ -197,3 +197,21 @@ def test_docs_python_examples_parse_and_name_the_public_api():
             missing += [f"{path.name}: {module}.{n}" for n in names if not hasattr(imported, n)]
     assert missing == []
     assert len(python_blocks()) >= 5
+
+
+# Flags of other programs that the docs mention: torchrun's and benchmarks/serve_load.py's.
+OTHER_PROGRAMS_FLAGS = {
+    "--standalone", "--nproc", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--max-restarts",
+    "--clients", "--duration", "--run", "--url",
+}  # fmt: skip
+
+
+def test_every_flag_the_docs_mention_is_a_pixelwise_option():
+    known = {s for parser in _subparsers().values() for s in _options_of(parser)} | OTHER_PROGRAMS_FLAGS
+    unknown = sorted(
+        f"{path.name}: {flag}"
+        for path in [README, *DOCS]
+        for flag in set(re.findall(r"--[a-z][a-z0-9-]*", path.read_text()))
+        if flag not in known
+    )
+    assert unknown == []
