@@ -43,8 +43,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="FILE",
         help="start from the options in FILE, a config.yaml as every run directory holds",
     )
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
-    r.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last finished epoch (one stopped before its first checkpoint "
+        "starts again); DATA, if given, is where its data is now",
+    )
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (only the files a run writes); in a folder that is not a run, write the "
+        "run beside its files (never replacing one)",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -89,6 +99,8 @@ def run(args) -> int:
         return 0
     if result.best_metrics:
         print(format_metrics_table(result.best_metrics))
-        print(f"best epoch {result.best_epoch}: val mIoU {100 * result.best_metrics['miou']:.2f} %")
+        miou = result.best_metrics.get("miou")
+        shown = f"{100 * miou:.2f} %" if miou is not None else "n/a (no class present)"
+        print(f"best epoch {result.best_epoch}: val mIoU {shown}")
     print(f"run: {result.run_dir}")
     return 0

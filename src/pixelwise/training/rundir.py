@@ -2,12 +2,18 @@
 
 A run directory holds::
 
-    config.yaml                  the TrainConfig, so the run can be repeated exactly
+    config.yaml                  the TrainConfig (absolute data and out paths), so the run can be
+                                 repeated exactly; a comment says what the weights started from
     checkpoint.safetensors/.json the last finished epoch: weights, optimizer, history (resume)
     model.safetensors/.json      the bundle of the best epoch by validation mIoU (what users load)
-    metrics.csv, curves.png      one row per epoch; loss and mIoU curves
-    train.log                    one line per epoch
+    metrics.csv, curves.png      one row per epoch (ratios as fractions, per-class IoU columns
+                                 val_iou_<i>); loss, IoU and learning-rate curves
+    train.log                    one line per epoch (mIoU in %)
     plan.json                    with --budget: the planned recipe and its reasons
+
+The folder is made only once the options, the data and the model are known to be good, so a
+refused start leaves nothing behind. A folder that is not a pixelwise run is never written into
+without ``--overwrite``, and no file pixelwise did not write is ever removed or replaced.
 """
 
 from __future__ import annotations
