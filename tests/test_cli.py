@@ -307,3 +307,10 @@ def test_a_near_miss_names_the_option_meant(argv, hint, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "unrecognized arguments: " in last and last.endswith(hint or argv[-1])
     assert ("did you mean" in last) == bool(hint)
+
+
+def test_an_abbreviated_flag_is_unknown_not_guessed(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--image", "3"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --image 3" in capsys.readouterr().err

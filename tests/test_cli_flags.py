@@ -59,7 +59,10 @@ def _one_line_error(capsys, argv, *expected):
 def test_every_config_field_is_a_flag_named_as_its_keyword():
     parser = _train_parser()
     visible = [a for a in parser._actions if a.help != argparse.SUPPRESS]
-    by_dest = {a.dest: a for a in visible}
+    # The first action of each destination is the field's own flag (--no-pretrained comes after it).
+    by_dest: dict = {}
+    for a in visible:
+        by_dest.setdefault(a.dest, a)
     expected = {f.name for f in fields(TrainConfig) if f.metadata.get("cli", True)}
     assert expected == {f.name for f in cli_fields()}
     assert expected - set(by_dest) == set()
@@ -385,3 +388,12 @@ def test_export_command_choices_match_the_exporter():
 
     assert command.EXPORT_FORMATS == tuple(FORMATS)
     assert command.DEFAULT_TOLERANCE == DEFAULT_TOLERANCE
+
+
+def test_no_pretrained_is_pretrained_none_and_counts_as_given():
+    from pixelwise.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "DATA", "--no-pretrained"]).pretrained == "none"
+    assert parser.parse_args(["train", "DATA", "--pretrained"]).pretrained == "imagenet"
+    assert not hasattr(parser.parse_args(["train", "DATA"]), "pretrained")  # the default: not given

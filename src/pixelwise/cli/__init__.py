@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module in COMMANDS.values():
         module.add_parser(sub)
+    # No abbreviations (`--image 3` is not `--images 3`): a flag added later must not change what
+    # an existing command line means.
+    for command in [parser, *sub.choices.values()]:
+        command.allow_abbrev = False
     return parser
 
 

@@ -130,7 +130,18 @@ def add_field_flag(container, f: Field, default=argparse.SUPPRESS, shown_default
         kw["nargs"] = "?"
         kw["help"] = f.metadata["help"]
         return container.add_argument(f.name, **kw)
-    return container.add_argument(flag_name(f.name), dest=f.name, **kw)
+    action = container.add_argument(flag_name(f.name), dest=f.name, **kw)
+    if "off" in f.metadata:  # --no-pretrained = --pretrained none
+        off = f.metadata["off"]
+        container.add_argument(
+            "--no-" + flag_name(f.name)[2:],
+            dest=f.name,
+            action="store_const",
+            const=off,
+            default=kw["default"],
+            help=f"the same as {flag_name(f.name)} {off}",
+        )
+    return action
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:

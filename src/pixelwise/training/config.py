@@ -20,6 +20,7 @@ Field metadata read by the flag generator and by :meth:`TrainConfig.validate`:
 - ``min``, ``max`` (inclusive), ``above``, ``below`` (exclusive) bounds, and ``hint``, appended to
   the message when a bound is broken;
 - ``default_text``: how ``--help`` shows a default whose value alone says little;
+- ``off``: the value of a ``--no-<name>`` flag added beside the option (``--no-pretrained`` = ``none``);
 - ``positional``: a positional argument rather than a flag (DATA);
 - ``cli``: False for a field that is not an option (``keep``, set from the flags given).
 """
@@ -125,7 +126,7 @@ class TrainConfig:
         default_text="auto",
         help="encoder weights to start from: auto = ImageNet weights from the local cache, else downloaded, "
         "else from scratch with a note saying why; imagenet (the flag alone) = those weights or an error; "
-        "none = from scratch; PATH = a local .safetensors file (a pixelwise run or an "
+        "none (or --no-pretrained) = from scratch; PATH = a local .safetensors file (a pixelwise run or an "
         "encoder state dict)",
     )
     epochs: int = option(30, group="optimisation", min=1, help="passes over the training split")
