@@ -530,7 +530,8 @@ def plot_per_class_iou(
     if present:
         mean = float(np.mean(present))
         ax.axvline(mean, color="0.3", linestyle="--", linewidth=1.0, label=f"mean (mIoU) {mean:.1f} %")
-        ax.legend(loc="lower right", fontsize=8)
+        # Below the axes, right-aligned: inside them it would cover the labels of short bars.
+        ax.legend(loc="upper right", bbox_to_anchor=(1.0, -0.12), fontsize=8, frameon=False)
     ax.set_yticks(y)
     ax.set_yticklabels([str(pc["name"]) for pc in per_class], fontsize=fontsize)
     ax.invert_yaxis()
