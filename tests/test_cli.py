@@ -314,3 +314,24 @@ def test_an_abbreviated_flag_is_unknown_not_guessed(capsys):
         main(["demo", "--image", "3"])
     assert e.value.code == 2
     assert "unrecognized arguments: --image 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--seed", "-1"], "--seed: must be at least 0"),
+        (["--val-fraction", "-1"], "--val-fraction -1.0: must be at least 0"),
+        (["--val-fraction", "nan"], "--val-fraction nan: must be a finite number"),
+        (["--test-fraction", "1.5"], "--test-fraction 1.5: must be at least 0 and below 1"),
+    ],
+)
+def test_inspect_checks_its_split_options_before_reading_anything(tmp_path, capsys, flags, words):
+    # A data folder that does not exist: the option is refused before the folder is looked at.
+    code = None
+    try:
+        code = main(["inspect", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), *flags])
+    except SystemExit as e:  # argparse's own range check
+        code = e.code
+    assert code == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -50,7 +50,10 @@ def run(args) -> int:
     import json
 
     from ..inspection import format_report, inspect_data
+    from ..training.config import TrainConfig
 
+    # The split options are TrainConfig's: the same ranges, checked before any file is read.
+    TrainConfig(val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed).validate()
     report = inspect_data(
         args.data,
         format=args.format,

@@ -202,7 +202,9 @@ class TrainConfig:
         default_text="on CUDA only; the demo and --budget runs turn it on",
         help="NHWC memory layout (1.1x on an AVX2 CPU, 1.0x on an AVX-512 one)",
     )
-    seed: int = option(0, group="run", help="random seed of the split, the weights and the augmentation")
+    seed: int = option(
+        0, group="run", min=0, max=2**32 - 1, help="random seed of the split, the weights and the augmentation"
+    )
     deterministic: bool = option(False, group="run", help="deterministic kernels (slower on GPU)")
     num_workers: int = option(
         -1, group="data", min=-1, help="data loader processes; -1 = chosen from the CPU count, 0 = in the main process"
@@ -359,7 +361,9 @@ def _non_none(hint) -> tuple:
 def _bounds_text(meta) -> str:
     """The allowed range of a number as words: ``at least 0 and below 1``."""
     words = {"min": "at least", "above": "more than", "max": "at most", "below": "below"}
-    return " and ".join(f"{w} {meta[k]:g}" for k, w in words.items() if k in meta)
+    return " and ".join(
+        f"{w} {meta[k]:{'d' if isinstance(meta[k], int) else 'g'}}" for k, w in words.items() if k in meta
+    )
 
 
 def _range_problem(value, meta, is_float: bool) -> str | None:
