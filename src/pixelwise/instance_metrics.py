@@ -1,0 +1,1 @@
+"""Instance and panoptic scores: mask AP through COCOeval, panoptic quality."""

@@ -1,0 +1,1 @@
+"""Objects from dense network outputs: instance grouping, panoptic merging, their file formats."""
