@@ -1,10 +1,17 @@
 """Inference that scales: sliding windows, test-time augmentation, Monte-Carlo dropout.
 
 Everything here works on softmax probabilities. A *member* is anything that turns a batch of
-``(N, 3, h, w)`` float images in ``[0, 1]`` into ``(N, C, h, w)`` logits (a PyTorch model, an
+``(N, 3, h, w)`` float images in ``[0, 1]`` into ``(N, C + E, h, w)`` outputs (a PyTorch model, an
 ONNX Runtime session, one model of an ensemble); :func:`predict_image` averages the
 probabilities of every member, scale and flip, tile by tile, and blends the tiles into one
 ``(C, H, W)`` map.
+
+Instance and panoptic models (``E = extra_channels = 3``) also give a centre logit and the offsets
+``dy, dx`` (pixels) from each pixel to its object's centre. Those become the *dense maps*
+(:func:`pixelwise.instances.dense_maps`: centre heatmap in [0, 1], dy, dx), averaged like the
+probabilities: a flipped view is flipped back with its offset along the flip negated, a scaled view
+is resized back with its offsets multiplied by original size / scaled size, tiles are blended with
+the same window.
 
 Memory: an image above ``InferenceConfig.tile_above`` pixels (or any image with ``tile="always"``) is
 cut into ``tile_size`` squares; at most ``tile_batch`` tiles are in the network at once, so the
@@ -30,9 +37,14 @@ TILE_MODES = ("auto", "always", "never")
 
 
 class Member(Protocol):
-    """One network to average over: ``(N, 3, h, w)`` [0, 1] float images -> ``(N, C, h, w)`` logits."""
+    """One network to average over: ``(N, 3, h, w)`` [0, 1] float images -> ``(N, C + E, h, w)`` outputs.
+
+    ``num_classes`` is C (class logits first); ``extra_channels`` is E, 0 for semantic models and
+    3 (centre logit, dy, dx) for instance and panoptic models. A member without the attribute has E = 0.
+    """
 
     num_classes: int
+    extra_channels: int
 
     def logits(self, x01: torch.Tensor, stochastic: bool = False) -> torch.Tensor: ...
 
@@ -123,13 +135,16 @@ class Prediction:
     across MC-dropout passes, of the probability of the predicted class (None without MC dropout).
     ``stats`` says how the prediction was made (tiles, largest batch sent to a network).
     ``logit_labels``: the ``(H, W)`` argmax of the logits when one network saw the whole image
-    once (plain inference), else None.
+    once (plain inference), else None. ``dense``: for instance and panoptic models the ``(3, H, W)``
+    float32 dense maps: centre heatmap in [0, 1], then the offsets dy, dx in pixels of the image
+    from each pixel to its object's centre; None for semantic models.
     """
 
     probs: np.ndarray
     variance: np.ndarray | None = None
     stats: dict = field(default_factory=dict)
     logit_labels: np.ndarray | None = field(default=None, repr=False)
+    dense: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def labels(self) -> np.ndarray:
@@ -263,52 +278,95 @@ class _Tracker:
         self.forwards += 1
 
 
-def augmented_probs(
-    x01: torch.Tensor, members: Sequence[Member], config: InferenceConfig, tracker: _Tracker | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mean softmax over members x scales x flips (x MC passes) for a batch.
+def _dense_maps(extra: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, h, w)`` raw extra channels -> centre heatmap in [0, 1], dy, dx (see :mod:`pixelwise.instances`)."""
+    from ..instances import dense_maps
 
-    ``x01``: ``(N, 3, h, w)`` float in [0, 1]. Returns ``(N, C, h, w)`` float32 mean probabilities
-    and, with MC dropout, the ``(N, C, h, w)`` per-class variance across the stochastic passes
-    (averaged over members and views), else None.
+    return dense_maps(extra)
+
+
+def _split(out: torch.Tensor, num_classes: int, extra: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(N, C + E, h, w)`` outputs -> ``(N, C, h, w)`` softmax probabilities and the ``(N, 3, h, w)``
+    dense maps (None for a semantic member, ``E = 0``)."""
+    out = out.float()
+    if not extra:
+        return torch.softmax(out, 1), None
+    return torch.softmax(out[:, :num_classes], 1), _dense_maps(out[:, num_classes:])
+
+
+def _one_view(
+    member: Member, xv: torch.Tensor, config: InferenceConfig, extra: int
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Probabilities, MC-dropout variance (None without) and dense maps (None for semantic members) of one view,
+    on ``xv``'s device. With MC dropout the probabilities and dense maps are the means over the passes."""
+    device = xv.device
+    if not config.mc_dropout:
+        p, d = _split(member.logits(xv), member.num_classes, extra)
+        return p.to(device), None, (d.to(device) if d is not None else None)
+    mean = m2 = dense = torch.zeros(0)
+    for k in range(config.mc_dropout):  # Welford: no list of passes kept
+        p, d = _split(member.logits(xv, stochastic=True), member.num_classes, extra)
+        p, d = p.to(device), (d.to(device) if d is not None else None)
+        if k == 0:
+            mean, m2, dense = p.clone(), torch.zeros_like(p), d
+        else:
+            delta = p - mean
+            mean += delta / (k + 1)
+            m2 += delta * (p - mean)
+            if d is not None:
+                dense = dense + (d - dense) / (k + 1)
+    return mean, m2 / max(config.mc_dropout - 1, 1), dense
+
+
+def _restore_dense(dense: torch.Tensor, dims: tuple[int, ...], size: tuple[int, int]) -> torch.Tensor:
+    """Dense maps of a flipped and/or scaled view, back in the geometry of the ``size`` image.
+
+    Flipped back, the offset along a flipped axis changes sign (dx for a horizontal flip, dims 3;
+    dy for a vertical one, dims 2); resized to ``size``, offsets in pixels of the view are scaled by
+    original size / view size.
+    """
+    sh, sw = dense.shape[-2:]
+    if dims:
+        dense = dense.flip(dims)
+    dense = _resize(dense, size)
+    fy = (-1.0 if 2 in dims else 1.0) * size[0] / sh
+    fx = (-1.0 if 3 in dims else 1.0) * size[1] / sw
+    if fy == 1.0 and fx == 1.0:
+        return dense
+    return torch.cat([dense[:, :1], dense[:, 1:2] * fy, dense[:, 2:3] * fx], 1)
+
+
+def _plus(total: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    return x if total is None else total + x
+
+
+def augmented_outputs(
+    x01: torch.Tensor, members: Sequence[Member], config: InferenceConfig, tracker: _Tracker | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Mean softmax (and dense maps) over members x scales x flips (x MC passes) for a batch.
+
+    ``x01``: ``(N, 3, h, w)`` float in [0, 1]. Returns ``(N, C, h, w)`` float32 mean probabilities;
+    with MC dropout the ``(N, C, h, w)`` per-class variance across the stochastic passes (averaged
+    over members and views), else None; for instance models the ``(N, 3, h, w)`` mean dense maps
+    (centre heatmap, dy, dx in pixels of ``x01``), else None.
     """
     h, w = x01.shape[-2:]
-    total = None
-    var_total = None
+    extra = _extra_channels(members)
+    total = var_total = dense_total = None
     views = 0
     for member in members:
         for s in config.scales:
-            size = (max(1, int(round(h * s))), max(1, int(round(w * s))))
-            xs = _resize(x01, size)
+            xs = _resize(x01, (max(1, int(round(h * s))), max(1, int(round(w * s)))))
             for dims in config.flips:
                 xv = xs.flip(dims) if dims else xs
                 if tracker is not None:
                     tracker.saw(xv)
-                var = None
-                if config.mc_dropout:
-                    mean = torch.zeros(0)
-                    m2 = torch.zeros(0)
-                    for k in range(config.mc_dropout):  # Welford: no list of passes kept
-                        p = torch.softmax(member.logits(xv, stochastic=True).float(), 1).to(x01.device)
-                        if k == 0:
-                            mean, m2 = p.clone(), torch.zeros_like(p)
-                        else:
-                            d = p - mean
-                            mean += d / (k + 1)
-                            m2 += d * (p - mean)
-                    p = mean
-                    var = m2 / max(config.mc_dropout - 1, 1)
-                else:
-                    p = torch.softmax(member.logits(xv).float(), 1).to(x01.device)
-                if dims:
-                    p = p.flip(dims)
-                    var = var.flip(dims) if var is not None else None
-                p = _resize(p, (h, w))
+                p, var, dense = _one_view(member, xv, config, extra)
+                total = _plus(total, _resize(p.flip(dims) if dims else p, (h, w)))
                 if var is not None:
-                    var = _resize(var, (h, w))
-                total = p if total is None else total + p
-                if var is not None:
-                    var_total = var if var_total is None else var_total + var
+                    var_total = _plus(var_total, _resize(var.flip(dims) if dims else var, (h, w)))
+                if dense is not None:
+                    dense_total = _plus(dense_total, _restore_dense(dense, dims, (h, w)))
                 views += 1
     assert total is not None
     if views > 1:
@@ -316,7 +374,16 @@ def augmented_probs(
     if any(s != 1.0 for s in config.scales):
         # Bilinear resizing keeps the sum at 1 only up to rounding; renormalise so it holds exactly.
         total = total / total.sum(1, keepdim=True).clamp_min(1e-12)
-    return total, (var_total / views if var_total is not None else None)
+    var_total = var_total / views if var_total is not None else None
+    return total, var_total, (dense_total / views if dense_total is not None and views > 1 else dense_total)
+
+
+def augmented_probs(
+    x01: torch.Tensor, members: Sequence[Member], config: InferenceConfig, tracker: _Tracker | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The probabilities and MC variance of :func:`augmented_outputs` (without the dense maps)."""
+    probs, var, _ = augmented_outputs(x01, members, config, tracker)
+    return probs, var
 
 
 def _to_x01(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -333,12 +400,24 @@ def _predicted_class_variance(probs: torch.Tensor, var: torch.Tensor) -> torch.T
     return var.gather(0, probs.argmax(0, keepdim=True))[0]
 
 
+def _extra_channels(members: Sequence[Member]) -> int:
+    """The members' ``extra_channels`` (0 when they have none); members that disagree are an error."""
+    extras = {int(getattr(m, "extra_channels", 0)) for m in members}
+    if len(extras) > 1:
+        raise PixelwiseError(
+            f"the models give different outputs ({sorted(extras)} channels besides the classes): semantic and "
+            "instance/panoptic models cannot be averaged; use models of one task"
+        )
+    return extras.pop() if extras else 0
+
+
 def _check_members(members: Sequence[Member]) -> int:
     if not members:
         raise PixelwiseError("no model to predict with")
     n = {m.num_classes for m in members}
     if len(n) != 1:
         raise PixelwiseError(f"the models predict different numbers of classes ({sorted(n)}); they cannot be averaged")
+    _extra_channels(members)
     return n.pop()
 
 
@@ -359,6 +438,11 @@ def _logit_labels(logits: torch.Tensor) -> np.ndarray:
     return logits.max(1).indices.cpu().numpy().astype(np.int64, copy=False)
 
 
+def _class_logits(out: torch.Tensor, member: Member) -> torch.Tensor:
+    """The class logits ``(N, C, h, w)`` of a member's ``(N, C + E, h, w)`` outputs."""
+    return out[:, : member.num_classes] if getattr(member, "extra_channels", 0) else out
+
+
 def _whole_batch(
     x01: torch.Tensor, members: Sequence[Member], config: InferenceConfig, tracker: _Tracker
 ) -> list[Prediction]:
@@ -366,17 +450,22 @@ def _whole_batch(
     labels = None
     if is_plain(config, members):
         tracker.saw(x01)
-        logits = members[0].logits(x01).float()
-        probs, var = torch.softmax(logits, 1).to(x01.device), None
-        labels = _logit_labels(logits)
+        member = members[0]
+        logits = member.logits(x01).float()
+        probs, var = torch.softmax(_class_logits(logits, member), 1).to(x01.device), None
+        dense = _dense_maps(logits[:, member.num_classes :]) if _extra_channels(members) else None
+        labels = _logit_labels(_class_logits(logits, member))
     else:
-        probs, var = augmented_probs(x01, members, config, tracker)
+        probs, var, dense = augmented_outputs(x01, members, config, tracker)
     probs = probs.cpu()
+    dense = dense.cpu() if dense is not None else None
     stats = {"tiles": 1, "tiled": False, "max_batch": tracker.max_batch, "forwards": tracker.forwards}
     out = []
     for i in range(probs.shape[0]):
         v = _predicted_class_variance(probs[i], var[i].cpu()).numpy() if var is not None else None
-        out.append(Prediction(probs[i].numpy(), v, dict(stats), labels[i] if labels is not None else None))
+        pred = Prediction(probs[i].numpy(), v, dict(stats), labels[i] if labels is not None else None)
+        pred.dense = dense[i].numpy() if dense is not None else None
+        out.append(pred)
     return out
 
 
@@ -403,7 +492,8 @@ def predict_labels(
         and all(im.shape == images[0].shape for im in images)
     ):
         _check_members(members)
-        return list(_logit_labels(members[0].logits(_to_x01(np.stack(images), torch.device(device)))))
+        out = members[0].logits(_to_x01(np.stack(images), torch.device(device)))
+        return list(_logit_labels(_class_logits(out, members[0])))
     return [p.labels for p in predict_images(images, members, config, device)]
 
 
@@ -457,41 +547,55 @@ def predict_image(
 def _tiled(
     image: np.ndarray, members: Sequence[Member], config: InferenceConfig, device: torch.device, num_classes: int
 ) -> Prediction:
-    """:func:`predict_image` of an image cut into blended tiles (see :class:`SlidingWindow`)."""
+    """:func:`predict_image` of an image cut into blended tiles (see :class:`SlidingWindow`).
+
+    Dense maps (instance models) are blended with the same window as the probabilities; their
+    offsets are relative to each pixel, so a tile's offsets hold in the whole image as they are.
+    """
     height, width = image.shape[:2]
     tracker = _Tracker()
     grid = SlidingWindow(height, width, config.tile_size, config.tile_overlap, config.blend)
     acc = torch.zeros(num_classes, height, width, dtype=torch.float32)
     weight = torch.zeros(height, width, dtype=torch.float32)
     var_acc = torch.zeros(num_classes, height, width, dtype=torch.float32) if config.mc_dropout else None
+    dense_acc = torch.zeros(3, height, width, dtype=torch.float32) if _extra_channels(members) else None
     win = grid.window
     th, tw = grid.tile_h, grid.tile_w
     for batch in grid.batches(config.tile_batch):
         tiles = np.stack([image[y : y + th, x : x + tw] for y, x in batch])
-        probs, var = augmented_probs(_to_x01(tiles, device), members, config, tracker)
+        probs, var, dense = augmented_outputs(_to_x01(tiles, device), members, config, tracker)
         probs = probs.cpu()
         var = var.cpu() if var is not None else None
+        dense = dense.cpu() if dense is not None else None
         for k, (y, x) in enumerate(batch):
             acc[:, y : y + th, x : x + tw].add_(probs[k] * win)
             weight[y : y + th, x : x + tw].add_(win)
             if var_acc is not None and var is not None:
                 var_acc[:, y : y + th, x : x + tw].add_(var[k] * win)
-        del probs, var, tiles
+            if dense_acc is not None and dense is not None:
+                dense_acc[:, y : y + th, x : x + tw].add_(dense[k] * win)
+        del probs, var, dense, tiles
     acc.div_(weight)
     v = None
     if var_acc is not None:
         var_acc.div_(weight)
         v = _predicted_class_variance(acc, var_acc).numpy()
         del var_acc
-    stats = {
+    pred = Prediction(acc.numpy(), v, _tile_stats(grid, tracker))
+    pred.dense = dense_acc.div_(weight).numpy() if dense_acc is not None else None
+    return pred
+
+
+def _tile_stats(grid: SlidingWindow, tracker: _Tracker) -> dict:
+    """What :func:`_tiled` records in :attr:`Prediction.stats`."""
+    return {
         "tiles": len(grid),
         "tiled": True,
-        "tile_size": [th, tw],
+        "tile_size": [grid.tile_h, grid.tile_w],
         "max_batch": tracker.max_batch,
         "forwards": tracker.forwards,
         "max_input_pixels": tracker.max_input_pixels,
     }
-    return Prediction(acc.numpy(), v, stats)
 
 
 def tile_memory_bound(config: InferenceConfig) -> int:
