@@ -45,6 +45,7 @@ class ClassInfo:
     names: list[str]
     colors: list[tuple[int, int, int]]
     ignore_index: int = 255
+    things: tuple[int, ...] = ()  # indices of the classes that are countable objects; the others are stuff
 
     @property
     def num_classes(self) -> int:
@@ -55,6 +56,7 @@ class ClassInfo:
             "names": list(self.names),
             "colors": [list(c) for c in self.colors],
             "ignore_index": self.ignore_index,
+            "things": [int(t) for t in self.things],
         }
 
     @classmethod
@@ -63,6 +65,7 @@ class ClassInfo:
             names=[str(n) for n in d["names"]],
             colors=[tuple(int(v) for v in c) for c in d["colors"]],
             ignore_index=int(d.get("ignore_index", 255)),
+            things=tuple(int(t) for t in d.get("things") or ()),
         )
 
 
@@ -74,6 +77,7 @@ class ClassesFile:
     colors_given: bool
     ignore_colors: list[tuple[int, int, int]]
     path: Path
+    things_given: bool = False  # the file has a ``things:`` key (an empty list too)
 
 
 def _color_list(value, path: Path, key: str, count: int | None) -> list[tuple[int, int, int]]:
@@ -93,12 +97,42 @@ def _color_list(value, path: Path, key: str, count: int | None) -> list[tuple[in
     return [tuple(c) for c in value]
 
 
+def parse_things(value, names: list[str], ignore_index: int, source: str | Path) -> tuple[int, ...]:
+    """The class indices of a ``things:`` list of class names (or integer class indices), sorted.
+
+    An unknown name, an index outside the classes, the ignore index or a class listed twice is a
+    one-line :class:`PixelwiseError` naming ``source``.
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise PixelwiseError(f"{source}: 'things' must be a list of class names, such as [car, person]")
+    index = {n: i for i, n in enumerate(names)}
+    out: list[int] = []
+    for v in value:
+        if isinstance(v, int) and not isinstance(v, bool):
+            if v == ignore_index:
+                raise PixelwiseError(f"{source}: things lists the ignore index {v}; list only classes")
+            if not 0 <= v < len(names):
+                raise PixelwiseError(f"{source}: things lists {v}, which is no class index (0..{len(names) - 1})")
+            i = v
+        elif str(v) in index:
+            i = index[str(v)]
+        else:
+            raise PixelwiseError(f"{source}: things lists '{v}', which is not one of the class names")
+        if i in out:
+            raise PixelwiseError(f"{source}: things lists the class '{names[i]}' twice; list each once")
+        out.append(i)
+    return tuple(sorted(out))
+
+
 def read_classes_file(path: str | Path) -> ClassesFile:
     """Parse a classes YAML file.
 
     Accepted keys: ``names`` (list, required), ``colors`` (list of [r, g, b], optional),
     ``ignore_index`` (int, optional, default 255), ``ignore_color`` ([r, g, b] or a list of them,
-    optional: the colour(s) of ignored pixels in colour-coded masks).
+    optional: the colour(s) of ignored pixels in colour-coded masks), ``things`` (optional: the
+    classes that are countable objects, by name or index; see :func:`parse_things`).
     """
     path = Path(path)
     if not path.is_file():
@@ -129,4 +163,6 @@ def read_classes_file(path: str | Path) -> ClassesFile:
     if isinstance(ignore_colors, list) and ignore_colors and isinstance(ignore_colors[0], int):
         ignore_colors = [ignore_colors]
     ignore_colors = _color_list(ignore_colors, path, "ignore_color", None) if ignore_colors else []
-    return ClassesFile(ClassInfo(names=names, colors=colors, ignore_index=ignore), given, ignore_colors, path)
+    things = parse_things(raw.get("things"), names, ignore, path)
+    info = ClassInfo(names=names, colors=colors, ignore_index=ignore, things=things)
+    return ClassesFile(info, given, ignore_colors, path, things_given="things" in raw)

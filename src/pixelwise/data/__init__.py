@@ -38,6 +38,7 @@ _HOME = {
     "read_mask": "decode",
     "read_sample": "decode",
     "read_sample_mask": "decode",
+    "read_instances": "decode",
     "resize_nearest": "decode",
     "FORMATS": "formats",
     "detect_format": "formats",

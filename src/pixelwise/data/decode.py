@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .encodings import INVALID, FileError, decode, describe_key, open_image, read_raw_mask
-from .render import render
+from .render import render, render_layers
 from .types import DEFAULT_MAX_PIXELS, DecodeSpec, Sample
 
 
@@ -113,3 +113,94 @@ def read_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     """``(H, W, 3) uint8`` image and ``(H, W) int64`` class mask of a sample, decoded as its spec says."""
     image = read_image(sample.image, sample.spec.max_pixels if sample.spec else DEFAULT_MAX_PIXELS)
     return image, read_sample_mask(sample, image.shape[:2])
+
+
+# Cityscapes instance ids: class label id * 1000 + k for objects, the plain label id elsewhere.
+CITYSCAPES_INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
+_ID_MODES = ("1", "L", "P", "I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def read_id_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The stored values of an instance id file (8-bit, 16-bit or 32-bit single-channel) as (H, W) int64."""
+    im = open_image(path, max_pixels, "instance id map")
+    try:
+        if im.mode not in _ID_MODES:
+            raise FileError(
+                path,
+                f"instance id map is {im.mode}, not a single-channel PNG",
+                "save each pixel's object id (0 = no object) as an 8-bit or 16-bit grayscale PNG",
+            )
+        return np.asarray(im).astype(np.int64)
+    finally:
+        im.close()
+
+
+def cityscapes_ids(raw: np.ndarray, spec: DecodeSpec | None = None) -> np.ndarray:
+    """Cityscapes ``instanceIds`` values -> (H, W) int32 object ids 1..K (0 = no object).
+
+    Values >= 1000 are ``label id * 1000 + k``, one object each; smaller values are no object.
+    With a spec whose lookup table and things are known, objects of classes that are no thing
+    class (ignored ones such as caravan) get no id either.
+    """
+    keep = raw >= 1000
+    if spec is not None and spec.lut and spec.things is not None:
+        lut = np.asarray(spec.lut, np.int64)
+        label = np.clip(raw // 1000, 0, len(lut) - 1)
+        keep &= np.isin(lut[label], spec.things)
+    keys, inverse = np.unique(np.where(keep, raw, 0), return_inverse=True)
+    ids = inverse.reshape(raw.shape).astype(np.int32)
+    return ids if keys[0] == 0 else ids + 1
+
+
+def image_size(sample: Sample) -> tuple[int, int]:
+    """A sample's image (H, W) after EXIF orientation, read from the file header without decoding the pixels."""
+    im = open_image_header(sample.image)
+    with im:
+        w, h = im.size
+        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+            w, h = h, w
+    return h, w
+
+
+def open_image_header(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except Exception as e:  # any failure to identify the file is the file's fault
+        raise FileError(
+            path, f"cannot read this image ({e.__class__.__name__})", "replace or remove the file"
+        ) from None
+
+
+def read_instances(sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The (H, W) int32 object ids of a sample (0 = no object), the same size as its decoded mask.
+
+    Folder data sets: instances/<stem>.png as stored; Cityscapes: see :func:`cityscapes_ids`;
+    COCO and LabelMe: drawn from the shapes (ids on pixels of no thing class cleared). With
+    ``size`` (the image's (H, W); found from the image's header when the spec resizes masks and
+    no size is given) a map of another size is an error, or is resized by nearest neighbour when
+    the spec says ``resize_masks="nearest"``. Raises FileError naming the file when it cannot be used.
+    """
+    spec = sample.spec
+    if sample.instances is None:
+        raise FileError(sample.mask, "this sample has no object ids", "add an instance id map for it")
+    max_pixels = spec.max_pixels if spec else DEFAULT_MAX_PIXELS
+    if sample.vector is not None:
+        ids = render_layers(sample.vector, max_pixels, spec.things if spec else None)[1]
+    else:
+        raw = read_id_file(sample.instances, max_pixels)
+        if sample.instances.name.endswith(CITYSCAPES_INSTANCE_SUFFIX):
+            ids = cityscapes_ids(raw, spec)
+        else:
+            ids = raw.astype(np.int32)
+    resize = spec is not None and spec.resize_masks == "nearest"
+    if size is None and resize:
+        size = image_size(sample)
+    if size is not None and ids.shape != tuple(size):
+        if resize:
+            return resize_nearest(ids, size).astype(np.int32)
+        raise FileError(
+            sample.instances,
+            f"instance id map is {ids.shape[1]}x{ids.shape[0]}, image is {size[1]}x{size[0]}",
+            "id maps must have exactly the image's height and width (or pass --resize-masks nearest)",
+        )
+    return ids

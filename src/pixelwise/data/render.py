@@ -78,21 +78,75 @@ def _draw_region(shape: Shape, h: int, w: int) -> np.ndarray:
     return np.asarray(canvas, dtype=bool)
 
 
+def _region(shape: Shape, vm: VectorMask) -> np.ndarray:
+    if shape.kind in ("coco-polygon", "rle"):
+        return _coco_region(shape, vm.height, vm.width, vm.source)
+    return _draw_region(shape, vm.height, vm.width)
+
+
+def _check_size(vm: VectorMask, max_pixels: int) -> None:
+    if vm.height < 1 or vm.width < 1:
+        raise FileError(vm.source, f"the annotation gives the image size {vm.width}x{vm.height}", "fix the annotation")
+    if vm.height * vm.width > max_pixels:
+        raise too_large(vm.source, vm.width, vm.height, max_pixels)
+
+
 def render(vm: VectorMask, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Paint the shapes in order; returns ``(H, W)`` int64 class indices (background 0).
 
     A size that is not positive, or of more than ``max_pixels`` pixels, is refused before any
     memory is taken: it comes from the annotation file, not from an image.
     """
-    if vm.height < 1 or vm.width < 1:
-        raise FileError(vm.source, f"the annotation gives the image size {vm.width}x{vm.height}", "fix the annotation")
-    if vm.height * vm.width > max_pixels:
-        raise too_large(vm.source, vm.width, vm.height, max_pixels)
+    _check_size(vm, max_pixels)
     out = np.zeros((vm.height, vm.width), dtype=np.int64)
     for shape in vm.shapes:
-        if shape.kind in ("coco-polygon", "rle"):
-            region = _coco_region(shape, vm.height, vm.width, vm.source)
-        else:
-            region = _draw_region(shape, vm.height, vm.width)
-        out[region] = shape.label
+        out[_region(shape, vm)] = shape.label
     return out
+
+
+def render_layers(
+    vm: VectorMask, max_pixels: int = DEFAULT_MAX_PIXELS, things: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray, set[tuple[int, int]]]:
+    """Paint the shapes in order into class indices and object ids at once.
+
+    Returns ``(classes (H, W) int64, ids (H, W) int32, overlaps)``: ``ids`` holds each shape's
+    :attr:`Shape.instance` (0 = none) where it shows, so a shape painted later covers the ids
+    under it as it covers their class; ``overlaps`` holds the pairs (earlier id, later id) of
+    different objects whose shapes overlap. With ``things`` the ids on pixels of other classes
+    are cleared (a shape of a stuff class is no object).
+    """
+    _check_size(vm, max_pixels)
+    classes = np.zeros((vm.height, vm.width), dtype=np.int64)
+    ids = np.zeros((vm.height, vm.width), dtype=np.int32)
+    overlaps: set[tuple[int, int]] = set()
+    label_of: dict[int, int] = {}
+    for shape in vm.shapes:
+        region = _region(shape, vm)
+        if shape.instance:
+            label_of[shape.instance] = shape.label
+            under = np.unique(ids[region])
+            overlaps |= {(int(u), shape.instance) for u in under if u and u != shape.instance}
+        classes[region] = shape.label
+        ids[region] = shape.instance
+    if things is not None:
+        ids[~np.isin(classes, things)] = 0
+        overlaps = {(a, b) for a, b in overlaps if label_of[a] in things and label_of[b] in things}
+    return classes, ids, overlaps
+
+
+def outside(shape: Shape, height: int, width: int) -> bool:
+    """Whether a polygon, rectangle or circle reaches outside the (height, width) image (it is clipped)."""
+    if shape.kind in ("coco-polygon", "polygon"):
+        coords = [float(v) for poly in shape.data for v in poly]
+        xs, ys = coords[0::2], coords[1::2]
+    elif shape.kind == "rectangle":
+        xs, ys = [float(p[0]) for p in shape.data], [float(p[1]) for p in shape.data]
+    elif shape.kind == "circle":
+        (cx, cy), (px, py) = shape.data
+        r = math.hypot(px - cx, py - cy)
+        xs, ys = [cx - r, cx + r], [cy - r, cy + r]
+    else:
+        return False
+    if not xs or not ys:
+        return False
+    return min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height

@@ -3,7 +3,8 @@
 Images travel as ``tv_tensors.Image`` and masks as ``tv_tensors.Mask``, so torchvision applies
 every geometric change to both and resizes masks with nearest-neighbour (a class index is never
 interpolated). Padding of masks is filled with the ignore index: padded pixels carry no loss and
-no score.
+no score. Object ids travel as :class:`InstanceIds` (a ``tv_tensors.Mask``): moved, flipped and
+resized exactly as the class mask (nearest neighbour), padded with 0 (no object).
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from torchvision.transforms.v2 import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class InstanceIds(tv_tensors.Mask):
+    """(H, W) object ids (0 = no object): a mask to every transform, padded with 0 instead of the ignore index."""
+
+
+def _is_class_mask(x) -> bool:
+    return isinstance(x, tv_tensors.Mask) and not isinstance(x, InstanceIds)
 
 
 class RandomScale(v2.Transform):
@@ -56,7 +65,7 @@ class ClassAwareCrop(v2.RandomCrop):
         params = super().make_params(flat_inputs)
         if self.p <= 0 or random.random() >= self.p:
             return params
-        mask = next((x for x in flat_inputs if isinstance(x, tv_tensors.Mask)), None)
+        mask = next((x for x in flat_inputs if _is_class_mask(x)), None)
         if mask is None:
             return params
         m = mask.as_subclass(torch.Tensor)
@@ -93,13 +102,14 @@ def train_transform(
     ``class_crops``: the share of crops centred on a pixel of a class drawn uniformly from those
     in the mask (:class:`ClassAwareCrop`); 0 = every crop uniformly placed.
 
-    Input: ``tv_tensors.Image`` (3, H, W) uint8 and ``tv_tensors.Mask`` (H, W) int64.
-    Output: (3, h, w) float32 normalised image and (h, w) int64 mask, (h, w) = crop size.
+    Input: ``tv_tensors.Image`` (3, H, W) uint8 and ``tv_tensors.Mask`` (H, W) int64 (and optionally
+    :class:`InstanceIds` (H, W) int64, changed exactly as the mask).
+    Output: (3, h, w) float32 normalised image and (h, w) int64 mask (and ids), (h, w) = crop size.
     """
     ops: list = []
     if scale_range and tuple(scale_range) != (1.0, 1.0):
         ops.append(RandomScale(tuple(scale_range)))
-    fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index, InstanceIds: 0}
     if class_crops > 0:
         size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
         ops.append(ClassAwareCrop(size, class_crops, ignore_index, fill))

@@ -103,6 +103,8 @@ class DecodeSpec:
     lut_name: str = ""
     resize_masks: str | None = None  # None: a size mismatch is an error; "nearest": resize the mask
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # Classes that are countable objects: ids drawn from shapes or Cityscapes ids are kept on them only.
+    things: tuple[int, ...] | None = None  # None: not resolved yet (every object kept)
 
     def describe(self) -> str:
         """One line for the user: what the stored pixels are taken to mean."""
@@ -143,6 +145,7 @@ class Shape:
     data: object  # polygons: tuple of flat (x0, y0, x1, y1, ...) tuples; rle: dict; rectangle/circle: 2 points;
     # bitmap: base64 PNG
     origin: tuple[int, int] = (0, 0)  # bitmap: top-left corner
+    instance: int = 0  # object id (> 0) the shape belongs to; 0 = no object (stuff, crowd, ignore)
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,10 @@ class Sample:
 
     ``spec`` says how the mask is decoded (set once the data set has been scanned; None = index
     values as stored). ``vector`` holds the shapes of a mask drawn from annotations (COCO,
-    LabelMe); then ``mask`` is the annotation file, named in messages.
+    LabelMe); then ``mask`` is the annotation file, named in messages. ``instances`` is the file
+    that holds the sample's object ids (folder: instances/<stem>.png; Cityscapes: the
+    ``_gtFine_instanceIds.png``; COCO and LabelMe: the annotation file, ids from the shapes);
+    None = no object ids.
     """
 
     stem: str
@@ -169,6 +175,7 @@ class Sample:
     mask: Path
     spec: DecodeSpec | None = field(default=None, compare=False)
     vector: VectorMask | None = field(default=None, compare=False, repr=False)
+    instances: Path | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -208,11 +215,15 @@ class DataSource:
     splits: dict[str, list[Sample]] | None = None  # None: splits/*.txt or a seeded split
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    things_given: bool = False  # classes.things comes from a classes file's ``things:``
+    default_things: tuple[str, ...] | None = None  # the format's thing classes by name; None: none known
+    things_from: str = ""  # where default_things come from, for the notes
 
     def use_classes_file(self, path: str | Path) -> None:
         """Take the classes (and, when the file gives them, the mask colours) from a classes YAML file."""
         cf = read_classes_file(path)
         self.classes, self.classes_from = cf.info, str(path)
+        self.things_given = cf.things_given
         if cf.colors_given:
             self.colors = list(cf.info.colors)
         if cf.ignore_colors:
@@ -232,3 +243,9 @@ class FolderDataset:
     notes: list[str] = field(default_factory=list)  # what was detected and decided, for the user
     skipped: list[str] = field(default_factory=list)  # "path (reason)" of samples left out by --skip-bad
     warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def has_instances(self) -> bool:
+        """Whether every sample of every split has object ids (see :attr:`Sample.instances`)."""
+        samples = [s for ss in self.splits.values() for s in ss]
+        return bool(samples) and all(s.instances is not None for s in samples)

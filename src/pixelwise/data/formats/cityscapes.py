@@ -1,10 +1,11 @@
 """Cityscapes fine annotations: leftImg8bit/<split>/<city>/*_leftImg8bit.png with
 gtFine/<split>/<city>/*_gtFine_labelIds.png; label ids mapped to the 19 training ids, every other
-id ignored.
+id ignored. Object ids come from the ``*_gtFine_instanceIds.png`` beside each mask when it is there.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ...classes import ClassInfo
@@ -34,6 +35,9 @@ CITYSCAPES_TRAIN = [
     (32, "motorcycle", (0, 0, 230)),
     (33, "bicycle", (119, 11, 32)),
 ]
+# The training classes Cityscapes annotates object by object (instanceIds >= 1000).
+CITYSCAPES_THINGS = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
+_INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
 CITYSCAPES_NUM_IDS = 34  # label ids 0..33; every id not in the table above is ignored
 _IMAGE_SUFFIX = "_leftImg8bit"
 _MASK_SUFFIX = "_gtFine_labelIds.png"
@@ -80,7 +84,8 @@ def read_cityscapes(root: Path) -> DataSource:
         )
         problems += unpaired
     classes = ClassInfo([n for _, n, _ in CITYSCAPES_TRAIN], [c for _, _, c in CITYSCAPES_TRAIN], 255)
-    return DataSource(
+    splits = {n: [_with_instances(s) for s in ss] for n, ss in splits.items()}
+    src = DataSource(
         "cityscapes",
         root,
         [s for n in SPLIT_NAMES for s in splits[n]],
@@ -90,4 +95,13 @@ def read_cityscapes(root: Path) -> DataSource:
         splits=splits,
         problems=problems,
         notes=notes,
+        default_things=CITYSCAPES_THINGS,
+        things_from="Cityscapes",
     )
+    return src
+
+
+def _with_instances(sample: Sample) -> Sample:
+    """The sample with its ``_gtFine_instanceIds.png`` (beside the labelIds mask) when there is one."""
+    path = sample.mask.with_name(sample.mask.name[: -len(_MASK_SUFFIX)] + _INSTANCE_SUFFIX)
+    return replace(sample, instances=path) if path.is_file() else sample

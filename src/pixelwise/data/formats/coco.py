@@ -5,7 +5,8 @@ in DATA/ or DATA/annotations/; polygons and RLE are drawn by pycocotools when a 
 Class 0 is the background; the categories follow in order of their id. Overlaps: crowd regions
 are painted first as ignore, then objects from the largest area to the smallest, so a small
 object lying on a larger one stays visible and a crowd region is ignored only where no single
-object covers it.
+object covers it. Each non-crowd annotation is one object (ids 1, 2, ... in painting order); crowd
+regions get no id. Every category is a thing class unless classes.yaml says otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from ...classes import ClassInfo, default_palette
 from ...errors import PixelwiseError
 from ..pairing import duplicate_stems
+from ..render import outside
 from ..splits import split_from_file_name, split_of
 from ..types import SPLIT_NAMES, DataSource, Problem, Sample, Shape, VectorMask
 
@@ -108,11 +110,13 @@ def _shapes(name: str, anns: list[dict], label_of: dict[int, int], bad_cat: list
             bad_cat.append(f"{name} (annotation {a.get('id')}: category {a.get('category_id')})")
             continue
         label = 255 if a.get("iscrowd") else label_of[a["category_id"]]
+        # Each object its own id, in painting order; a crowd region is no object.
+        instance = 0 if a.get("iscrowd") else sum(s.instance > 0 for s in shapes) + 1
         seg = a.get("segmentation")
         if isinstance(seg, list):
-            shapes.append(Shape(label, "coco-polygon", tuple(tuple(p) for p in seg)))
+            shapes.append(Shape(label, "coco-polygon", tuple(tuple(p) for p in seg), instance=instance))
         elif isinstance(seg, dict):
-            shapes.append(Shape(label, "rle", seg))
+            shapes.append(Shape(label, "rle", seg, instance=instance))
     return tuple(shapes)
 
 
@@ -148,8 +152,45 @@ def _file_samples(root: Path, jp: Path, data: dict, cats: dict[int, str]) -> tup
         vm = VectorMask(
             h, w, _shapes(name, [a for a in mine if not _flaw(a)], label_of, bad_cat), f"{jp} (image {name})"
         )
-        samples.append(Sample(Path(name).stem, _image_path(root, jp, name, split_dir), jp, vector=vm))
-    return samples, _annotation_problems(jp, flawed, flawed_stems, bad_cat)
+        samples.append(Sample(Path(name).stem, _image_path(root, jp, name, split_dir), jp, vector=vm, instances=jp))
+    return samples, _annotation_problems(jp, flawed, flawed_stems, bad_cat) + shape_warnings(samples, jp)
+
+
+def shape_warnings(samples: list[Sample], source: Path | str, crowd: bool = True) -> list[Problem]:
+    """Warnings about the shapes of vector samples: shapes reaching outside their image (clipped) and
+    images whose only annotations are crowd regions (no object to learn from)."""
+    clipped = [
+        f"{s.image.name} ({sum(outside(sh, s.vector.height, s.vector.width) for sh in s.vector.shapes)} shapes)"
+        for s in samples
+        if any(outside(sh, s.vector.height, s.vector.width) for sh in s.vector.shapes)
+    ]
+    crowd_only = [
+        s.image.name
+        for s in samples
+        if crowd and s.vector.shapes and all(sh.instance == 0 and sh.label == 255 for sh in s.vector.shapes)
+    ]
+    out = []
+    if clipped:
+        out.append(
+            Problem(
+                f"images in {source} have shapes reaching outside the image (clipped to it)",
+                "check the coordinates of those annotations",
+                clipped,
+                severity="warning",
+                one=f"image in {source} has shapes reaching outside the image (clipped to it)",
+            )
+        )
+    if crowd_only:
+        out.append(
+            Problem(
+                f"images in {source} have crowd regions only (ignored, no object)",
+                "annotate their objects one by one, or leave them out",
+                crowd_only,
+                severity="warning",
+                one=f"image in {source} has crowd regions only (ignored, no object)",
+            )
+        )
+    return out
 
 
 def _annotation_problems(jp: Path, flawed: list[str], stems: list[str], bad_cat: list[str]) -> list[Problem]:
@@ -224,4 +265,6 @@ def read_coco(root: Path) -> DataSource:
         splits=per_split,
         problems=problems,
         notes=[f"COCO: {len(files)} JSON file(s); crowd regions ignored; overlaps: smaller objects on top"],
+        default_things=tuple(names[1:]),
+        things_from="COCO: every category",
     )

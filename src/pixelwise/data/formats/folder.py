@@ -5,12 +5,16 @@ Layout::
     DATA/images/<stem>.<png|jpg|jpeg|tif|tiff|bmp>
     DATA/masks/<stem>.png            class indices (L, P, I;16), 0/255 binary, RGB class colours or
                                      JPEG: see pixelwise.data.encodings
-    DATA/classes.yaml                optional: names, colors, ignore_index (default 255), ignore_color
+    DATA/instances/<stem>.png        optional: object ids, 8-bit or 16-bit (0 = no object); an
+                                     object's class is the class of its pixels in masks/<stem>.png
+    DATA/classes.yaml                optional: names, colors, ignore_index (default 255), ignore_color,
+                                     things (the classes that are countable objects)
     DATA/splits/{train,val,test}.txt optional: one stem per line (see pixelwise.data.splits)
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ...classes import ClassInfo, read_classes_file
@@ -81,6 +85,12 @@ def load_classes(root: str | Path) -> ClassInfo | None:
 def read_folder(root: Path) -> DataSource:
     """The pixelwise layout: images/, masks/, optional classes.yaml and splits/."""
     samples, problems = list_folder(root)
+    instances = files_by_stem(root / "instances", (".png", ".tif", ".tiff"))
+    if instances:
+        # A second file of one stem is taken as absent: validation names the sample.
+        samples = [
+            replace(s, instances=instances[s.stem][0]) if len(instances.get(s.stem, [])) == 1 else s for s in samples
+        ]
     src = DataSource("folder", root, samples, problems=problems)
     if (root / "classes.yaml").exists():
         src.use_classes_file(root / "classes.yaml")

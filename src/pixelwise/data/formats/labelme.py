@@ -3,12 +3,16 @@ file order (a later shape covers an earlier one).
 
 Classes: labels.txt (one per line; ``__ignore__`` = ignored pixels, ``_background_`` = class 0)
 or classes.yaml when present, otherwise ``_background_`` followed by the labels found, sorted.
+
+Objects: shapes that share a ``group_id`` and a label are one object; any other shape of a thing
+class is an object of its own. The thing classes are classes.yaml's ``things:``, otherwise the
+labels of the shapes that carry a group_id.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ...classes import ClassInfo, default_palette
@@ -16,6 +20,7 @@ from ...errors import PixelwiseError
 from ..pairing import duplicate_stems
 from ..splits import read_lines
 from ..types import IMAGE_EXTENSIONS, DataSource, Problem, Sample, Shape, VectorMask
+from .coco import shape_warnings
 
 _IGNORE_LABELS = {"__ignore__"}
 _BACKGROUND = "_background_"
@@ -111,6 +116,7 @@ def _shape(s: dict, cls: int) -> Shape | None:
 def _shapes(jp: Path, d: dict, classes: ClassInfo, bad: _Unusable) -> tuple[Shape, ...]:
     """The shapes of one file in file order; unknown labels and malformed points go to ``bad``."""
     index = {n: i for i, n in enumerate(classes.names)}
+    groups: dict = {}
     if not isinstance(d.get("shapes", []), list):
         bad.add(jp, "'shapes' is not a list")
     shapes = []
@@ -134,8 +140,30 @@ def _shapes(jp: Path, d: dict, classes: ClassInfo, bad: _Unusable) -> tuple[Shap
         if shape is None:
             bad.no_area += 1
         else:
-            shapes.append(shape)
+            shapes.append(shape if cls == classes.ignore_index else replace(shape, instance=_object_id(s, groups)))
     return tuple(shapes)
+
+
+def _object_id(s: dict, groups: dict) -> int:
+    """The object id of a shape: shared by the shapes of one group_id and label, else a new one."""
+    gid = s.get("group_id")
+    key = (gid if isinstance(gid, (int, str)) and not isinstance(gid, bool) else None, str(s.get("label")))
+    if key[0] is None:
+        key = ("", len(groups))  # no group: an object of its own
+    if key not in groups:
+        groups[key] = len(groups) + 1
+    return groups[key]
+
+
+def _grouped_labels(docs: list[tuple[Path, dict]]) -> tuple[str, ...]:
+    """The labels of shapes that carry a group_id (sorted): the thing classes when no file names them."""
+    found = {
+        str(s.get("label"))
+        for _, d in docs
+        for s in _shape_list(d)
+        if isinstance(s, dict) and s.get("group_id") is not None
+    }
+    return tuple(sorted(found - _IGNORE_LABELS - {_BACKGROUND}))
 
 
 def _sample(jp: Path, d: dict, classes: ClassInfo, bad: _Unusable) -> Sample | None:
@@ -167,6 +195,12 @@ def read_labelme(root: Path) -> DataSource:
     _take_classes(src, docs)
     bad = _Unusable()
     src.samples = [s for jp, d in docs if (s := _sample(jp, d, src.classes, bad)) is not None]
+    if not src.things_given:
+        src.default_things = tuple(n for n in _grouped_labels(docs) if n in src.classes.names) or None
+        src.things_from = "LabelMe: the labels of shapes with a group_id"
+    if src.classes.things or src.default_things:
+        src.samples = [replace(s, instances=s.mask) for s in src.samples]
+    problems += shape_warnings(src.samples, "LabelMe files", crowd=False)
     if bad.items:
         problems.append(
             Problem(
