@@ -269,3 +269,106 @@ def write_labelme(root, with_labels_file=False):
     if with_labels_file:
         (root / "labels.txt").write_text("__ignore__\n_background_\nperson\ncar\nroad\nbicycle\n")
     return root
+
+
+def write_instance_folder(root, n=4, things=("car", "person"), size=32, eight_bit=False):
+    """images/, masks/ and instances/ (16-bit, or 8-bit with ``eight_bit``): two cars that touch, a person,
+    a stripe of grass (stuff). Returns root and {stem: (mask, ids)} as written."""
+    rng = np.random.default_rng(0)
+    for d in ("images", "masks", "instances"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    names = ["background", "grass", "car", "person"]
+    text = f"names: [{', '.join(names)}]\n"
+    if things is not None:
+        text += f"things: [{', '.join(things)}]\n"
+    (root / "classes.yaml").write_text(text)
+    expected = {}
+    for k in range(n):
+        mask = np.zeros((size, size), np.uint8)
+        ids = np.zeros((size, size), np.uint16)
+        mask[size - 6 :, :] = 1  # grass
+        mask[4:12, 2 + k : 10 + k], ids[4:12, 2 + k : 10 + k] = 2, 1  # car 1
+        mask[4:12, 10 + k : 16 + k], ids[4:12, 10 + k : 16 + k] = 2, 300  # car 300, touching car 1
+        mask[16:24, 20:26], ids[16:24, 20:26] = 3, 2  # a person
+        stem = f"s{k}"
+        Image.fromarray(_image(rng, size, size)).save(root / "images" / f"{stem}.png")
+        Image.fromarray(mask, "L").save(root / "masks" / f"{stem}.png")
+        stored = ids.astype(np.uint8) if eight_bit else ids
+        Image.fromarray(stored).save(root / "instances" / f"{stem}.png")
+        expected[stem] = (mask.astype(np.int64), stored.astype(np.int64))
+    return root, expected
+
+
+def write_coco_instances(root, crowd_only=False, outside=False):
+    """One instances_train.json with two images: a.jpg holds two cats (one partly over the other) and a
+    crowd of dogs; b.jpg one dog (or, with ``crowd_only``, a crowd region only). ``outside``: the dog of
+    b.jpg reaches past the right edge."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    images = [{"id": i + 1, "file_name": f"{n}.jpg", "height": 30, "width": 40} for i, n in enumerate("ab")]
+    for im in images:
+        Image.fromarray(_image(rng, 30, 40)).save(root / "images" / im["file_name"], quality=95)
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [box(2, 2, 12, 12)], "area": 100, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [box(8, 8, 14, 14)], "area": 36, "iscrowd": 0},
+        {"id": 3, "image_id": 1, "category_id": 2, "segmentation": [box(20, 20, 30, 28)], "area": 80, "iscrowd": 1},
+    ]
+    dog = box(30, 5, 45 if outside else 38, 15)
+    anns.append(
+        {"id": 4, "image_id": 2, "category_id": 2, "segmentation": [dog], "area": 80, "iscrowd": int(crowd_only)}
+    )
+    (root / "annotations").mkdir(exist_ok=True)
+    (root / "annotations" / "instances_train.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats})
+    )
+    return root
+
+
+def write_labelme_groups(root, classes_yaml=None):
+    """Two LabelMe files: a person drawn as two polygons of group_id 1, a car with group_id 2, a car
+    without group_id, and a road (stuff) under them."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    shapes = [
+        {"label": "road", "points": [[0, 12], [23, 12], [23, 19], [0, 19]], "group_id": None},
+        {"label": "person", "points": [[1, 1], [5, 1], [5, 5], [1, 5]], "group_id": 1},
+        {"label": "person", "points": [[1, 6], [5, 6], [5, 10], [1, 10]], "group_id": 1},
+        {"label": "car", "points": [[10, 13], [16, 13], [16, 18], [10, 18]], "group_id": 2},
+        {"label": "car", "points": [[17, 13], [22, 13], [22, 18], [17, 18]], "group_id": None},
+    ]
+    for stem in ("p1", "p2"):
+        Image.fromarray(_image(rng)).save(root / f"{stem}.jpg", quality=95)
+        doc = {
+            "shapes": [{**s, "shape_type": "polygon", "flags": {}} for s in shapes],
+            "imagePath": f"{stem}.jpg",
+            "imageData": None,
+            "imageHeight": H,
+            "imageWidth": W,
+        }
+        (root / f"{stem}.json").write_text(json.dumps(doc))
+    if classes_yaml:
+        (root / "classes.yaml").write_text(classes_yaml)
+    return root
+
+
+def write_cityscapes_instances(root):
+    """One train image: two cars (label id 26) and a caravan (30, ignored) as objects, road elsewhere.
+    Returns root and the expected (H, W) ids (cars 1 and 2, 0 elsewhere)."""
+    rng = np.random.default_rng(0)
+    city = root / "gtFine" / "train" / "aachen"
+    left = root / "leftImg8bit" / "train" / "aachen"
+    city.mkdir(parents=True, exist_ok=True)
+    left.mkdir(parents=True, exist_ok=True)
+    stem = "aachen_000000_000019"
+    labels = np.full((H, W), 7, np.uint8)  # road
+    inst = np.full((H, W), 7, np.uint16)
+    labels[2:8, 2:8], inst[2:8, 2:8] = 26, 26000
+    labels[2:8, 10:16], inst[2:8, 10:16] = 26, 26001
+    labels[12:18, 2:8], inst[12:18, 2:8] = 30, 30000  # caravan: ignored class
+    Image.fromarray(labels, "L").save(city / f"{stem}_gtFine_labelIds.png")
+    Image.fromarray(inst).save(city / f"{stem}_gtFine_instanceIds.png")
+    Image.fromarray(_image(rng)).save(left / f"{stem}_leftImg8bit.png")
+    expected = np.zeros((H, W), np.int32)
+    expected[2:8, 2:8], expected[2:8, 10:16] = 1, 2
+    return root, expected

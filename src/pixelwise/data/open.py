@@ -20,7 +20,7 @@ from .formats import FORMATS, detect_format
 from .problems import errors, raise_all
 from .splits import read_split_files, seeded_split, shipped_splits
 from .types import DEFAULT_MAX_PIXELS, SPLIT_NAMES, DataSource, DecodeSpec, FolderDataset, Problem, Sample
-from .validation import CheckResult, check_samples
+from .validation import CheckResult, ThingsRule, check_samples
 
 
 @dataclass
@@ -91,6 +91,15 @@ def _decode_spec(
     return replace(
         spec, encoding=encoding, lut=spec.lut if keep_lut else (), lut_name=spec.lut_name if keep_lut else ""
     )
+
+
+def _things_rule(src: DataSource, classes: ClassInfo | None) -> ThingsRule:
+    """The thing classes: a model's (when it names any), a classes file's things:, the format's, or the data's."""
+    if classes is not None and classes.things:
+        return ThingsRule(given=tuple(classes.things), source="the model's classes")
+    if src.things_given and src.classes is not None:
+        return ThingsRule(given=tuple(src.classes.things), source=src.classes_from)
+    return ThingsRule(default_names=src.default_things, source=src.things_from)
 
 
 @dataclass
@@ -166,7 +175,8 @@ def scan_dataset(
     spec = _decode_spec(src, effective, encoding, resize_masks, max_pixels)
     sp = _split(root, src, val_fraction, test_fraction, seed)
     to_check = _samples_of(sp.splits, validate_splits)
-    result = check_samples(to_check, effective, spec, workers=workers, progress=progress)
+    rule = _things_rule(src, classes)
+    result = check_samples(to_check, effective, spec, workers=workers, progress=progress, things=rule)
     problems = sp.problems + src.problems + result.problems
     training = for_training if for_training is not None else (classes is None and "train" in validate_splits)
     if training and (to_check or not errors(problems)):  # no sample at all: the problems above say why

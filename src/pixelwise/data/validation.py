@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..classes import ClassInfo, default_palette
 from ..errors import PixelwiseError
-from .decode import resize_nearest
+from .decode import CITYSCAPES_INSTANCE_SUFFIX, cityscapes_ids, read_id_file, resize_nearest
 from .encodings import (
     INVALID,
     FileError,
@@ -31,8 +31,8 @@ from .encodings import (
     unpack,
 )
 from .problems import raise_first
-from .render import render
-from .types import DataReport, DecodeSpec, Problem, Sample, plural
+from .render import render, render_layers
+from .types import DataReport, DecodeSpec, Problem, Sample, listing, plural
 
 
 @dataclass
@@ -54,6 +54,11 @@ class SampleCheck:
     keys: np.ndarray | None = None
     counts: np.ndarray | None = None
     palette: np.ndarray | None = None  # (256,) packed colours of a palette (P) mask's indices
+    id_error: FileError | None = None  # the sample's object id map cannot be read
+    id_size: tuple[int, int] | None = None  # (H, W) of the id map as stored
+    id_pairs: np.ndarray | None = None  # (K, 3) int64: stored mask key, object id, pixels (objects only)
+    touching: np.ndarray | None = None  # (P, 2) int64: ids of objects sharing a 4-neighbour border
+    overlaps: set[tuple[int, int]] = field(default_factory=set)  # shapes of two objects painted over each other
 
     @property
     def ok(self) -> bool:
@@ -71,6 +76,8 @@ class CheckResult:
     notes: list[str]
     checks: list[SampleCheck]
     bad: dict[str, str] = field(default_factory=dict)  # stem -> "path (reason)" of unusable samples
+    objects: dict[str, SampleObjects] = field(default_factory=dict)  # usable samples with object ids
+    instances: bool = False  # some sample has object ids
 
 
 def _packed_palette(im) -> np.ndarray:
@@ -97,16 +104,7 @@ def _scan_one(sample: Sample, spec: DecodeSpec) -> SampleCheck:
         c.rotated = orientation not in (1, None)
         c.size = (h, w)
     try:
-        if sample.vector is not None:
-            arr = render(sample.vector, spec.max_pixels)
-            c.kind, c.mode, c.bits = "rendered", "shapes", 0
-        else:
-            im = open_image(sample.mask, spec.max_pixels, "mask")
-            with im:
-                raw = raw_from_image(im, sample.mask, colour=spec.encoding == "rgb")
-                c.palette = _packed_palette(im) if raw.kind == "gray" and im.mode in ("P", "PA") else None
-            arr = raw.array
-            c.kind, c.mode, c.bits, c.lossy = raw.kind, raw.mode, raw.bits, raw.lossy
+        arr, ids = _read_mask(c, sample, spec)
     except FileError as e:
         c.mask_error = e
         return c
@@ -120,7 +118,56 @@ def _scan_one(sample: Sample, spec: DecodeSpec) -> SampleCheck:
         arr = resize_nearest(arr, c.size).astype(arr.dtype)
         c.resized = True
     c.keys, c.counts = histogram(arr)
+    if sample.instances is not None:
+        _scan_ids(c, sample, spec, arr, ids)
     return c
+
+
+def _read_mask(c: SampleCheck, sample: Sample, spec: DecodeSpec) -> tuple[np.ndarray, np.ndarray | None]:
+    """The stored mask values of a sample, and the object ids of a vector sample with objects (else None)."""
+    if sample.vector is not None:
+        c.kind, c.mode, c.bits = "rendered", "shapes", 0
+        if sample.instances is None:
+            return render(sample.vector, spec.max_pixels), None
+        arr, ids, c.overlaps = render_layers(sample.vector, spec.max_pixels)
+        return arr, ids
+    im = open_image(sample.mask, spec.max_pixels, "mask")
+    with im:
+        raw = raw_from_image(im, sample.mask, colour=spec.encoding == "rgb")
+        c.palette = _packed_palette(im) if raw.kind == "gray" and im.mode in ("P", "PA") else None
+    c.kind, c.mode, c.bits, c.lossy = raw.kind, raw.mode, raw.bits, raw.lossy
+    return raw.array, None
+
+
+def _scan_ids(c: SampleCheck, sample: Sample, spec: DecodeSpec, arr: np.ndarray, ids: np.ndarray | None) -> None:
+    """Read a sample's object ids once and keep what checks and reports need: (mask key, id, pixels)
+    triples and the pairs of objects that touch. ``arr``: the stored mask values, resized as the mask was."""
+    if ids is None:
+        try:
+            ids = read_id_file(sample.instances, spec.max_pixels)
+        except FileError as e:
+            c.id_error = e
+            return
+        if sample.instances.name.endswith(CITYSCAPES_INSTANCE_SUFFIX):
+            ids = cityscapes_ids(ids)
+    c.id_size = ids.shape
+    if ids.shape != arr.shape:
+        if not (c.resized and ids.shape == c.mask_size):
+            return  # a size mismatch: reported by the checks
+        ids = resize_nearest(ids, arr.shape)
+    ids = ids.astype(np.int64)
+    on = ids > 0
+    keys, objs = arr[on].astype(np.int64), ids[on]
+    span = int(keys.max()) + 1 if keys.size else 1
+    codes, counts = np.unique(objs * span + keys, return_counts=True)
+    c.id_pairs = np.stack([codes % span, codes // span, counts], axis=1) if codes.size else np.zeros((0, 3), np.int64)
+    pairs = [
+        np.stack([a[m], b[m]], axis=1)
+        for a, b in ((ids[:, :-1], ids[:, 1:]), (ids[:-1, :], ids[1:, :]))
+        for m in [(a != b) & (a > 0) & (b > 0)]
+    ]
+    both = np.sort(np.concatenate(pairs), axis=1)
+    c.touching = np.unique(both, axis=0) if both.size else np.zeros((0, 2), np.int64)
 
 
 def scan(
@@ -175,10 +222,15 @@ def _colour_keys(c: SampleCheck) -> np.ndarray | None:
     pixels are all grey or black (equal channels), or a palette mask; None for any other."""
     if c.kind != "gray" or c.keys is None:
         return None
+    return _as_colour_keys(c, c.keys)
+
+
+def _as_colour_keys(c: SampleCheck, keys: np.ndarray) -> np.ndarray | None:
+    """``keys`` of a single-channel check read as the colours they show (see :func:`_colour_keys`)."""
     if c.mode in _COLOUR_MODES and c.bits == 8:
-        return c.keys * 0x010101
+        return keys * 0x010101
     if c.palette is not None and (not c.keys.size or c.keys.max() < 256):
-        return c.palette[c.keys]
+        return c.palette[keys]
     return None
 
 
@@ -208,6 +260,9 @@ def _as_colours(files: list[SampleCheck], found: _Findings) -> None:
         colours = _colour_keys(c)
         if colours is None:
             continue
+        if c.id_pairs is not None and len(c.id_pairs):
+            c.id_pairs = c.id_pairs.copy()
+            c.id_pairs[:, 0] = _as_colour_keys(c, c.id_pairs[:, 0])
         keys, inverse = np.unique(colours, return_inverse=True)
         counts = np.zeros(len(keys), np.int64)
         np.add.at(counts, inverse.reshape(-1), c.counts)
@@ -481,11 +536,12 @@ class _Counts:
     moved: list[tuple[SampleCheck, int]] = field(default_factory=list)  # check, pixels snapped (lossy masks)
 
 
-def _classes_of(c: SampleCheck, spec: DecodeSpec, ncls: int, ignore: int) -> np.ndarray:
-    """Class (or ignore index, or INVALID) of each stored key of a check's histogram."""
+def _classes_of(c: SampleCheck, spec: DecodeSpec, ncls: int, ignore: int, keys: np.ndarray | None = None) -> np.ndarray:
+    """Class (or ignore index, or INVALID) of each stored key of a check's histogram (or of ``keys``)."""
+    keys = c.keys if keys is None else keys
     if c.kind != "rendered":
-        return map_values(c.keys, c.kind, spec)
-    mapped = c.keys.copy()
+        return map_values(keys, c.kind, spec)
+    mapped = keys.copy()
     mapped[~(((mapped >= 0) & (mapped < ncls)) | (mapped == ignore))] = INVALID
     return mapped
 
@@ -570,19 +626,185 @@ def _snap_findings(counts: _Counts, good: list[SampleCheck], spec: DecodeSpec, f
     )
 
 
+@dataclass
+class SampleObjects:
+    """The objects of one sample, as the report counts them."""
+
+    classes: dict[int, int]  # object id -> class index
+    areas: dict[int, int]  # object id -> pixels
+    touching: int = 0  # pairs of objects of one class sharing a 4-neighbour border
+    overlapping: int = 0  # pairs of objects whose shapes are painted over each other (vector sources)
+
+
+def _derived(c: SampleCheck) -> bool:
+    """Ids drawn from shapes or Cityscapes ids: those on pixels of no thing class are dropped, not errors."""
+    name = c.sample.instances.name if c.sample.instances else ""
+    return c.sample.vector is not None or name.endswith(CITYSCAPES_INSTANCE_SUFFIX)
+
+
+def _id_classes(c: SampleCheck, spec: DecodeSpec, classes: ClassInfo) -> dict[int, dict[int, int]]:
+    """Object id -> {class (or the ignore index): pixels} of one check."""
+    mapped = _classes_of(c, spec, classes.num_classes, classes.ignore_index, c.id_pairs[:, 0])
+    out: dict[int, dict[int, int]] = {}
+    for cls, i, n in zip(mapped.tolist(), c.id_pairs[:, 1].tolist(), c.id_pairs[:, 2].tolist()):
+        d = out.setdefault(i, {})
+        d[cls] = d.get(cls, 0) + n
+    return out
+
+
+@dataclass
+class ThingsRule:
+    """How the thing classes are chosen: given (a classes file, a model), by the format, or from the data."""
+
+    given: tuple[int, ...] | None = None
+    default_names: tuple[str, ...] | None = None
+    source: str = ""
+
+
+def _resolve_things(
+    rule: ThingsRule, classes: ClassInfo, per_id: list[dict[int, dict[int, int]]], found: _Findings
+) -> tuple[int, ...]:
+    """The thing classes, with a note saying where they come from when the data has object ids."""
+    names = classes.names
+    if rule.given is not None:
+        things, why = tuple(rule.given), rule.source or "given"
+    elif rule.default_names is not None:
+        things = tuple(sorted(names.index(n) for n in rule.default_names if n in names))
+        why = f"{rule.source}; list things: in classes.yaml to choose others"
+    else:
+        carried = {k for ids in per_id for d in ids.values() for k in d}
+        things = tuple(sorted(k for k in carried if 0 < k < classes.num_classes))
+        why = "the classes that carry object ids in the data, class 0 taken as background; list things: in classes.yaml"
+    if per_id or rule.given or rule.default_names:
+        shown = ", ".join(names[i] for i in things) or "none"
+        found.notes.append(f"things (countable objects): {shown} ({why})")
+    return things
+
+
+def _instance_file_problems(checks: list[SampleCheck], found: _Findings) -> None:
+    """Samples without object ids among samples with them; id maps that cannot be read or differ in size."""
+    missing = [c for c in checks if c.sample.instances is None]
+    unreadable = [c for c in checks if c.id_error is not None]
+    sized = [c for c in checks if c.id_size is not None and c.id_pairs is None and c.mask_size is not None]
+    todo = "give every sample its object ids (folder layout: instances/<stem>.png, 0 = no object)"
+    for bad, title, one, items, what in (
+        (
+            missing,
+            "samples have no object ids while the others have",
+            "sample has no object ids while the others have",
+            [f"{c.sample.mask} (no object id map)" for c in missing],
+            todo,
+        ),
+        (
+            unreadable,
+            "object id maps cannot be read",
+            "object id map cannot be read",
+            [c.id_error.item for c in unreadable],
+            "replace them with 8-bit or 16-bit single-channel PNGs",
+        ),
+        (
+            sized,
+            "object id maps differ in size from their masks",
+            "object id map differs in size from its mask",
+            [
+                f"{c.sample.instances} is {c.id_size[1]}x{c.id_size[0]}, mask is {c.mask_size[1]}x{c.mask_size[0]}"
+                for c in sized
+            ],
+            "an id map must have exactly its mask's height and width",
+        ),
+    ):
+        if bad:
+            found.problems.append(Problem(title, what, items, [c.sample.stem for c in bad], one=one))
+            for c, item in zip(bad, items):
+                found.bad.setdefault(c.sample.stem, item)
+
+
+def _objects_of(
+    c: SampleCheck, ids: dict[int, dict[int, int]], things: tuple[int, ...], names: list[str]
+) -> tuple[SampleObjects, list[str], list[str]]:
+    """One sample's objects, and its ids that span two classes or lie on pixels of no thing class (as text)."""
+    objects = SampleObjects({}, {})
+    spanning, classless = [], []
+    for i, d in sorted(ids.items()):
+        on_things = {k: n for k, n in d.items() if k in things}
+        if len(on_things) > 1:
+            spanning.append(f"id {i}: {' and '.join(names[k] for k in sorted(on_things))}")
+        if len(on_things) < len(d) and not _derived(c):
+            classless.append(f"id {i}")
+        if on_things:
+            objects.classes[i] = max(on_things, key=lambda k: on_things[k])
+            objects.areas[i] = sum(on_things.values())
+    cls = objects.classes
+    objects.touching = sum(
+        1
+        for a, b in (c.touching.tolist() if c.touching is not None else [])
+        if a in cls and b in cls and cls[a] == cls[b]
+    )
+    objects.overlapping = sum(1 for a, b in c.overlaps if a in cls and b in cls)
+    return objects, spanning, classless
+
+
+def _instance_findings(
+    checks: list[SampleCheck],
+    usable: set[str],
+    spec: DecodeSpec,
+    classes: ClassInfo,
+    rule: ThingsRule,
+    found: _Findings,
+) -> tuple[tuple[int, ...], dict[str, SampleObjects]]:
+    """The thing classes, the problems of object ids, and the objects of each usable sample."""
+    with_ids = [c for c in checks if c.sample.instances is not None]
+    read = [c for c in with_ids if c.id_pairs is not None and c.sample.stem in usable]
+    per_id = [_id_classes(c, spec, classes) for c in read]
+    things = _resolve_things(rule, classes, per_id, found)
+    if not with_ids:
+        return things, {}
+    _instance_file_problems(checks, found)
+    objects: dict[str, SampleObjects] = {}
+    spans, none = [], []
+    for c, ids in zip(read, per_id):
+        objects[c.sample.stem], spanning, classless = _objects_of(c, ids, things, classes.names)
+        if spanning:
+            spans.append((c, f"{c.sample.instances} ({'; '.join(spanning[:3])})"))
+        if classless:
+            none.append((c, f"{c.sample.instances} ({listing(classless)} on background, stuff or ignored pixels)"))
+    for bad, title, one, todo in (
+        (
+            spans,
+            "object id maps have ids that span two classes",
+            "object id map has an id that spans two classes",
+            "an object is of one class: give each object its own id",
+        ),
+        (
+            none,
+            "object id maps have an id with no class",
+            "object id map has an id with no class",
+            "ids belong on pixels of thing classes only (things: in classes.yaml); set the others to 0",
+        ),
+    ):
+        if bad:
+            found.problems.append(Problem(title, todo, [t for _, t in bad], [c.sample.stem for c, _ in bad], one=one))
+            for c, t in bad:
+                found.bad.setdefault(c.sample.stem, t)
+    return things, objects
+
+
 def check_samples(
     samples: list[Sample],
     classes: ClassInfo | None,
     spec: DecodeSpec | None = None,
     workers: int | None = None,
     progress: bool = False,
+    things: ThingsRule | None = None,
 ) -> CheckResult:
     """Read every sample once and return what was found; raises nothing for problems in files.
 
     ``classes`` None: inferred from the masks (0..max value, or background/foreground for
     binary masks). ``spec.encoding`` "auto": detected from the masks (see
     :mod:`pixelwise.data.encodings`); ``spec.colors`` must hold the class colours for
-    colour-coded masks. ``workers``: reader threads (default from the CPU count).
+    colour-coded masks. ``workers``: reader threads (default from the CPU count). Object ids
+    are read only for samples that have them; ``things`` says how the thing classes are chosen
+    (default: ``classes.things`` when it lists any, else the classes that carry ids).
     """
     spec = spec or DecodeSpec()
     checks = scan(samples, spec, workers, progress)
@@ -599,11 +821,15 @@ def check_samples(
             found.bad[c.sample.stem] = f"{c.sample.mask} ({describe_key(keys[0], c.kind)} is no class)"
     if counts.moved:
         _snap_findings(counts, good, spec, found)
+    rule = things or ThingsRule(given=tuple(classes.things) or None, source="the classes given")
+    chosen, objects = _instance_findings(checks, set(counts.values), spec, classes, rule, found)
+    classes, spec = replace(classes, things=chosen), replace(spec, things=chosen)
     found.notes.insert(0, f"mask encoding: {spec.describe()}")
     full = DataReport(np.zeros(0, dtype=np.int64), 0, counts.sizes, counts.values)
     ncls = classes.num_classes
     report = full.subset(list(counts.values), max(ncls, 0), classes.ignore_index) if ncls else full
-    return CheckResult(classes, spec, report, found.problems, found.notes, checks, found.bad)
+    instances = any(c.sample.instances is not None for c in checks)
+    return CheckResult(classes, spec, report, found.problems, found.notes, checks, found.bad, objects, instances)
 
 
 def validate_samples(
