@@ -149,27 +149,41 @@ def centre_targets(instance_ids: torch.Tensor, sigma: float = 8.0) -> tuple[torc
         raise ValueError(f"instance ids must be (N, H, W), got shape {tuple(instance_ids.shape)}")
     if not sigma > 0:
         raise PixelwiseError(f"centre sigma must be > 0 pixels, got {sigma}")
-    ids = instance_ids.long()
+    ids = instance_ids.long().clamp(min=0)
     n, h, w = ids.shape
     on = ids > 0
     heat = torch.zeros(n * h * w, dtype=torch.float32, device=ids.device)
-    offsets = torch.zeros(n, 2, h * w, dtype=torch.float32, device=ids.device)
-    flat = on.view(-1).nonzero().squeeze(1)
-    if flat.numel():
-        image, pixel = flat // (h * w), flat % (h * w)
-        ys, xs = pixel // w, pixel % w
-        # One key per (image, id): objects of different images never share a centre.
-        key = image * (int(ids.max()) + 1) + ids.view(-1)[flat]
-        _, obj = torch.unique(key, return_inverse=True)
-        count = torch.bincount(obj).double()
-        # float64 sums: a float32 sum of a large object's coordinates would round.
-        cy = torch.zeros_like(count).index_add_(0, obj, ys.double()) / count
-        cx = torch.zeros_like(count).index_add_(0, obj, xs.double()) / count
-        offsets[image, 0, pixel] = (cy[obj] - ys).float()
-        offsets[image, 1, pixel] = (cx[obj] - xs).float()
-        owner = torch.zeros_like(count, dtype=torch.long).scatter_(0, obj, image)
-        _draw_gaussians(heat, owner, cy, cx, (h, w), sigma)
+    slot, owner, object_id = _object_slots(ids)
+    size = len(owner)
+    ys = torch.arange(h, device=ids.device, dtype=torch.float64).view(1, h, 1).expand(n, h, w).reshape(-1)
+    xs = torch.arange(w, device=ids.device, dtype=torch.float64).view(1, 1, w).expand(n, h, w).reshape(-1)
+    count = torch.bincount(slot, minlength=size).double()
+    # float64 sums: a float32 sum of a large object's coordinates would round.
+    cy = torch.bincount(slot, weights=ys, minlength=size) / count.clamp(min=1)
+    cx = torch.bincount(slot, weights=xs, minlength=size) / count.clamp(min=1)
+    dy = torch.where(on.view(-1), cy[slot] - ys, 0.0).float()
+    dx = torch.where(on.view(-1), cx[slot] - xs, 0.0).float()
+    offsets = torch.stack((dy.view(n, h, w), dx.view(n, h, w)), dim=1)
+    present = (count > 0) & (object_id > 0)
+    _draw_gaussians(heat, owner[present], cy[present], cx[present], (h, w), sigma)
     return heat.view(n, 1, h, w), offsets.view(n, 2, h, w), on.unsqueeze(1)
+
+
+def _object_slots(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, H, W) ids >= 0 -> slot of every pixel (N*H*W,), and the image and id of each slot.
+
+    Small ids (the usual 1..K, or Cityscapes' class * 1000 + k) index a table of N x (max id + 1)
+    slots directly, which needs no sort; large ones are numbered by ``torch.unique``. Slots of id 0
+    (no object) and of absent ids are left out by the caller.
+    """
+    n = ids.shape[0]
+    top = int(ids.max()) + 1
+    key = (torch.arange(n, device=ids.device).view(n, 1, 1) * top + ids).view(-1)
+    if n * top <= max(1 << 20, 4 * key.numel()):
+        table = torch.arange(n * top, device=ids.device)
+        return key, table // top, table % top
+    unique, slot = torch.unique(key, return_inverse=True)
+    return slot, unique // top, unique % top
 
 
 def _draw_gaussians(heat: torch.Tensor, image: torch.Tensor, cy, cx, size: tuple[int, int], sigma: float) -> None:
