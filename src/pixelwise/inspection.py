@@ -226,6 +226,41 @@ def _per_class(names: list[str], tally: _Tally, weights: _Weights) -> list[dict]
     ]
 
 
+def _objects_section(scanned: ScannedData) -> dict | None:
+    """Objects per thing class and their sizes in pixels, touching and overlapping pairs; None without object ids."""
+    res = scanned.result
+    if not res.instances:
+        return None
+    names, things = res.classes.names, res.classes.things
+    areas: dict[int, list[int]] = {k: [] for k in things}
+    images: dict[int, int] = {k: 0 for k in things}
+    for so in res.objects.values():
+        for i, cls in so.classes.items():
+            areas.setdefault(cls, []).append(so.areas[i])
+        for cls in set(so.classes.values()):
+            images[cls] = images.get(cls, 0) + 1
+    vector = any(s.vector is not None for s in scanned.source.samples)
+    return {
+        "things": [names[k] for k in things],
+        "images": len(res.objects),
+        "total": sum(len(a) for a in areas.values()),
+        "size": _stats([v for a in areas.values() for v in a]),
+        "per_class": [
+            {
+                "index": k,
+                "name": names[k],
+                "objects": len(areas[k]),
+                "images": images.get(k, 0),
+                "size": _stats(areas[k]),
+            }
+            for k in sorted(areas)
+        ],
+        "touching_pairs": sum(so.touching for so in res.objects.values()),
+        "images_with_touching": sum(so.touching > 0 for so in res.objects.values()),
+        "overlapping_pairs": sum(so.overlapping for so in res.objects.values()) if vector else None,
+    }
+
+
 def _report(root: Path, scanned: ScannedData) -> dict:
     """The report of a scanned data set as a JSON-ready dict (without chart and timing)."""
     res, splits, src = scanned.result, scanned.splits, scanned.source
@@ -241,7 +276,7 @@ def _report(root: Path, scanned: ScannedData) -> dict:
     problems = list(scanned.problems) + _class_warnings(classes.names, tally, ratio, per_split, bool(values))
     problems += _rare_warning(classes.names, tally.train_pixels, weights)
     labelled = int(tally.pixels.sum())
-    return {
+    report = {
         "data": str(root.resolve()),
         "format": src.format,
         "encoding": spec.encoding + ("+jpeg-snap" if spec.snap else ""),
@@ -276,6 +311,10 @@ def _report(root: Path, scanned: ScannedData) -> dict:
         "chart": None,
         "seconds": None,
     }
+    objects = _objects_section(scanned)
+    if objects is not None:  # only for data with object ids
+        report["objects"] = objects
+    return report
 
 
 def inspect_data(
@@ -454,6 +493,39 @@ def _class_lines(report: dict) -> list[str]:
     return lines
 
 
+def _size_text(size: dict) -> str:
+    if size["min"] is None:
+        return "-"
+    return f"{size['min']:,}..{size['max']:,} px (median {size['median']:g})"
+
+
+def _object_lines(report: dict) -> list[str]:
+    """Objects per thing class, their sizes, touching and overlapping pairs (data with object ids only)."""
+    o = report.get("objects")
+    if o is None:
+        return []
+    lines = [
+        "",
+        f"objects:   {plural(o['total'], 'object')} in {plural(o['images'], 'image')}; sizes {_size_text(o['size'])}",
+    ]
+    if not o["things"]:
+        lines.append("           no thing classes: list the countable ones as things: in classes.yaml")
+    width = max([len(r["name"]) for r in o["per_class"]] + [5])
+    lines.append(f"  {'class':<{width}}  {'objects':>8}  {'images':>6}  size (pixels)")
+    for r in o["per_class"]:
+        lines.append(f"  {r['name']:<{width}}  {r['objects']:>8,}  {r['images']:>6}  {_size_text(r['size'])}")
+    lines.append(
+        f"touching:  {plural(o['touching_pairs'], 'pair')} of objects of one class share a border "
+        f"(in {plural(o['images_with_touching'], 'image')}): only their ids tell them apart"
+    )
+    if o["overlapping_pairs"] is not None:
+        lines.append(
+            f"overlaps:  {plural(o['overlapping_pairs'], 'pair')} of objects whose shapes are painted over each other "
+            "(the later shape covers the earlier)"
+        )
+    return lines
+
+
 def _problem_lines(report: dict, max_files: int) -> list[str]:
     """Every problem with its first files and what to do."""
     if not report["problems"]:
@@ -472,7 +544,8 @@ def _problem_lines(report: dict, max_files: int) -> list[str]:
 
 def format_report(report: dict, max_files: int = 10) -> str:
     """The report as text for a person to read before training."""
-    lines = _data_lines(report) + _class_lines(report) + [""] + _problem_lines(report, max_files)
+    lines = _data_lines(report) + _class_lines(report) + _object_lines(report) + [""]
+    lines += _problem_lines(report, max_files)
     if report.get("chart"):
         lines.append(f"chart:     {report['chart']}")
     if report.get("report_json"):

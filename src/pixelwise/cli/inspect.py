@@ -18,7 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="report what pixelwise understands of a data set, before training",
         description="Read every image and mask once and report: format and mask encoding detected, "
         "images per split, image sizes, per-class pixel share and image count, imbalance, "
-        "suggested class weights, and every problem with its files and what to do. "
+        "suggested class weights, objects per thing class with their sizes and touching or overlapping "
+        "objects (data with object ids), and every problem with its files and what to do. "
         "Writes a class frequency chart. Exit status 1 when there are errors.",
     )
     p.add_argument("data", help="data set folder (any supported format)")

@@ -19,7 +19,7 @@ from ...errors import PixelwiseError
 from ..pairing import duplicate_stems
 from ..render import outside
 from ..splits import split_from_file_name, split_of
-from ..types import SPLIT_NAMES, DataSource, Problem, Sample, Shape, VectorMask
+from ..types import SPLIT_NAMES, DataSource, Problem, Sample, Shape, VectorMask, plural
 
 
 def _is_coco(path: Path) -> bool:
@@ -160,7 +160,7 @@ def shape_warnings(samples: list[Sample], source: Path | str, crowd: bool = True
     """Warnings about the shapes of vector samples: shapes reaching outside their image (clipped) and
     images whose only annotations are crowd regions (no object to learn from)."""
     clipped = [
-        f"{s.image.name} ({sum(outside(sh, s.vector.height, s.vector.width) for sh in s.vector.shapes)} shapes)"
+        f"{s.image.name} ({plural(sum(outside(sh, s.vector.height, s.vector.width) for sh in s.vector.shapes), 'shape')})"
         for s in samples
         if any(outside(sh, s.vector.height, s.vector.width) for sh in s.vector.shapes)
     ]
