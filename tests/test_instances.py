@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from pycocotools import mask as mask_utils
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.instances import (
@@ -371,6 +370,8 @@ def test_panoptic_png_and_json_round_trip():
 
 
 def test_instances_json_rle_decodes_to_the_mask():
+    from pycocotools import mask as mask_utils
+
     ids, a, b = touching_discs(size=(40, 70), r=8)
     ids = ids.astype(np.int32)
     inst = ground_truth_instances(np.where(ids > 0, 1, 0), ids, things=[1])
