@@ -12,6 +12,7 @@ import torch
 from pixelwise.errors import PixelwiseError
 from pixelwise.instances import (
     EXTRA_CHANNELS,
+    OUTLINE_SHADE,
     GroupingConfig,
     InstanceMap,
     Segment,
@@ -439,8 +440,10 @@ def test_instance_overlay_colours_outlines_and_background():
     assert out[32, 20].tolist() == np.round((100 + colours[0]) / 2).astype(int).tolist()  # blended inside
     edge = object_outlines(ids)
     assert edge[32, 30] and edge[32, 31]  # both sides of the border between the two discs
-    assert out[32, 30].tolist() == colours[0].tolist() and out[32, 31].tolist() == colours[1].tolist()
-    assert out[22, 20].tolist() == colours[0].tolist()  # top of disc a, next to background
+    shade = np.round(colours * OUTLINE_SHADE).astype(int)  # opaque: no trace of the image
+    assert out[32, 30].tolist() == shade[0].tolist() and out[32, 31].tolist() == shade[1].tolist()
+    assert out[22, 20].tolist() == shade[0].tolist()  # top of disc a, next to background
+    assert instance_overlay(np.zeros_like(image), inst)[22, 20].tolist() == shade[0].tolist()
     assert not edge[32, 20] and not edge[ids == 0].any()
     gray = instance_overlay(image[:, :, 0], inst)
     assert np.array_equal(gray, out)

@@ -35,6 +35,8 @@ GROUPING_CHUNK = 1 << 22
 # Two distance-transform peaks of one component are one object unless the narrowest passage between
 # them is below this share of the lower peak (see split_components).
 NECK_RATIO = 0.75
+# Outlines in the overlay: the object colour times this.
+OUTLINE_SHADE = 0.6
 
 
 @dataclass
@@ -663,8 +665,9 @@ def instance_overlay(image, inst: InstanceMap, alpha: float = 0.5) -> np.ndarray
     Args:
         image: (H, W, 3) or (H, W) uint8. alpha: weight of the object colour in [0, 1].
 
-    Colours follow the objects' ids in ascending order (:func:`instance_colors`); background stays
-    the image. Touching objects each get their own outline, so the border between them shows.
+    Colours follow the objects' ids in ascending order (:func:`instance_colors`); the outline is a
+    darker shade of the object's colour; background stays the image. Touching objects each get their
+    own outline, so the border between them shows.
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise PixelwiseError(f"overlay alpha must be in [0, 1], got {alpha}")
@@ -681,5 +684,7 @@ def instance_overlay(image, inst: InstanceMap, alpha: float = 0.5) -> np.ndarray
     out = image[:, :, :3].astype(np.float32)
     out[on] = (1 - alpha) * out[on] + alpha * painted
     edge = object_outlines(ids)
-    out[edge] = colours[np.searchsorted(values, ids[edge])]
+    # A darker shade: the outline stands out from the object's own blended fill and from a touching
+    # object's, whatever the image behind.
+    out[edge] = OUTLINE_SHADE * colours[np.searchsorted(values, ids[edge])]
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
