@@ -1,7 +1,10 @@
 """Export a trained model to ONNX or TorchScript, with a parity check against PyTorch.
 
 The exported graph takes ``image``: ``(N, 3, H, W)`` float32 RGB in [0, 1] (N, H and W free;
-the input normalisation is inside the graph) and returns ``logits``: ``(N, C, H, W)`` float32.
+the input normalisation is inside the graph) and returns ``logits``: ``(N, C, H, W)`` float32 for
+a semantic model, ``(N, C + 3, H, W)`` for an instance or panoptic one (class logits, centre logit,
+offsets dy and dx in pixels). The grouping of those dense maps into objects is not in the file: it
+runs after the network, in Python (``pixelwise predict --backend onnxruntime`` does it).
 Any H and W work: the graph pads to the network's stride and crops back, as
 :class:`pixelwise.models.SegmentationModel` does.
 
@@ -30,6 +33,7 @@ from .predict.backends import (
     OnnxMember,
     check_onnx_matches,
     exportable,
+    extra_channels_of,
     graph_fingerprint,
     onnx_bytes,
     onnx_session,
@@ -44,6 +48,11 @@ DEFAULT_TOLERANCE = 1e-3
 # to the newest opset the PyTorch exporter writes.
 OPSET_MIN = 11
 OPSET_MAX = int(getattr(torch.onnx._constants, "ONNX_MAX_OPSET", 20))
+# Said once per export of an instance or panoptic model.
+GROUPING_NOTE = (
+    "the file holds the whole network (class logits, centre heatmap, offsets); the grouping into objects "
+    "runs after it, in Python (pixelwise predict and serve do it), and is not in the exported file"
+)
 # Sizes the parity check runs: odd sizes (padding), a batch of 2, and a single pixel.
 PARITY_SIZES = ((1, 67, 93), (2, 96, 128), (1, 1, 1))
 
@@ -53,6 +62,7 @@ __all__ = [
     "OPSET_MAX",
     "OPSET_MIN",
     "PARITY_SIZES",
+    "GROUPING_NOTE",
     "export_model",
     "parity",
     "weights_fingerprint",
@@ -71,18 +81,20 @@ def _parity_inputs(sizes) -> list[torch.Tensor]:
 
 
 class ScriptMember:
-    """A reloaded TorchScript file as an inference member: [0, 1] images in, logits out."""
+    """A reloaded TorchScript file as an inference member: [0, 1] images in, every output channel out."""
 
-    def __init__(self, module, num_classes: int):
+    def __init__(self, module, num_classes: int, extra_channels: int = 0):
         self.module = module
         self.num_classes = num_classes
+        self.extra_channels = extra_channels
 
     def logits(self, x01: torch.Tensor, stochastic: bool = False) -> torch.Tensor:
         return self.module(x01)
 
 
 def parity(reference: Member, exported: Member, sizes=PARITY_SIZES) -> float:
-    """Largest ``|exported - reference|`` over the logits of random images of ``sizes`` ((N, H, W) each).
+    """Largest ``|exported - reference|`` over every output channel (the class logits, and the centre
+    logit and offsets of instance models) of random images of ``sizes`` ((N, H, W) each).
 
     Both are inference members (see :mod:`pixelwise.predict.backends`): the reference is the
     PyTorch backend that ``pixelwise predict --backend torch`` runs.
@@ -111,9 +123,9 @@ def _write_onnx(path: Path, model: nn.Module, bundle: Bundle, opset: int) -> Onn
         entry.key, entry.value = k, v
     onnx.save(proto, str(path))
     session = onnx_session(path, "cpu")
-    num_classes = bundle.classes.num_classes
-    check_onnx_matches(session, path, weights_fingerprint(model), num_classes)
-    return OnnxMember(session, num_classes, source=path)
+    num_classes, extra = bundle.classes.num_classes, extra_channels_of(bundle)
+    check_onnx_matches(session, path, weights_fingerprint(model), num_classes, extra)
+    return OnnxMember(session, num_classes, source=path, extra_channels=extra)
 
 
 def _write_torchscript(path: Path, model: nn.Module, bundle: Bundle) -> ScriptMember:
@@ -123,7 +135,7 @@ def _write_torchscript(path: Path, model: nn.Module, bundle: Bundle) -> ScriptMe
         traced = torch.jit.trace(exportable(model, bundle), torch.rand(1, 3, 67, 93), check_trace=False)
         torch.jit.save(traced, str(path), _extra_files={"pixelwise.json": json.dumps(_metadata(model, bundle))})
         reloaded = torch.jit.load(str(path), map_location="cpu")
-    return ScriptMember(reloaded, bundle.classes.num_classes)
+    return ScriptMember(reloaded, bundle.classes.num_classes, extra_channels_of(bundle))
 
 
 def _check_options(fmt: str, opset: int, tolerance: float) -> None:
@@ -149,9 +161,10 @@ def export_model(
     The reference is the run's PyTorch inference backend; the exported file is loaded back as
     prediction would load it (for ONNX: an ONNX Runtime session whose weights fingerprint is
     checked). Writes ``RUN/model.onnx`` or ``RUN/model.torchscript.pt`` (or ``out``) only if the
-    largest absolute logit difference is within ``tolerance``; otherwise raises
+    largest absolute difference over every output channel is within ``tolerance``; otherwise raises
     :class:`PixelwiseError` and leaves no file. Returns ``{"path", "format", "max_abs_diff",
-    "sizes", "fingerprint"}``.
+    "sizes", "fingerprint", "task", "channels", "note"}``: ``channels`` is C (+ 3 for instance
+    models), ``note`` the line to show the user about the grouping into objects (None for semantic models).
     """
     _check_options(fmt, opset, tolerance)
     path = Path(out) if out else Path(run) / FORMATS[fmt]
@@ -174,10 +187,14 @@ def export_model(
                 f"{fmt} export of {run} differs from PyTorch by {diff:.3g} (tolerance {tolerance:g}); "
                 "the file was not written"
             )
+    extra = extra_channels_of(bundle)
     return {
         "path": str(path),
         "format": fmt,
         "max_abs_diff": diff,
         "sizes": [list(s) for s in sizes],
         "fingerprint": fingerprint,
+        "task": getattr(bundle.model, "task", "semantic"),
+        "channels": bundle.classes.num_classes + extra,
+        "note": GROUPING_NOTE if extra else None,
     }

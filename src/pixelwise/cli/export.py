@@ -19,7 +19,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "export",
         help="export a run to ONNX or TorchScript, checked against PyTorch",
         description="Write RUN/model.onnx (or model.torchscript.pt) with dynamic batch, height and "
-        "width; input: (N, 3, H, W) float RGB in [0, 1], output: (N, C, H, W) logits. "
+        "width; input: (N, 3, H, W) float RGB in [0, 1], output: (N, C, H, W) logits (C + 3 channels for "
+        "instance and panoptic models: centre heatmap and offsets; the grouping into objects runs after the "
+        "network, in Python, and is not in the file). "
         "The file is kept only if its outputs match PyTorch within --tolerance.",
     )
     p.add_argument("run", help="run directory")
@@ -50,5 +52,7 @@ def run(args) -> int:
         f"parity with PyTorch: max |difference| = {res['max_abs_diff']:.3g} on inputs {sizes} "
         f"(tolerance {args.tolerance:g})"
     )
+    if res.get("note"):
+        print(res["note"])
     print(f"wrote {res['path']}")
     return 0

@@ -7,6 +7,8 @@ from .engine import InferenceConfig, Prediction
 from .predictor import (
     BaseSegmenter,
     Ensemble,
+    InstanceOptions,
+    ObjectResult,
     Predictor,
     Segmenter,
     is_run_dir,
@@ -20,6 +22,8 @@ __all__ = [
     "Prediction",
     "BaseSegmenter",
     "Ensemble",
+    "InstanceOptions",
+    "ObjectResult",
     "Predictor",
     "Segmenter",
     "collect_inputs",

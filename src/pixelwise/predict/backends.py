@@ -10,7 +10,9 @@ logits out.
   ``onnxruntime``), made once, on first use.
 
 The ONNX graph takes ``image``: ``(N, 3, H, W)`` float32 RGB in [0, 1] (N, H and W free; the input
-normalisation is inside the graph) and returns ``logits``: ``(N, C, H, W)`` float32. A file
+normalisation is inside the graph) and returns ``logits``: ``(N, C, H, W)`` float32, or for instance
+and panoptic models ``(N, C + 3, H, W)`` (class logits, centre logit, dy, dx; the grouping into
+objects runs after the network, in Python). A file
 written by ``pixelwise export`` carries a fingerprint of the weights it was made from
 (``pixelwise.weights``), so a file of another model is refused, and a hash of the tensors in its
 graph (``pixelwise.graph``), so a file whose tensors were changed afterwards is refused too; on
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import sys
 import threading
@@ -38,6 +41,7 @@ from torch import nn
 
 from ..bundle import Bundle
 from ..errors import PixelwiseError, short_message
+from ..instances import EXTRA_CHANNELS
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 # fp32: exact; bf16: PyTorch autocast to bfloat16 (fast on GPUs and on CPUs with AMX or AVX512-BF16;
@@ -50,6 +54,12 @@ GRAPH_KEY = "pixelwise.graph"
 # size, allowed to differ by at most max(PARITY_ATOL, PARITY_RTOL * largest |logit|).
 PARITY_SHAPE = (1, 3, 48, 56)
 PARITY_ATOL, PARITY_RTOL = 1e-2, 1e-3
+
+
+def extra_channels_of(bundle: Bundle) -> int:
+    """Output channels of the bundle's network besides the C class logits: 0 (semantic) or 3 (centre, dy, dx)."""
+    cfg = bundle.model
+    return int(getattr(cfg, "out_channels", cfg.num_classes)) - cfg.num_classes
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -109,12 +119,23 @@ class TorchMember:
     and GPU, same results within float rounding). ``stochastic=True`` turns the dropout layers
     on for that call only (Monte-Carlo dropout); batch norm stays in evaluation mode.
     ``bf16=True`` runs the network under bfloat16 autocast and returns float32 logits.
+    ``extra_channels``: outputs after the ``num_classes`` class logits (3 for instance models).
     """
 
-    def __init__(self, model: nn.Module, mean, std, device: torch.device, num_classes: int, bf16: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        mean,
+        std,
+        device: torch.device,
+        num_classes: int,
+        bf16: bool = False,
+        extra_channels: int = 0,
+    ):
         self.model = model
         self.device = device
         self.num_classes = num_classes
+        self.extra_channels = extra_channels
         self.bf16 = bf16
         self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -154,7 +175,8 @@ class TorchMember:
 
 
 class ExportableModel(nn.Module):
-    """``(N, 3, H, W)`` [0, 1] images -> ``(N, C, H, W)`` logits, with shape arithmetic a tracer follows.
+    """``(N, 3, H, W)`` [0, 1] images -> ``(N, C + E, H, W)`` outputs (every channel the network gives),
+    with shape arithmetic a tracer follows.
 
     The padding is always emitted (possibly of zero pixels) rather than chosen by a Python
     ``if``, so a traced graph stays correct for every height and width.
@@ -252,9 +274,23 @@ def onnx_session(
         ) from None
 
 
-def check_onnx_matches(session, path: str | Path, fingerprint: str, num_classes: int) -> None:
+def onnx_extra_channels(session, num_classes: int) -> int | None:
+    """Channels besides the class logits that an ONNX file gives: from its output shape, else from the
+    model description in its metadata; None when neither says."""
+    out_shape = session.get_outputs()[0].shape
+    if len(out_shape) == 4 and isinstance(out_shape[1], int):
+        return out_shape[1] - num_classes
+    try:
+        model = json.loads(session.get_modelmeta().custom_metadata_map[META_KEY])["model"]
+        return 0 if model.get("task", "semantic") == "semantic" else EXTRA_CHANNELS
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def check_onnx_matches(session, path: str | Path, fingerprint: str, num_classes: int, extra_channels: int = 0) -> None:
     """Refuse an ONNX file that was not exported from these weights (or not by pixelwise), or whose
-    stored tensors were changed after the export."""
+    stored tensors were changed after the export, or whose outputs are not the ``num_classes +
+    extra_channels`` channels of the run (C class logits, plus centre, dy, dx for instance models)."""
     props = session.get_modelmeta().custom_metadata_map
     if FINGERPRINT_KEY not in props:
         raise PixelwiseError(
@@ -270,9 +306,13 @@ def check_onnx_matches(session, path: str | Path, fingerprint: str, num_classes:
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].name != "image":
         raise PixelwiseError(f"{path}: expected one input named 'image'; re-export the run")
-    out_shape = session.get_outputs()[0].shape
-    if len(out_shape) == 4 and isinstance(out_shape[1], int) and out_shape[1] != num_classes:
-        raise PixelwiseError(f"{path}: predicts {out_shape[1]} classes, the run has {num_classes}; re-export the run")
+    extra = onnx_extra_channels(session, num_classes)
+    if extra is not None and extra != extra_channels:
+        want = num_classes + extra_channels
+        raise PixelwiseError(
+            f"{path}: gives {num_classes + extra} output channels, the run's model {want} "
+            f"({num_classes} classes{' + centre, dy, dx' if extra_channels else ''}); re-export the run"
+        )
 
 
 def _check_graph_tensors(path: str | Path, recorded: str | None) -> None:
@@ -334,9 +374,17 @@ class OnnxMember:
 
     STATIC_SIZES = 4
 
-    def __init__(self, session, num_classes: int, source: str | Path | bytes | None = None, threads: int = 0):
+    def __init__(
+        self,
+        session,
+        num_classes: int,
+        source: str | Path | bytes | None = None,
+        threads: int = 0,
+        extra_channels: int = 0,
+    ):
         self.session = session
         self.num_classes = num_classes
+        self.extra_channels = extra_channels
         self.source = source
         self.threads = threads or torch.get_num_threads()
         # Extra sessions (per-image threads, fixed sizes) only on the CPU and where they can be made.
@@ -432,8 +480,15 @@ class ModelBackends:
         self.onnx_path = Path(onnx_path) if onnx_path else None
         self.run_dir = Path(run_dir) if run_dir else None
         norm = bundle.normalization
+        self.extra_channels = extra_channels_of(bundle)
         self.torch = TorchMember(
-            model, norm.mean, norm.std, device, bundle.classes.num_classes, bf16=precision == "bf16"
+            model,
+            norm.mean,
+            norm.std,
+            device,
+            bundle.classes.num_classes,
+            bf16=precision == "bf16",
+            extra_channels=self.extra_channels,
         )
         self.onnx: OnnxMember | None = None
         self.active: str | None = None  # "torch" or "onnxruntime" once resolved
@@ -494,8 +549,8 @@ class ModelBackends:
                 raise PixelwiseError(f"{path}: no such ONNX file; export one with `pixelwise export RUN --format onnx`")
             session = onnx_session(path, self.device)
             try:
-                check_onnx_matches(session, path, self.fingerprint, num_classes)
-                member = OnnxMember(session, num_classes, source=path)
+                check_onnx_matches(session, path, self.fingerprint, num_classes, self.extra_channels)
+                member = OnnxMember(session, num_classes, source=path, extra_channels=self.extra_channels)
                 check_onnx_parity(member, self.torch, path)
                 return member
             except PixelwiseError as e:
@@ -506,4 +561,4 @@ class ModelBackends:
         graph = onnx_bytes(self.model.to(memory_format=torch.contiguous_format).cpu(), self.bundle)
         session = onnx_session(graph, self.device)
         self.model.to(self.device).to(memory_format=torch.channels_last)
-        return OnnxMember(session, num_classes, source=graph)
+        return OnnxMember(session, num_classes, source=graph, extra_channels=self.extra_channels)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PixelwiseError
+from ..instances import dense_maps
 
 TILE_MODES = ("auto", "always", "never")
 
@@ -278,20 +279,13 @@ class _Tracker:
         self.forwards += 1
 
 
-def _dense_maps(extra: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, h, w)`` raw extra channels -> centre heatmap in [0, 1], dy, dx (see :mod:`pixelwise.instances`)."""
-    from ..instances import dense_maps
-
-    return dense_maps(extra)
-
-
 def _split(out: torch.Tensor, num_classes: int, extra: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(N, C + E, h, w)`` outputs -> ``(N, C, h, w)`` softmax probabilities and the ``(N, 3, h, w)``
     dense maps (None for a semantic member, ``E = 0``)."""
     out = out.float()
     if not extra:
         return torch.softmax(out, 1), None
-    return torch.softmax(out[:, :num_classes], 1), _dense_maps(out[:, num_classes:])
+    return torch.softmax(out[:, :num_classes], 1), dense_maps(out[:, num_classes:])
 
 
 def _one_view(
@@ -453,7 +447,7 @@ def _whole_batch(
         member = members[0]
         logits = member.logits(x01).float()
         probs, var = torch.softmax(_class_logits(logits, member), 1).to(x01.device), None
-        dense = _dense_maps(logits[:, member.num_classes :]) if _extra_channels(members) else None
+        dense = dense_maps(logits[:, member.num_classes :]) if _extra_channels(members) else None
         labels = _logit_labels(_class_logits(logits, member))
     else:
         probs, var, dense = augmented_outputs(x01, members, config, tracker)

@@ -18,11 +18,18 @@ dropout), the post-processing, the backend and the precision:
 Backends (see :class:`~pixelwise.predict.backends.ModelBackends`): ``torch``, ``onnxruntime`` and
 ``auto`` (the default: ONNX Runtime on the CPU when it is installed and the model exports,
 PyTorch otherwise and on GPUs). Monte-Carlo dropout always runs the PyTorch model.
+
+Objects (:class:`InstanceOptions`): instance and panoptic models group their centre heatmap and
+offsets into objects; a semantic model's thing classes can be split into connected components:
+
+>>> predictor = load_predictor("runs/cells", instances=InstanceOptions(method="components", things=("cell",)))
+>>> result = predictor.run_objects("slide.png")   # labels, prediction, instances, panoptic
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +41,14 @@ from ..classes import ClassInfo
 from ..data import read_image
 from ..devices import resolve_device
 from ..errors import PixelwiseError
+from ..instances import (
+    GroupingConfig,
+    InstanceMap,
+    PanopticMap,
+    group_by_centres,
+    merge_panoptic,
+    split_components,
+)
 from ..postprocess import PostprocessConfig, postprocess, refine_labels
 from ..viz import colorize, overlay
 from .backends import BACKENDS, PRECISIONS, ModelBackends, TorchMember
@@ -44,6 +59,9 @@ __all__ = [
     "PRECISIONS",
     "BaseSegmenter",
     "Ensemble",
+    "InstanceOptions",
+    "OBJECT_METHODS",
+    "ObjectResult",
     "Predictor",
     "Segmenter",
     "as_predictor",
@@ -281,6 +299,89 @@ class Ensemble(BaseSegmenter):
         return [d for s in self.segmenters for d in s.describe_members()]
 
 
+OBJECT_METHODS = ("auto", "centres", "components", "off")
+
+
+@dataclass
+class InstanceOptions:
+    """How a :class:`Predictor` finds objects (instances) after the network.
+
+    Attributes:
+        method: ``auto`` (``centres`` for instance and panoptic models, ``off`` for semantic ones),
+            ``centres`` (group pixels by the predicted centre heatmap and offsets; instance and
+            panoptic models only), ``components`` (connected components of each thing class, touching
+            objects split by a watershed; any model) or ``off``.
+        things: class names counted as objects, replacing the model's own thing classes (empty: the
+            model's). A class index written as text (``"3"``) is accepted too.
+        grouping: thresholds of the grouping and of the panoptic merge (:class:`GroupingConfig`).
+    """
+
+    method: str = "auto"
+    things: tuple[str, ...] = ()
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in OBJECT_METHODS:
+            raise PixelwiseError(f"unknown object method {self.method!r}; choose one of {', '.join(OBJECT_METHODS)}")
+        if isinstance(self.things, str):
+            self.things = tuple(n.strip() for n in self.things.split(",") if n.strip())
+        self.things = tuple(str(n) for n in self.things)
+        if len(set(self.things)) != len(self.things):
+            raise PixelwiseError(f"thing classes named twice: {', '.join(self.things)}")
+        if not isinstance(self.grouping, GroupingConfig):
+            raise PixelwiseError(f"grouping must be a GroupingConfig, got {type(self.grouping).__name__}")
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "things": list(self.things), "grouping": asdict(self.grouping)}
+
+
+@dataclass
+class ObjectResult:
+    """What :meth:`Predictor.run_objects` finds in one image.
+
+    ``labels``: ``(H, W)`` int64 post-processed class indices; ``prediction``: the probabilities (and
+    dense maps) behind them; ``instances``: the objects of the thing classes (ids ``(H, W)`` int32,
+    0 = none); ``panoptic``: every pixel as a thing object, a stuff region or void (0).
+    """
+
+    labels: np.ndarray
+    prediction: Prediction
+    instances: InstanceMap
+    panoptic: PanopticMap
+
+
+def _thing_indices(classes: ClassInfo, names: Sequence[str]) -> tuple[int, ...]:
+    """Class indices of the thing classes named in ``names`` (a name, or an index as text)."""
+    index = {n: i for i, n in enumerate(classes.names)}
+    out = []
+    for name in names:
+        if name in index:
+            out.append(index[name])
+        elif name.isdigit() and int(name) < classes.num_classes:
+            out.append(int(name))
+        else:
+            raise PixelwiseError(f"unknown thing class {name!r}; the model's classes are: {', '.join(classes.names)}")
+    return tuple(sorted(set(out)))
+
+
+def _object_method(task: str, options: InstanceOptions, things: tuple[int, ...]) -> str:
+    """The grouping method a predictor uses (``centres``, ``components`` or ``off``); errors for impossible ones."""
+    method = options.method
+    if method == "auto":
+        method = "off" if task == "semantic" else "centres"
+    if method == "centres" and task == "semantic":
+        raise PixelwiseError(
+            "the centres method needs an instance or panoptic model (this one is semantic: it predicts no "
+            "centres or offsets); use --instances components, or train with --task instance"
+        )
+    if method != "off" and not things:
+        raise PixelwiseError(
+            "no thing classes to find objects of: the model records none; name them with --things NAME[,NAME] "
+            "(InstanceOptions(things=...)) or use --instances off"
+        )
+    return method
+
+
 class Predictor:
     """What inference means end to end: model(s), inference options, post-processing, backend.
 
@@ -288,7 +389,8 @@ class Predictor:
     chosen when they were loaded); ``inference``: tiling, flips, scales, MC dropout;
     ``postprocess``: the steps applied to the labels. ``predict``, ``evaluate``, ``serve`` and the
     export parity check all label images through :meth:`predict` / :meth:`run`, so a score is
-    the score of exactly what is deployed. Thread-safe.
+    the score of exactly what is deployed. ``instances``: whether and how objects are found
+    (:meth:`run_objects`); see :class:`InstanceOptions`. Thread-safe.
     """
 
     def __init__(
@@ -296,12 +398,32 @@ class Predictor:
         model: BaseSegmenter,
         inference: InferenceConfig | None = None,
         postprocess: PostprocessConfig | None = None,
+        instances: InstanceOptions | None = None,
     ):
         if isinstance(model, Predictor):
             raise PixelwiseError("Predictor takes a Segmenter or an Ensemble; use predictor.with_options(...)")
         self.model = model
         self.inference = inference or InferenceConfig()
         self.postprocess = postprocess or PostprocessConfig()
+        self.instances = instances or InstanceOptions()
+        self.things: tuple[int, ...] = (
+            _thing_indices(self.classes, self.instances.things)
+            if self.instances.things
+            else tuple(sorted(int(t) for t in getattr(self.classes, "things", ())))
+        )
+        self.method = _object_method(self.task, self.instances, self.things)
+        self._stuff: Predictor | None = None
+        self._stuff_lut: np.ndarray | None = None
+
+    @property
+    def task(self) -> str:
+        """``semantic``, ``instance`` or ``panoptic``: what the (first) model was trained for."""
+        return str(getattr(self.bundle.model, "task", "semantic"))
+
+    @property
+    def objects_enabled(self) -> bool:
+        """Whether :meth:`run_objects` finds objects (the method is not ``off``)."""
+        return self.method != "off"
 
     @property
     def classes(self) -> ClassInfo:
@@ -314,6 +436,7 @@ class Predictor:
     def __repr__(self) -> str:
         options = [f"inference({changed})" for changed in [_changed(self.inference)] if changed]
         options += [f"postprocess({changed})" for changed in [_changed(self.postprocess)] if changed]
+        options += [f"instances({changed})" for changed in [_changed(self.instances)] if changed]
         return f"Predictor({self.model!r}, {', '.join(options) or 'default options'})"
 
     @property
@@ -343,10 +466,18 @@ class Predictor:
         return [m["run"] for m in self.model.describe_members() if m["run"]]
 
     def with_options(
-        self, inference: InferenceConfig | None = None, postprocess: PostprocessConfig | None = None
+        self,
+        inference: InferenceConfig | None = None,
+        postprocess: PostprocessConfig | None = None,
+        instances: InstanceOptions | None = None,
     ) -> Predictor:
-        """The same loaded model(s) with other inference options or post-processing (None = keep)."""
-        return Predictor(self.model, inference or self.inference, postprocess or self.postprocess)
+        """The same loaded model(s) with other inference, post-processing or object options (None = keep);
+        the stuff predictor (:meth:`stuff_from`) is kept."""
+        out = Predictor(
+            self.model, inference or self.inference, postprocess or self.postprocess, instances or self.instances
+        )
+        out._stuff, out._stuff_lut = self._stuff, self._stuff_lut
+        return out
 
     def members(self) -> list:
         """The inference members; raises :class:`PixelwiseError` now when the options cannot run
@@ -391,6 +522,62 @@ class Predictor:
         labels = _labels_grouped(arrays, self.members(), self.inference, self.device)
         return [refine_labels(lab, self.postprocess) for lab in labels]
 
+    def stuff_from(self, other: Predictor | None) -> Predictor:
+        """Take the stuff classes of the panoptic result from ``other`` (a semantic predictor; None: from
+        this model). Its classes are matched to this model's by name; a class this model lacks is an
+        error. Pixels this model labels as a thing class keep that label. Returns ``self``."""
+        if other is None:
+            self._stuff, self._stuff_lut = None, None
+            return self
+        if not isinstance(other, Predictor):
+            raise PixelwiseError(f"stuff_from takes a Predictor, got {type(other).__name__}")
+        index = {n: i for i, n in enumerate(self.classes.names)}
+        missing = [n for n in other.classes.names if n not in index]
+        if missing:
+            raise PixelwiseError(
+                f"the stuff model's classes {', '.join(missing)} are not classes of this model "
+                f"({', '.join(self.classes.names)}); classes are matched by name"
+            )
+        self._stuff = other
+        self._stuff_lut = np.array([index[n] for n in other.classes.names], dtype=np.int64)
+        return self
+
+    def _panoptic_labels(self, array: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The labels the panoptic merge takes stuff from: this model's, or the stuff predictor's (mapped to
+        this model's classes) wherever this model sees no thing class."""
+        if self._stuff is None or self._stuff_lut is None:
+            return labels
+        other = np.asarray(self._stuff.predict(array))
+        lut = self._stuff_lut
+        mapped = np.where(other < len(lut), lut[np.clip(other, 0, len(lut) - 1)], self.classes.ignore_index)
+        return np.where(np.isin(labels, self.things), labels, mapped)
+
+    def run_objects(self, image) -> ObjectResult:
+        """Labels, prediction, objects and panoptic segments of one image (path, PIL image or array).
+
+        Objects come from the centre heatmap and offsets (``centres``) or the connected components of
+        each thing class (``components``), grouped in Python after the network; raises
+        :class:`PixelwiseError` when objects are off (:attr:`objects_enabled`).
+        """
+        if not self.objects_enabled:
+            raise PixelwiseError(
+                f"objects are off for this {self.task} model; use --instances components (or centres for an "
+                "instance model), InstanceOptions(method=...) in Python"
+            )
+        array = as_rgb(image)
+        labels, pred = self.run(array)
+        grouping = self.instances.grouping
+        if self.method == "centres":
+            if pred.dense is None:
+                raise PixelwiseError("the model gave no centre or offset maps; use --instances components")
+            found = group_by_centres(labels, pred.probs, pred.dense, self.things, grouping)
+        else:
+            found = split_components(labels, pred.probs, self.things, grouping)
+        merged = merge_panoptic(
+            self._panoptic_labels(array, labels), found, self.things, grouping, self.classes.ignore_index
+        )
+        return ObjectResult(labels, pred, found, merged)
+
     def overlay(self, image, mask: np.ndarray, alpha: float = 0.5, legend: bool = False) -> np.ndarray:
         """``(H, W, 3)`` uint8: the image with the class colours of ``mask`` blended in at ``alpha``
         (background class 0 and the ignore index left clear, regions outlined). With ``legend``, a
@@ -406,6 +593,13 @@ class Predictor:
             "device": str(self.device),
             "inference": self.inference.to_dict(),
             "postprocess": self.postprocess.to_dict(),
+            "instances": {
+                **self.instances.to_dict(),
+                "task": self.task,
+                "method_used": self.method,
+                "thing_classes": [self.classes.names[t] for t in self.things],
+                "stuff_from": self._stuff.runs if self._stuff is not None else None,
+            },
         }
 
 
@@ -442,12 +636,14 @@ def load_predictor(
     inference: InferenceConfig | None = None,
     postprocess: PostprocessConfig | None = None,
     onnx_path: str | Path | None = None,
+    instances: InstanceOptions | None = None,
 ) -> Predictor:
     """A :class:`Predictor` over one run or several (an ensemble), checked before it is returned.
 
     ``onnx_path`` (one run only) is an ONNX file from ``pixelwise export`` to run with
     ``backend="onnxruntime"`` (or ``auto``). Raises :class:`PixelwiseError` when a run cannot be
-    loaded or the options cannot run on it (MC dropout without dropout, a stale ONNX file, ...).
+    loaded or the options cannot run on it (MC dropout without dropout, a stale ONNX file, the centres
+    method on a semantic model, ...). ``instances``: how objects are found (:class:`InstanceOptions`).
     """
     runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
     if not runs:
@@ -460,7 +656,7 @@ def load_predictor(
         model: BaseSegmenter = load(runs[0], device, "onnxruntime", onnx_path=onnx_path, precision=precision)
     else:
         model = load_ensemble(runs, device, backend, precision)
-    predictor = Predictor(model, inference, postprocess)
+    predictor = Predictor(model, inference, postprocess, instances)
     predictor.members()  # fail now, not on the first image
     return predictor
 
@@ -469,11 +665,12 @@ def as_predictor(
     model: Predictor | BaseSegmenter,
     inference: InferenceConfig | None = None,
     postprocess: PostprocessConfig | None = None,
+    instances: InstanceOptions | None = None,
 ) -> Predictor:
-    """``model`` as a Predictor; ``inference`` / ``postprocess`` (when given) replace its own."""
+    """``model`` as a Predictor; ``inference`` / ``postprocess`` / ``instances`` (when given) replace its own."""
     if isinstance(model, Predictor):
-        return model.with_options(inference, postprocess)
-    return Predictor(model, inference, postprocess)
+        return model.with_options(inference, postprocess, instances)
+    return Predictor(model, inference, postprocess, instances)
 
 
 def is_run_dir(path: str | Path) -> bool:
