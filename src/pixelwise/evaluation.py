@@ -8,6 +8,11 @@ Before any image is predicted, the data set's classes are checked against the mo
 :func:`match_classes`) and the output folder against an earlier evaluation in it (see
 :func:`check_output`). Ratios are fractions in [0, 1] in every file; pictures and the command
 line show them in percent.
+
+With objects on (an instance or panoptic model, or ``instances=InstanceOptions(...)``), each
+image's ground-truth instance ids are read too (:func:`pixelwise.data.read_instances`), and
+``metrics.json`` gains an ``instances`` section (mask AP, COCO definition) and a ``panoptic``
+section (PQ, SQ, RQ; panopticapi definition), both as fractions.
 """
 
 from __future__ import annotations
@@ -22,15 +27,19 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import data as data_readers
+from . import instances as objects
 from .bundle import Bundle
 from .classes import ClassInfo
 from .data import SPLIT_NAMES, load_source, open_dataset, read_image, read_sample_mask, scan_dataset
 from .errors import PixelwiseError
 from .fileio import prepare_output_dir, write_json, write_png
+from .instance_metrics import MaskAP, PanopticQuality
 from .metrics import ConfusionMatrix
 from .postprocess import PostprocessConfig
+from .predict.batch import load_object_predictor, objects_on
 from .predict.engine import InferenceConfig
-from .predict.predictor import BaseSegmenter, Predictor, as_predictor, load_predictor
+from .predict.predictor import BaseSegmenter, Predictor, as_predictor
 from .training.config import TrainConfig
 
 CLASS_MAPS = ("strict", "auto")
@@ -52,6 +61,7 @@ SETTING_KEYS = (
     "precision",
     "inference",
     "postprocess",
+    "instances",
 )
 
 
@@ -290,6 +300,60 @@ def _print_data_notes(ds) -> None:
         tqdm.write(f"skipped: {item}", file=sys.stderr)
 
 
+class ObjectScores:
+    """Mask AP over the thing classes and panoptic quality over all classes, image by image.
+
+    ``things``: the class indices that are objects (the Predictor's); ground truth is built from
+    each image's mask and instance ids with the same split into things and stuff.
+    """
+
+    def __init__(self, classes: ClassInfo, things: Sequence[int]):
+        self.things = tuple(int(t) for t in things)
+        self.ignore_index = classes.ignore_index
+        self.ap = MaskAP(self.things, classes.names)
+        self.pq = PanopticQuality(classes.num_classes, self.things, classes.names)
+
+    def add(self, truth: np.ndarray, instance_ids: np.ndarray, found) -> None:
+        """One image: ``truth`` (H, W) model class indices, ``instance_ids`` (H, W) int ids (0 = none),
+        ``found`` the Predictor's ObjectResult."""
+        gt = objects.ground_truth_instances(truth, instance_ids, self.things, self.ignore_index)
+        inst = found.instances
+        self.ap.add(gt.ids, gt.categories(), inst.ids, inst.categories(), inst.scores())
+        gt_pan, void = objects.ground_truth_panoptic(truth, instance_ids, self.things, self.ignore_index)
+        pan = found.panoptic
+        self.pq.add(gt_pan.ids, gt_pan.categories(), pan.ids, pan.categories(), void=void)
+
+    def summary(self) -> dict:
+        """``{"instances": MaskAP.summary(), "panoptic": PanopticQuality.summary()}``."""
+        return {"instances": self.ap.summary(), "panoptic": self.pq.summary()}
+
+
+def has_instance_ids(sample) -> bool:
+    """Whether ``sample`` names a source of instance ids (a file, or annotations with objects)."""
+    return getattr(sample, "instances", None) is not None
+
+
+def check_instance_ids(data, samples) -> None:
+    """Refuse, before any image is predicted, a split with an image lacking instance ids."""
+    missing = [s for s in samples if not has_instance_ids(s)]
+    if missing:
+        name = Path(missing[0].image).name
+        raise PixelwiseError(
+            f"{data}: {len(missing)} of {len(samples)} images have no instance ids (first: {name}); objects are "
+            "scored against instances/<name>.png (or the format's own ids): add them, or pass --instances off"
+        )
+
+
+def _instance_ids(sample, shape: tuple[int, int]) -> np.ndarray:
+    ids = np.asarray(data_readers.read_instances(sample))
+    if ids.shape != tuple(shape):
+        raise PixelwiseError(
+            f"{sample.instances}: instance ids of {ids.shape[1]}x{ids.shape[0]} pixels for an image of "
+            f"{shape[1]}x{shape[0]}; give ids the size of the image"
+        )
+    return ids
+
+
 def score(
     predictor: Predictor,
     samples,
@@ -297,11 +361,13 @@ def score(
     progress: bool = True,
     table: np.ndarray | None = None,
     examples: ExampleKeeper | None = None,
+    found: ObjectScores | None = None,
 ) -> ConfusionMatrix:
     """The confusion matrix of ``predictor``'s post-processed labels against the samples' masks.
 
     ``table``: data mask value -> model class index (from :func:`match_classes`), or None.
-    ``examples``: collects the best and worst images for the pictures.
+    ``examples``: collects the best and worst images for the pictures. ``found``: scores the
+    objects too (the labels scored are then those of ``predictor.run_objects``).
     """
     classes = predictor.classes
     cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
@@ -310,7 +376,12 @@ def score(
         truth = read_sample_mask(s, image.shape[:2])
         if table is not None:
             truth = np.take(table, truth, mode="clip")
-        pred = predictor.predict(image)
+        if found is not None:
+            result = predictor.run_objects(image)
+            pred = result.labels
+            found.add(truth, _instance_ids(s, truth.shape), result)
+        else:
+            pred = predictor.predict(image)
         cm.update(pred, truth)
         if examples is not None:
             examples.add(Path(s.image).name, image, truth, pred)
@@ -413,6 +484,14 @@ def _out_folder(out, runs: list[str], split: str) -> tuple[Path, str]:
     return Path(runs[0]) / default, "the evaluation folder"
 
 
+def _load(runs: list[str], where: dict, inference, postprocess, instances, stuff_run) -> Predictor:
+    """The Predictor of ``runs``; ``instances`` and ``stuff_run`` passed on only when given."""
+    extra = {} if instances is None else {"instances": instances}
+    return load_object_predictor(
+        runs, stuff_run=stuff_run, inference=inference, postprocess=postprocess, **where, **extra
+    )
+
+
 # long: the whole evaluation in order (checks before work, scoring, files); each step is a call
 def evaluate(
     runs: str | Path | Sequence[str | Path],
@@ -437,6 +516,8 @@ def evaluate(
     examples: int = 4,
     class_map: str = "strict",
     overwrite: bool = False,
+    instances=None,
+    stuff_run: str | Path | None = None,
 ) -> dict:
     """Predict every image of ``split`` at full resolution and score it against its mask.
 
@@ -447,14 +528,18 @@ def evaluate(
     name). ``split``: train, val, test or all; without split files, the seeded split of training.
     The data options default to those the model was trained with. ``class_map``: ``strict`` or
     ``auto`` (see :func:`match_classes`). ``examples``: how many images ``worst.png`` and
-    ``best.png`` show (0: neither is written).
+    ``best.png`` show (0: neither is written). ``instances``: an
+    :class:`~pixelwise.predict.InstanceOptions` (default: the model's own: objects for instance
+    and panoptic models); ``stuff_run``: a semantic run whose labels give the stuff classes.
 
     Writes into ``out`` (default ``RUN/eval-<split>``, or ``RUN/eval-<split>-ensemble`` with RUN
     the first of several): ``metrics.json`` (metrics as fractions, the data and every option),
     ``confusion_matrix.json``, ``confusion.png``, ``per_class_iou.png``, ``worst.png`` and
     ``best.png``. An earlier evaluation there with other data or options is refused unless
     ``overwrite`` (see :func:`check_output`). Returns the metrics dict (see
-    :func:`pixelwise.metrics.compute_metrics`) with ``out`` added.
+    :func:`pixelwise.metrics.compute_metrics`) with ``out`` added, and with objects on the
+    ``instances`` and ``panoptic`` sections (see :class:`ObjectScores`); a split without instance
+    ids is then refused.
     """
     runs = _as_list(runs)
     if not 0 <= int(examples) <= MAX_EXAMPLES:
@@ -465,7 +550,14 @@ def evaluate(
     pred = (
         as_predictor(loaded, inference, postprocess)
         if loaded is not None
-        else load_predictor(runs, device, backend, precision, inference, postprocess, onnx_path)
+        else _load(
+            runs,
+            dict(device=device, backend=backend, precision=precision, onnx_path=onnx_path),
+            inference,
+            postprocess,
+            instances,
+            stuff_run,
+        )
     )
     options = DataOptions(format, encoding, classes_file, resize_masks, skip_bad, max_image_pixels)
     table = match_classes(data, pred.bundle, options, class_map, runs[0] if runs else "the model")
@@ -479,11 +571,16 @@ def evaluate(
     }
     provenance = _provenance(split, len(samples), data, ds, runs, pred, recorded)
     check_output(out, provenance, overwrite)
+    found = ObjectScores(pred.classes, pred.things) if objects_on(pred) else None
+    if found is not None:
+        check_instance_ids(data, samples)
     if progress:
         _print_data_notes(ds)
     keeper = ExampleKeeper(int(examples), pred.classes.num_classes, pred.classes.ignore_index)
-    cm = score(pred, samples, f"evaluate {split}", progress, table, keeper)
+    cm = score(pred, samples, f"evaluate {split}", progress, table, keeper, found)
     metrics = {**cm.compute(pred.classes.names), **provenance, "examples": _examples_summary(keeper)}
+    if found is not None:
+        metrics.update(found.summary())
     title = f"{split} split of {Path(data).resolve().name}"
     _write_results(out, metrics, cm, pred.classes, keeper, title)
     metrics["out"] = str(out)

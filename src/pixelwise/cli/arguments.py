@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+from pathlib import Path
 
 
 def whole_number(minimum: int | None = None, maximum: int | None = None):
@@ -71,3 +73,35 @@ def scales(text: str) -> tuple[float, ...]:
     if not values or any(not (math.isfinite(v) and v > 0) for v in values):
         raise argparse.ArgumentTypeError("scales must be positive finite numbers")
     return values
+
+
+# A class name in a flag: up to 100 printable characters (class files name classes freely).
+_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
+
+
+def class_names(text: str) -> tuple[str, ...]:
+    """Class names ``NAME[,NAME]`` (e.g. ``car,person``): none empty, none twice, at most 1000."""
+    names = tuple(n.strip() for n in text.split(","))
+    if not text.strip() or any(not n for n in names):
+        raise argparse.ArgumentTypeError(f"expected class names like car,person, got {text!r}")
+    bad = [n for n in names if not _NAME.match(n)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{bad[0][:40]!r} is not a class name (1 to 100 printable characters)")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a class is named twice in {text!r}")
+    if len(names) > 1000:
+        raise argparse.ArgumentTypeError(f"at most 1000 class names, got {len(names)}")
+    return names
+
+
+def run_folder(text: str) -> str:
+    """A run directory: a folder holding model.json and model.safetensors."""
+    p = Path(text)
+    if not p.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text}: no such folder; give a run directory (model.json + model.safetensors)"
+        )
+    missing = [n for n in ("model.json", "model.safetensors") if not (p / n).is_file()]
+    if missing:
+        raise argparse.ArgumentTypeError(f"{text}: no {missing[0]} here; give a run directory of pixelwise train")
+    return text

@@ -7,7 +7,9 @@ score of what ``predict`` writes and ``serve`` answers with the same flags:
 * large images: ``--tile``, ``--tile-size``, ``--tile-overlap``, ``--blend``, ``--tile-batch``,
   ``--tile-above``;
 * test-time augmentation: ``--hflip``, ``--vflip``, ``--scales``, ``--mc-dropout``;
-* post-processing: ``--min-size``, ``--fill-holes``, ``--crf``, ``--crf-iterations``, ``--crf-backend``.
+* post-processing: ``--min-size``, ``--fill-holes``, ``--crf``, ``--crf-iterations``, ``--crf-backend``;
+* objects: ``--instances``, ``--things``, ``--centre-threshold``, ``--min-object-area``, ``--stuff-run``
+  (an :class:`~pixelwise.predict.InstanceOptions`, and a semantic run whose labels give the stuff).
 
 Each flag is the field of :class:`~pixelwise.predict.InferenceConfig` or
 :class:`~pixelwise.postprocess.PostprocessConfig` of the same name with dashes (or the keyword of
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import positive_int, real_number, scales, whole_number
+from .arguments import class_names, positive_int, real_number, run_folder, scales, whole_number
 
 # Choices and defaults of pixelwise.predict.engine (TILE_MODES, BLENDS, InferenceConfig),
 # pixelwise.predict.backends (BACKENDS, PRECISIONS) and pixelwise.postprocess (CRF_BACKENDS,
@@ -39,6 +41,11 @@ INFERENCE_DEFAULTS = dict(
     scales=(1.0,),
 )
 POSTPROCESS_DEFAULTS = dict(crf_iterations=5)
+# pixelwise.predict.predictor.INSTANCE_METHODS and the GroupingConfig defaults of pixelwise.instances.
+INSTANCE_METHODS = ("auto", "centres", "components", "off")
+GROUPING_DEFAULTS = dict(centre_threshold=0.1, min_area=16)
+# Bounds: a centre heat value is a probability; an object larger than an image of 2**31 pixels is none.
+MAX_OBJECT_AREA = 2**31 - 1
 
 INFERENCE_FIELDS = (
     "tile",
@@ -66,6 +73,7 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> dict[str, argparse.A
     _add_tiling_flags(parser.add_argument_group("large images (sliding window)"), actions)
     _add_tta_flags(parser.add_argument_group("test-time augmentation"), actions)
     _add_postprocess_flags(parser.add_argument_group("post-processing"), actions)
+    _add_object_flags(parser.add_argument_group("objects (instance and panoptic models)"), actions)
     return actions
 
 
@@ -182,6 +190,72 @@ def _add_postprocess_flags(q, actions: dict) -> None:
     )
 
 
+def _add_object_flags(g, actions: dict) -> None:
+    _add(
+        g,
+        actions,
+        "--instances",
+        choices=INSTANCE_METHODS,
+        default="auto",
+        help="split the labels into objects: auto (centres for instance/panoptic models, off for semantic "
+        "ones), centres (the model's centre heat map and offsets), components (connected regions of the "
+        "thing classes, touching ones split; any model), off (default %(default)s)",
+    )
+    _add(
+        g,
+        actions,
+        "--things",
+        type=class_names,
+        default=(),
+        metavar="NAME[,NAME]",
+        help="the classes that are countable objects, by name (default: the model's)",
+    )
+    _add(
+        g,
+        actions,
+        "--centre-threshold",
+        type=real_number(0.0, 1.0),
+        default=None,
+        metavar="P",
+        help=f"lowest centre heat value (0 to 1) that starts an object (default {GROUPING_DEFAULTS['centre_threshold']})",
+    )
+    _add(
+        g,
+        actions,
+        "--min-object-area",
+        type=whole_number(1, MAX_OBJECT_AREA),
+        default=None,
+        metavar="PIXELS",
+        help=f"drop objects of fewer pixels (default {GROUPING_DEFAULTS['min_area']})",
+    )
+    _add(
+        g,
+        actions,
+        "--stuff-run",
+        type=run_folder,
+        default=None,
+        metavar="RUN",
+        help="a semantic run whose labels give the stuff classes of the panoptic output (classes matched by name)",
+    )
+
+
+def instance_options(args):
+    """The :class:`~pixelwise.predict.InstanceOptions` the object flags describe; None when every one of
+    them is at its default (the Predictor's own default then applies)."""
+    things = tuple(getattr(args, "things", ()) or ())
+    threshold = getattr(args, "centre_threshold", None)
+    min_area = getattr(args, "min_object_area", None)
+    method = getattr(args, "instances", "auto")
+    if method == "auto" and not things and threshold is None and min_area is None:
+        return None
+    from ..instances import GroupingConfig
+    from ..predict.predictor import InstanceOptions
+
+    grouping = {"centre_threshold": threshold, "min_area": min_area}
+    grouping = GroupingConfig(**{k: v for k, v in grouping.items() if v is not None})
+    return InstanceOptions(method=method, things=things, grouping=grouping)
+
+
 def inference_options(args):
     """``(InferenceConfig, PostprocessConfig)`` from parsed inference flags."""
     from ..postprocess import PostprocessConfig
@@ -195,7 +269,7 @@ def inference_options(args):
 def predictor_options(args) -> dict:
     """The keywords of :func:`~pixelwise.predict.load_predictor` (and of ``evaluate``) the flags set."""
     inference, postprocess = inference_options(args)
-    return dict(
+    options = dict(
         device=args.device,
         backend=args.backend,
         precision=args.precision,
@@ -203,10 +277,24 @@ def predictor_options(args) -> dict:
         postprocess=postprocess,
         onnx_path=args.onnx_path,
     )
+    return {**options, **object_options(args)}
+
+
+def object_options(args) -> dict:
+    """``instances`` (an InstanceOptions) and ``stuff_run`` keywords, only those the flags set: a
+    command without object flags passes none of them."""
+    options = {}
+    instances = instance_options(args)
+    if instances is not None:
+        options["instances"] = instances
+    if getattr(args, "stuff_run", None):
+        options["stuff_run"] = args.stuff_run
+    return options
 
 
 def build_predictor(args, runs: list[str]):
-    """The :class:`~pixelwise.predict.Predictor` the inference flags describe, over ``runs``."""
-    from ..predict.predictor import load_predictor
+    """The :class:`~pixelwise.predict.Predictor` the inference flags describe, over ``runs`` (with the
+    labels of ``--stuff-run`` for the stuff classes when given)."""
+    from ..predict.batch import load_object_predictor
 
-    return load_predictor(runs, **predictor_options(args))
+    return load_object_predictor(runs, **predictor_options(args))

@@ -17,7 +17,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "predict",
         help="write masks and overlays for new images (one model or an ensemble)",
         description="Label every pixel of images: OUT/masks/<name>.png (class indices, coloured as the "
-        "classes) and OUT/overlays/<name>.png. "
+        "classes) and OUT/overlays/<name>.png; with objects on (instance models, --instances), also "
+        "OUT/instances/<name>.png (16-bit object ids) and .json, and OUT/panoptic/ for panoptic output. "
         "Several runs before the inputs are an ensemble: their probabilities are averaged. "
         "Re-running into the same OUT with the same settings skips finished images. "
         "`pixelwise evaluate` and `pixelwise serve` take the same inference options.",
@@ -60,6 +61,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     o.add_argument("--uncertainty-npy", action="store_true", help="also write those maps as float32 .npy arrays")
     o.add_argument("--probs", action="store_true", help="write OUT/probs/<name>.npy, (C, H, W) float32 probabilities")
+    o.add_argument(
+        "--panoptic",
+        action="store_true",
+        help="with objects on: also write OUT/panoptic/<name>.png (COCO panoptic ids) and .json (its segments); "
+        "on by itself for panoptic models and with --stuff-run",
+    )
     actions = add_inference_flags(p)
     add_old_spelling(p, "--max-pixels", actions["tile_above"])
     return p
@@ -99,6 +106,7 @@ def run(args) -> int:
         overwrite=args.overwrite,
         decode_threads=args.decode_threads,
         max_image_pixels=args.max_image_pixels,
+        panoptic=args.panoptic,
     )
     what = "1 model" if len(runs) == 1 else f"an ensemble of {len(runs)} models"
     done = f", {res['skipped']} already done" if res["skipped"] else ""

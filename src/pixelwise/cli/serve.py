@@ -9,7 +9,7 @@ from textwrap import fill
 from ..errors import PixelwiseError
 from .arguments import positive_int, real_number, whole_number
 from .config_flags import add_old_spelling
-from .inference_flags import add_inference_flags, inference_options
+from .inference_flags import add_inference_flags, inference_options, object_options
 
 MEMORY_NOTE = """\
 memory with the default limits (worst case):
@@ -182,5 +182,6 @@ def run(args) -> int:
         backend=args.backend,
         precision=args.precision,
         onnx_path=args.onnx_path,
+        **object_options(args),
     )
     return 0

@@ -1,4 +1,4 @@
-"""Prediction of files and folders: masks, overlays, probabilities and uncertainty maps, resumable.
+"""Prediction of files and folders: masks, overlays, probabilities, uncertainty maps and objects, resumable.
 
 >>> predict_files(load_predictor("runs/demo"), ["photos/"], "out")
 {'written': 12, 'skipped': 0, 'failed': [], 'out': 'out'}
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import instances as objects
 from ..data import IMAGE_EXTENSIONS, read_image
 from ..data.types import DEFAULT_MAX_PIXELS
 from ..errors import PixelwiseError
@@ -33,7 +34,9 @@ from .predictor import BaseSegmenter, Predictor, as_predictor
 
 MANIFEST = "predict.json"
 # The folders predict writes into OUT, and the name of an atomic write's temporary file in them.
-OUTPUT_FOLDERS = ("masks", "overlays", "probs", "uncertainty")
+OUTPUT_FOLDERS = ("masks", "overlays", "probs", "uncertainty", "instances", "panoptic")
+# Object ids are stored in 16-bit PNGs.
+MAX_OBJECT_ID = 65535
 _LEFTOVER = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
 DEFAULT_OUT = "predictions"
 
@@ -66,6 +69,8 @@ class Outputs:
     probs: bool = False
     uncertainty: bool = False
     uncertainty_npy: bool = False
+    instances: bool = False
+    panoptic: bool = False
 
     @property
     def need_probabilities(self) -> bool:
@@ -83,6 +88,7 @@ class OutputWriter:
         self.colors = predictor.classes.colors
         self.log_c = float(np.log(max(predictor.num_classes, 2)))
         self.mc = bool(predictor.inference.mc_dropout)
+        self.names = list(predictor.classes.names)
 
     def paths(self, stem: str) -> list[Path]:
         """Every file written for ``stem``, the mask last."""
@@ -95,22 +101,44 @@ class OutputWriter:
             paths += [out / "uncertainty" / f"{stem}_{k}.png" for k in kinds]
             if o.uncertainty_npy:
                 paths += [out / "uncertainty" / f"{stem}_{k}.npy" for k in kinds]
+        if o.instances:
+            paths += [out / "instances" / f"{stem}.json", out / "instances" / f"{stem}.png"]
+        if o.panoptic:
+            paths += [out / "panoptic" / f"{stem}.json", out / "panoptic" / f"{stem}.png"]
         return paths + [out / "masks" / f"{stem}.png"]
 
     def done(self, stem: str) -> bool:
         return all(p.is_file() for p in self.paths(stem))
 
-    def __call__(self, stem: str, image: np.ndarray, labels: np.ndarray, pred: Prediction | None) -> None:
+    def __call__(self, stem: str, image: np.ndarray, labels: np.ndarray, pred: Prediction | None, found=None) -> None:
+        """Write the files of one input; ``found``: its ObjectResult when objects are on."""
         out = self.out
         if self.manifest is not None:
             write_json(out / MANIFEST, self.manifest)
             self.manifest = None
-        write_png(out / "overlays" / f"{stem}.png", self.predictor.overlay(image, labels, self.alpha, legend=True))
+        if found is not None:
+            overlay = objects.instance_overlay(image, found.instances, self.alpha)
+        else:
+            overlay = self.predictor.overlay(image, labels, self.alpha, legend=True)
+        write_png(out / "overlays" / f"{stem}.png", overlay)
         if pred is not None and self.outputs.probs:
             write_npy(out / "probs" / f"{stem}.npy", pred.probs)
         if pred is not None and self.outputs.uncertainty:
             self._uncertainty(stem, pred)
+        if found is not None:
+            self._objects(stem, found)
         write_mask_png(out / "masks" / f"{stem}.png", labels, colors=self.colors)
+
+    def _objects(self, stem: str, found) -> None:
+        """instances/<stem>.png (16-bit ids, 0 = none) and .json; panoptic/<stem>.png and .json."""
+        out, names = self.out, self.names
+        if self.outputs.instances:
+            write_json(out / "instances" / f"{stem}.json", objects.instances_json(found.instances, names))
+            write_png(out / "instances" / f"{stem}.png", id_png_array(found.instances.ids, stem))
+        if self.outputs.panoptic:
+            png_name = f"{stem}.png"
+            write_json(out / "panoptic" / f"{stem}.json", objects.panoptic_json(found.panoptic, png_name, names))
+            write_png(out / "panoptic" / png_name, objects.panoptic_png(found.panoptic))
 
     def _uncertainty(self, stem: str, pred: Prediction) -> None:
         maps = {
@@ -126,9 +154,17 @@ class OutputWriter:
                 write_npy(self.out / "uncertainty" / f"{stem}_{kind}.npy", values.astype(np.float32))
 
 
+def id_png_array(ids: np.ndarray, stem: str = "") -> np.ndarray:
+    """``(H, W)`` object ids as the uint16 array of a 16-bit PNG (0 = no object)."""
+    top = int(ids.max()) if ids.size else 0
+    if top > MAX_OBJECT_ID or (ids.size and int(ids.min()) < 0):
+        raise PixelwiseError(f"{stem}: object ids must be 0..{MAX_OBJECT_ID} for a 16-bit PNG, got up to {top}")
+    return ids.astype(np.uint16)
+
+
 def manifest_for(predictor: Predictor, outputs: Outputs, alpha: float) -> dict:
     """What ``OUT/predict.json`` records: the weights and every setting the outputs depend on."""
-    return {
+    manifest = {
         "models": predictor.fingerprint,
         "precision": predictor.precision,
         "classes": predictor.classes.names,
@@ -137,6 +173,49 @@ def manifest_for(predictor: Predictor, outputs: Outputs, alpha: float) -> dict:
         "alpha": alpha,
         "outputs": asdict(outputs),
     }
+    if outputs.instances:
+        # Only with objects on: folders of semantic runs keep the manifest they always had.
+        described = predictor.describe()
+        manifest["objects"] = {
+            "task": predictor.task,
+            "things": [predictor.classes.names[i] for i in predictor.things],
+            "instances": described.get("instances"),
+            "stuff": described.get("stuff"),
+        }
+    else:
+        del manifest["outputs"]["instances"], manifest["outputs"]["panoptic"]
+    return manifest
+
+
+def objects_on(predictor) -> bool:
+    """Whether ``predictor`` splits its labels into objects (False for predictors without objects)."""
+    return bool(getattr(predictor, "objects_enabled", False))
+
+
+def wants_panoptic(predictor, panoptic: bool = False) -> bool:
+    """Panoptic outputs: asked for, or a panoptic model, or stuff labels from another run."""
+    if not objects_on(predictor):
+        return False
+    described = predictor.describe()
+    return bool(panoptic or predictor.task == "panoptic" or described.get("stuff"))
+
+
+def load_object_predictor(runs, stuff_run: str | Path | None = None, **options) -> Predictor:
+    """:func:`~pixelwise.predict.load_predictor` of ``runs`` with ``options`` (its keywords, with
+    ``instances`` passed only when given), and ``stuff_run``, a semantic run whose labels give the
+    stuff classes of the panoptic output (see ``Predictor.stuff_from``)."""
+    from .predictor import load_predictor
+
+    predictor = load_predictor(runs, **options)
+    if stuff_run is None:
+        return predictor
+    if not objects_on(predictor):
+        raise PixelwiseError(
+            f"--stuff-run {stuff_run}: the model gives no objects; use an instance model or --instances components"
+        )
+    keep = {k: options[k] for k in ("device", "backend", "precision", "inference") if k in options}
+    predictor.stuff_from(load_predictor([stuff_run], **keep))
+    return predictor
 
 
 def _previous_manifest(out: Path) -> dict | None:
@@ -219,12 +298,19 @@ def _label(predictor: Predictor, image: np.ndarray, full: bool) -> tuple[np.ndar
     return predictor.predict(image), None
 
 
+def _label_objects(predictor: Predictor, image: np.ndarray, full: bool) -> tuple:
+    """The ObjectResult's labels (the ones written), its Prediction when ``full``, and the result."""
+    result = predictor.run_objects(image)
+    return result.labels, (result.prediction if full else None), result
+
+
 def _pipeline(
-    predictor: Predictor, files: list[Path], write: Callable, full: bool, threads: int, tick, decode: Callable
+    predictor: Predictor, files: list[Path], write: Callable, full: bool, threads: int, tick, decode, objects_on_=False
 ) -> tuple:
     """Decode ``files`` on ``threads`` threads, label them here, write them on a background thread.
 
-    Returns ``(written, failed)``; ``failed`` lists ``(path, reason)`` of unreadable inputs.
+    ``full``: probabilities are needed; ``objects_on_``: objects too. Returns ``(written, failed)``; ``failed`` lists
+    ``(path, reason)`` of unreadable inputs.
     """
     written, failed = 0, []
     with (
@@ -250,8 +336,11 @@ def _pipeline(
                 failed.append((str(f), str(e)))
                 tick()
                 continue
-            labels, pred = _label(predictor, img, full)
-            pending_writes.append(writer.submit(write, f.stem, img, labels, pred))
+            if objects_on_:
+                labels, pred, found = _label_objects(predictor, img, full)
+            else:
+                (labels, pred), found = _label(predictor, img, full), None
+            pending_writes.append(writer.submit(write, f.stem, img, labels, pred, found))
             while len(pending_writes) > 2:
                 pending_writes.popleft().result()  # re-raises a write error (disk full, ...)
             written += 1
@@ -276,6 +365,7 @@ def predict_files(
     overwrite: bool = False,
     decode_threads: int | None = None,
     max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    panoptic: bool = False,
 ) -> dict:
     """Predict every input and write ``OUT/masks/<stem>.png`` (class indices) and ``OUT/overlays/<stem>.png``.
 
@@ -289,6 +379,12 @@ def predict_files(
     opacity in [0, 1]. An image of more than ``max_image_pixels`` pixels is refused before it is
     decoded (listed in ``failed``). Images are decoded by ``decode_threads`` threads (default: up
     to 4) while the model runs.
+
+    Objects (when ``predictor.objects_enabled``): ``OUT/instances/<stem>.png`` (16-bit object ids,
+    0 = none), ``OUT/instances/<stem>.json`` (one entry per object: class, score, box, area, RLE
+    mask), and the overlay shows one colour per object, outlined. With ``panoptic``, a panoptic
+    model or stuff labels from another run, also ``OUT/panoptic/<stem>.png`` (COCO panoptic RGB,
+    id = R + 256 G + 256^2 B) and ``OUT/panoptic/<stem>.json`` (its ``segments_info``).
 
     ``out`` defaults to ``predictions/`` in the current folder (``predictions-2/``, ... when that
     one holds other predictions or other files: see :func:`default_out`). Resumable:
@@ -310,7 +406,12 @@ def predict_files(
     predictor = as_predictor(model, inference, postprocess)
     files = collect_inputs(inputs)
     predictor.members()  # fail now (e.g. MC dropout without dropout), not per image
-    outputs = Outputs(probs, uncertainty, uncertainty_npy)
+    found = objects_on(predictor)
+    if panoptic and not found:
+        raise PixelwiseError(
+            "--panoptic needs objects: an instance or panoptic model, or --instances components --things NAME"
+        )
+    outputs = Outputs(probs, uncertainty, uncertainty_npy, found, wants_panoptic(predictor, panoptic))
     manifest = manifest_for(predictor, outputs, alpha)
     out = default_out(manifest) if out is None else Path(out)
     prepare_output_dir(out, "--out")
@@ -328,8 +429,7 @@ def predict_files(
     if skipped:
         bar.set_postfix(already_done=skipped)
     tick = lambda: bar.update(1)  # noqa: E731
-    written, failed = _pipeline(
-        predictor, todo, write, outputs.need_probabilities, threads, tick, _decoder(max_image_pixels)
-    )
+    full, decode = outputs.need_probabilities, _decoder(max_image_pixels)
+    written, failed = _pipeline(predictor, todo, write, full, threads, tick, decode, found)
     bar.close()
     return {"written": written, "skipped": skipped, "failed": failed, "out": str(out)}

@@ -6,7 +6,8 @@
 
 Endpoints: ``GET /health`` (always public), ``GET /model`` (what is served: the models, backend,
 precision, inference options, post-processing, limits), ``POST /predict`` (an image as the
-multipart field ``file``; ``?format=json|mask|overlay``), the web page at ``/`` and FastAPI's own
+multipart field ``file``; ``?format=json|mask|overlay``, and for a model giving objects
+``instances|panoptic|panoptic_json``), the web page at ``/`` and FastAPI's own
 ``/openapi.json`` and ``/docs``.
 
 The event loop never runs model code: PNGs are encoded in the thread pool of the ASGI framework,
@@ -37,10 +38,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from .. import instances as objects
 from ..fileio import mask_png_bytes, png_bytes
 from ..postprocess import PostprocessConfig
+from ..predict.batch import load_object_predictor, objects_on
 from ..predict.engine import InferenceConfig
-from ..predict.predictor import BaseSegmenter, Predictor, as_predictor, load_predictor
+from ..predict.predictor import BaseSegmenter, Predictor, as_predictor
 from ..version import __version__
 from .guard import GuardRules, RequestGuard, token_matches
 from .uploads import UploadError, decode_upload
@@ -126,6 +129,13 @@ class OutputFormat(str, Enum):
     json = "json"
     mask = "mask"
     overlay = "overlay"
+    instances = "instances"
+    panoptic = "panoptic"
+    panoptic_json = "panoptic_json"
+
+
+# The formats that need the objects of the served model.
+OBJECT_FORMATS = (OutputFormat.instances, OutputFormat.panoptic, OutputFormat.panoptic_json)
 
 
 class Health(BaseModel):
@@ -158,6 +168,10 @@ class ModelInfo(BaseModel):
     device: str
     inference: dict[str, Any] = Field(description="inference options: tiling, flips, scales, MC dropout")
     postprocess: dict[str, Any] = Field(description="post-processing of the labels")
+    task: str = Field("semantic", description="semantic, instance or panoptic")
+    things: list[str] = Field([], description="the classes split into objects (format=instances answers them)")
+    objects: bool = Field(False, description="whether format=instances and format=panoptic are answered")
+    instances: dict[str, Any] | None = Field(None, description="how labels are split into objects")
 
 
 class ClassArea(ClassEntry):
@@ -209,6 +223,15 @@ class InferenceService:
         mask = self.segment(image)
         return image, mask, (t1 - t0) * 1000.0, (time.perf_counter() - t1) * 1000.0
 
+    def decode_and_find(self, data: bytes, max_pixels: int) -> tuple:
+        """Decode an upload and find its objects, on a model thread: ``(image, ObjectResult, decode_ms,
+        inference_ms)``."""
+        t0 = time.perf_counter()
+        image = decode_upload(data, max_pixels)
+        t1 = time.perf_counter()
+        found = self.predictor.run_objects(image)
+        return image, found, (t1 - t0) * 1000.0, (time.perf_counter() - t1) * 1000.0
+
     def busy(self, size: int) -> str | None:
         """Why a new upload of ``size`` bytes cannot be queued now (None: it can)."""
         if self.pending >= self.max_pending:
@@ -248,8 +271,17 @@ def model_info(predictor: Predictor, config: ServeConfig) -> dict:
             "versions": dict(bundle.versions),
             "limits": {"max_upload_bytes": config.max_upload_bytes, "max_upload_pixels": config.max_upload_pixels},
             **predictor.describe(),
+            **_object_info(predictor),
         }
     )
+
+
+def _object_info(predictor: Predictor) -> dict:
+    """``task``, ``things`` (names) and ``objects`` of ``GET /model``."""
+    if not objects_on(predictor):
+        return {"task": getattr(predictor, "task", "semantic"), "things": [], "objects": False}
+    names = predictor.classes.names
+    return {"task": predictor.task, "things": [names[i] for i in predictor.things], "objects": True}
 
 
 def class_areas(mask: np.ndarray, predictor: Predictor) -> list[dict]:
@@ -277,17 +309,24 @@ def serving_predictor(
     backend: str = "auto",
     precision: str = "fp32",
     onnx_path: str | Path | None = None,
+    instances=None,
+    stuff_run: str | Path | None = None,
 ) -> Predictor:
     """The Predictor to serve: ``model`` itself, or loaded (once) from one run or several (an ensemble).
 
     ``inference`` / ``postprocess`` given with a loaded model replace its own; ``backend``,
-    ``precision``, ``onnx_path`` and ``config.device`` apply when runs are loaded (see
+    ``precision``, ``onnx_path``, ``instances`` (an :class:`~pixelwise.predict.InstanceOptions`),
+    ``stuff_run`` and ``config.device`` apply when runs are loaded (see
     :func:`~pixelwise.predict.load_predictor`).
     """
     if isinstance(model, (Predictor, BaseSegmenter)):
         return as_predictor(model, inference, postprocess)
     runs = [model] if isinstance(model, (str, Path)) else list(model)
-    return load_predictor(runs, config.device, backend, precision, inference, postprocess, onnx_path)
+    extra = {} if instances is None else {"instances": instances}
+    options = dict(device=config.device, backend=backend, precision=precision, onnx_path=onnx_path)
+    return load_object_predictor(
+        runs, stuff_run=stuff_run, inference=inference, postprocess=postprocess, **options, **extra
+    )
 
 
 # Module-level: FastAPI resolves the (postponed) annotations below in this module's namespace.
@@ -298,7 +337,12 @@ _PREDICT_DESCRIPTION = (
     "pixel counts and area shares; `format=mask` a PNG of class indices, the image's own size "
     "(a palette PNG in the class colours; 16-bit grey past 256 classes); `format=overlay` a PNG "
     "of the image with the class colours blended in at `alpha` (background clear, regions "
-    "outlined) and a legend of the classes found below it. PNG answers carry the timings in `Server-Timing`. The labels "
+    "outlined) and a legend of the classes found below it. With a model that gives objects (an instance or "
+    "panoptic model, or a server started with `--instances components --things NAME`): `format=instances` "
+    "answers JSON `{width, height, instances: [{id, class, class_name, score, box [x, y, w, h], area, rle}]}` "
+    "(`rle`: COCO run-length mask); `format=panoptic` a COCO panoptic PNG (id = R + 256 G + 256^2 B); "
+    "`format=panoptic_json` JSON `{width, height, segments_info, png}` (`png`: that PNG in base64). "
+    "PNG answers carry the timings in `Server-Timing`. The labels "
     "are those of the served Predictor: its inference options and post-processing apply."
 )
 
@@ -343,10 +387,11 @@ def _add_service_routes(app: FastAPI, info: dict, protected: list) -> None:
         return info
 
 
-async def _labels_of_upload(service: InferenceService, config: ServeConfig, file: UploadFile) -> tuple:
+async def _labels_of_upload(service: InferenceService, config: ServeConfig, file: UploadFile, find=False) -> tuple:
     """Read and check an upload, then decode and label it on the model threads.
 
-    Returns ``(image, mask, decode_ms, inference_ms)``; raises :class:`UploadError` for a bad upload.
+    Returns ``(image, mask, decode_ms, inference_ms)`` (with ``find``: the ObjectResult in place of
+    the mask); raises :class:`UploadError` for a bad upload.
     """
     data = await file.read(config.max_upload_bytes + 1)
     if len(data) > config.max_upload_bytes:
@@ -354,7 +399,8 @@ async def _labels_of_upload(service: InferenceService, config: ServeConfig, file
     if not data:
         raise UploadError(400, "the uploaded file is empty; send an image file (PNG, JPEG, ...)")
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(service.pool, service.decode_and_segment, data, config.max_upload_pixels)
+    work = service.decode_and_find if find else service.decode_and_segment
+    return await loop.run_in_executor(service.pool, work, data, config.max_upload_pixels)
 
 
 async def _answer(service, image, mask, how: tuple[OutputFormat, float, bool], timing: tuple[float, float, float]):
@@ -390,6 +436,46 @@ async def _answer(service, image, mask, how: tuple[OutputFormat, float, bool], t
     )
 
 
+def _object_answer(service: InferenceService, found, format: OutputFormat, timing: dict):
+    """The answer of an object format: instances JSON, the panoptic PNG, or the panoptic JSON with the PNG."""
+    import base64
+
+    names = service.predictor.classes.names
+    height, width = (int(n) for n in found.labels.shape)
+    if format is OutputFormat.instances:
+        entries = objects.instances_json(found.instances, names)
+        return {"width": width, "height": height, "instances": entries, "timing": timing}
+    png = png_bytes(objects.panoptic_png(found.panoptic), 1)
+    if format is OutputFormat.panoptic:
+        server_timing = ", ".join(f"{k.removesuffix('_ms')};dur={v:.1f}" for k, v in timing.items())
+        headers = {"Server-Timing": server_timing, "X-Image-Size": f"{width}x{height}"}
+        return Response(png, media_type="image/png", headers=headers)
+    segments = objects.panoptic_json(found.panoptic, "upload.png", names)["segments_info"]
+    body = {"width": width, "height": height, "segments_info": segments, "png": base64.b64encode(png).decode()}
+    return {**body, "timing": timing}
+
+
+async def _find_and_answer(service, config: ServeConfig, file: UploadFile, format: OutputFormat, t0: float):
+    """Objects of an upload, answered in an object format (see :func:`_object_answer`)."""
+    _image, found, decode_ms, inference_ms = await _labels_of_upload(service, config, file, find=True)
+    timing = {"decode_ms": decode_ms, "inference_ms": inference_ms}
+    answer = await run_in_threadpool(_object_answer, service, found, format, timing)
+    if isinstance(answer, dict):
+        answer["timing"]["total_ms"] = (time.perf_counter() - t0) * 1000.0
+        return JSONResponse(_finite(answer))
+    return answer
+
+
+def _no_objects(service: InferenceService, format: OutputFormat) -> str | None:
+    """Why ``format`` cannot be answered by the served model (None: it can)."""
+    if format not in OBJECT_FORMATS or objects_on(service.predictor):
+        return None
+    return (
+        f"format={format.value}: the served model gives no objects (a semantic model with no thing classes); "
+        "serve an instance or panoptic model, or start the server with --instances components --things NAME"
+    )
+
+
 def _add_predict_route(app: FastAPI, service: InferenceService, config: ServeConfig, protected: list) -> None:
     @app.post(
         "/predict",
@@ -402,7 +488,9 @@ def _add_predict_route(app: FastAPI, service: InferenceService, config: ServeCon
     )
     async def predict(
         file: Annotated[UploadFile, File(description="the image: PNG, JPEG, BMP, TIFF, WebP or GIF")],
-        format: Annotated[OutputFormat, Query(description="json, mask or overlay")] = OutputFormat.json,
+        format: Annotated[
+            OutputFormat, Query(description="json, mask, overlay; instances, panoptic, panoptic_json")
+        ] = OutputFormat.json,
         alpha: Annotated[float, Query(ge=0.0, le=1.0, description="overlay opacity of the class colours")] = 0.5,
         palette: Annotated[
             bool, Query(description="format=mask: a palette PNG in the class colours (false: 8-bit grey indices)")
@@ -412,6 +500,8 @@ def _add_predict_route(app: FastAPI, service: InferenceService, config: ServeCon
         ctype = (file.content_type or "").split(";")[0].strip().lower()
         if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
             raise HTTPException(415, f"the file was sent as {ctype!r}; send an image (image/png, image/jpeg, ...)")
+        if (why := _no_objects(service, format)) is not None:
+            raise HTTPException(400, why)
         size = min(file.size or 0, config.max_upload_bytes)
         reason = service.busy(size)
         if reason:
@@ -419,6 +509,8 @@ def _add_predict_route(app: FastAPI, service: InferenceService, config: ServeCon
         service.pending += 1
         service.queued_bytes += size
         try:
+            if format in OBJECT_FORMATS:
+                return await _find_and_answer(service, config, file, format, t0)
             image, mask, decode_ms, inference_ms = await _labels_of_upload(service, config, file)
             return await _answer(service, image, mask, (format, alpha, palette), (decode_ms, inference_ms, t0))
         finally:
@@ -454,16 +546,21 @@ def create_app(
     backend: str = "auto",
     precision: str = "fp32",
     onnx_path: str | Path | None = None,
+    instances=None,
+    stuff_run: str | Path | None = None,
 ) -> FastAPI:
     """Build the FastAPI app around a Predictor (see :func:`serving_predictor` for ``model``).
 
     ``model``: a Predictor, a Segmenter or Ensemble, or one run directory or several (an
-    ensemble), loaded once on ``config.device`` with ``backend``, ``precision`` and ``onnx_path``;
-    ``inference`` and ``postprocess`` are the options every prediction runs with. Raises
+    ensemble), loaded once on ``config.device`` with ``backend``, ``precision`` and ``onnx_path``
+    (and ``instances``, ``stuff_run`` for objects); ``inference`` and ``postprocess`` are the
+    options every prediction runs with. Raises
     :class:`~pixelwise.PixelwiseError` when a run cannot be loaded or the options cannot run on it.
     """
     config = config or ServeConfig()
-    predictor = serving_predictor(model, config, inference, postprocess, backend, precision, onnx_path)
+    predictor = serving_predictor(
+        model, config, inference, postprocess, backend, precision, onnx_path, instances, stuff_run
+    )
     predictor.members()  # fail at start-up, not on the first request
     service = InferenceService(predictor, config.model_threads, config.max_pending, config.max_queued_bytes)
 

@@ -104,16 +104,21 @@ def serve(
     backend: str = "auto",
     precision: str = "fp32",
     onnx_path: str | Path | None = None,
+    instances=None,
+    stuff_run: str | Path | None = None,
 ) -> None:
     """Load the model(s) once, listen on ``config.host:config.port`` and serve until Ctrl-C.
 
-    ``model``, ``inference``, ``postprocess``, ``backend``, ``precision`` and ``onnx_path`` are as for
+    ``model``, ``inference``, ``postprocess``, ``backend``, ``precision``, ``onnx_path``, ``instances``
+    and ``stuff_run`` are as for
     :func:`~pixelwise.serve.create_app` (several run directories serve an ensemble).
     ``announce`` receives one line with the address once the socket is listening (default: print
     it to stdout), so ``port=0`` can be used and the chosen port read back.
     """
     config = config or ServeConfig()
-    app = create_app(model, config, inference, postprocess, backend, precision, onnx_path)
+    app = create_app(
+        model, config, inference, postprocess, backend, precision, onnx_path, instances=instances, stuff_run=stuff_run
+    )
     sock = bind_socket(config.host, config.port)
     line = f"serving {_what(model)} at {url_of(sock)}/ (page at /, API schema at /openapi.json; Ctrl-C to stop)"
     if announce is None:
