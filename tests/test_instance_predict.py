@@ -293,3 +293,72 @@ def test_describe_and_repr_record_the_object_options():
     assert "instances(" in repr(predictor)
     kept = predictor.with_options(InferenceConfig(hflip=True))
     assert kept.instances == predictor.instances and kept.method == "components"
+
+
+@pytest.fixture(scope="module")
+def instance_run(tmp_path_factory):
+    """A saved instance model (the tests' tiny network, random weights) with one thing class."""
+    from conftest import TINY_MODEL
+    from pixelwise.bundle import Bundle, Normalization, save_bundle
+    from pixelwise.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(
+        TINY_MODEL["arch"], TINY_MODEL["encoder"], num_classes=3, kwargs=TINY_MODEL["model_kwargs"], task="instance"
+    )
+    classes = ClassInfo(["background", "disc", "grass"], [(0, 0, 0), (255, 255, 255), (0, 200, 0)], things=(1,))
+    bundle = Bundle(model=config, classes=classes, normalization=Normalization((0.5,) * 3, (0.25,) * 3))
+    return save_bundle(tmp_path_factory.mktemp("instance") / "run", build_model(config), bundle)
+
+
+def test_onnx_export_of_an_instance_model_finds_the_objects_torch_finds(instance_run, capsys):
+    from pixelwise.cli import main
+    from pixelwise.predict import load_predictor
+
+    assert main(["export", str(instance_run)]) == 0
+    out = capsys.readouterr().out
+    assert "grouping into objects runs after it, in Python" in out and "not in the exported file" in out
+    options = InstanceOptions(things=("disc", "grass"), grouping=GroupingConfig(centre_threshold=0.0, min_area=1))
+    runs = {
+        name: load_predictor(instance_run, "cpu", backend=name, instances=options) for name in ("torch", "onnxruntime")
+    }
+    onnx, ref = runs["onnxruntime"], runs["torch"]
+    assert onnx.model.active_backend == "onnxruntime" and onnx.model.members()[0].extra_channels == 3
+    assert onnx.task == "instance" and onnx.method == "centres"
+    image = np.random.default_rng(3).integers(0, 256, (45, 61, 3), dtype=np.uint8)
+    a, b = onnx.run_objects(image), ref.run_objects(image)
+    np.testing.assert_allclose(a.prediction.dense, b.prediction.dense, atol=1e-3)
+    np.testing.assert_allclose(a.prediction.probs, b.prediction.probs, atol=1e-4)
+    assert len(b.instances.segments) >= 1
+    assert (a.labels == b.labels).mean() > 0.999
+    assert len(a.instances.segments) == len(b.instances.segments)
+    assert (a.instances.ids == b.instances.ids).mean() > 0.99
+
+
+def test_torchscript_export_of_an_instance_model_keeps_every_channel(instance_run, tmp_path):
+    from pixelwise.export import export_model
+
+    res = export_model(instance_run, "torchscript", out=tmp_path / "m.pt")
+    assert res["channels"] == 3 + 3 and res["task"] == "instance" and "Python" in res["note"]
+    assert res["max_abs_diff"] <= 1e-3
+    module = torch.jit.load(str(tmp_path / "m.pt"))
+    assert module(torch.rand(2, 3, 37, 29)).shape == (2, 6, 37, 29)
+
+
+def test_an_onnx_file_of_a_semantic_export_is_refused_for_an_instance_run(instance_run, tmp_path):
+    """The output channels are checked: C + 3 for an instance run."""
+    import onnx
+
+    from pixelwise.predict.backends import META_KEY, check_onnx_matches, onnx_session
+
+    path = tmp_path / "m.onnx"
+    from pixelwise.export import export_model
+
+    export_model(instance_run, "onnx", out=path)
+    session = onnx_session(path)
+    fingerprint = onnx.load(str(path)).metadata_props
+    weights = next(p.value for p in fingerprint if p.key == "pixelwise.weights")
+    assert json.loads(next(p.value for p in fingerprint if p.key == META_KEY))["model"]["task"] == "instance"
+    check_onnx_matches(session, path, weights, 3, 3)
+    with pytest.raises(PixelwiseError, match="gives 6 output channels, the run's model 3"):
+        check_onnx_matches(session, path, weights, 3, 0)
