@@ -265,6 +265,44 @@ def test_split_components_does_not_cut_elongated_shapes(shape):
     assert len(inst.segments) == 1 and inst.segments[0].area == labels.sum()
 
 
+def ragged(mask, seed):
+    """``mask`` with a ragged border: border pixels removed and outside neighbours added at random."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    border = mask & ~ndimage.binary_erosion(mask)
+    outside = ndimage.binary_dilation(mask) & ~mask
+    return (mask & ~(border & (rng.random(mask.shape) < 0.4))) | (outside & (rng.random(mask.shape) < 0.3))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_split_components_does_not_cut_ragged_bars(seed):
+    from scipy import ndimage
+
+    bar = np.zeros((80, 80), bool)
+    bar[36 : 36 + 5 + 3 * seed, 4:76] = True
+    bar = ndimage.rotate(bar.astype(float), 25 * seed, reshape=False, order=0) > 0.5
+    labels = ragged(bar, seed)
+    labels = (ndimage.label(labels)[0] == 1).astype(np.int64)  # the bar, should a corner pixel part
+    inst = split_components(labels, None, things=[1], config=GroupingConfig(min_area=1))
+    assert len(inst.segments) == 1
+
+
+@pytest.mark.parametrize("distance, objects", [(1.4, 2), (1.15, 2), (0.6, 1)])
+def test_split_components_overlapping_discs(distance, objects):
+    """Two discs of radius 12 whose centres are ``distance`` radii apart: a clear neck splits them."""
+    labels = (disc((64, 80), 32, 25, 12) | disc((64, 80), 32, 25 + distance * 12, 12)).astype(np.int64)
+    assert len(split_components(labels, None, things=[1]).segments) == objects
+
+
+def test_split_components_small_disc_touching_a_large_one():
+    big, small = disc((80, 80), 40, 30, 20), disc((80, 80), 40, 56, 6)
+    labels = (big | small).astype(np.int64)
+    inst = split_components(labels, None, things=[1])
+    assert len(inst.segments) == 2
+    assert sorted(s.area for s in inst.segments)[0] == pytest.approx((small & ~big).sum(), abs=6)
+
+
 def test_split_components_classes_and_small_pieces():
     labels = np.zeros((48, 48), np.int64)
     labels[5:20, 5:20] = 1

@@ -32,9 +32,11 @@ TASKS = ("semantic", "instance", "panoptic")
 GAUSSIAN_REACH = 4.0
 # Pixels x centres compared at once when grouping, to bound the memory of the distance matrix.
 GROUPING_CHUNK = 1 << 22
-# Two distance-transform peaks of one component are one object unless the narrowest passage between
-# them is below this share of the lower peak (see split_components).
-NECK_RATIO = 0.75
+# Two distance-transform peaks of one component are one object unless the widest passage between them
+# is below this share of the lower peak (for two equal discs: centres more than about a radius apart)
+# and at least NECK_PIXELS below it (a ragged border moves the distance by up to about 1.4 px).
+NECK_RATIO = 0.85
+NECK_PIXELS = 1.5
 # Outlines in the overlay: the object colour times this.
 OUTLINE_SHADE = 0.6
 
@@ -347,10 +349,11 @@ def split_components(labels, probs, things: Sequence[int], config: GroupingConfi
     Peaks are found with ``skimage.feature.peak_local_max``, at least half the component's largest
     inscribed radius apart; a watershed of the negated distance restricted to the component gives
     each peak a region. Two neighbouring regions stay one object unless the widest passage between
-    them (the highest distance along their shared border) is below ``NECK_RATIO`` (3/4) of the lower
-    of their two peaks and at least one pixel below it; so two discs touching along a short border
-    split, while a rectangle or an ellipse, whose ridge has no dip, never does. The rule depends only
-    on the component's own shape, not on an image size. Score = mean probability of the class over
+    them (the highest distance along their shared border) is below ``NECK_RATIO`` (0.85) of the lower
+    of their two peaks and at least ``NECK_PIXELS`` (1.5 px, more than a ragged border moves it)
+    below it: two discs touching, or overlapping with centres more than about a radius apart, split;
+    a convex shape (rectangle, ellipse, bar), whose distance has no dip, never does. The rule depends
+    only on the component's own shape, not on an image size. Score = mean probability of the class over
     the object; objects under min_area pixels are dropped; ids are 1..K by descending score.
     """
     config = config or GroupingConfig()
@@ -426,7 +429,7 @@ def _merge_shallow(regions: np.ndarray, dist: np.ndarray, heights: np.ndarray) -
         if ra == rb:
             continue
         lower = min(top[ra], top[rb])
-        if passage >= NECK_RATIO * lower or passage > lower - 1.0:
+        if passage >= NECK_RATIO * lower or passage > lower - NECK_PIXELS:
             parent[max(ra, rb)] = min(ra, rb)
             top[min(ra, rb)] = max(top[ra], top[rb])
     roots = np.array([root(i) for i in range(len(parent))])
