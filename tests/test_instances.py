@@ -147,10 +147,20 @@ def test_centre_targets_rejects_bad_input():
 def test_centre_targets_cuda_matches_cpu():
     ids, _, _ = touching_discs()
     batch = torch.from_numpy(np.stack([ids, ids[::-1].copy() * 3]))
-    on_gpu = centre_targets(batch.cuda())
+    torch.use_deterministic_algorithms(True)  # training may ask for it: nothing here may refuse
+    try:
+        on_gpu = centre_targets(batch.cuda())
+        labels = (batch[0] > 0).long()
+        dense = torch.cat([on_gpu[0][0], on_gpu[1][0]])
+        probs = torch.stack([1 - labels.float(), labels.float()])
+        gpu_objects = group_by_centres(labels.cuda(), probs.cuda(), dense, [1])
+    finally:
+        torch.use_deterministic_algorithms(False)
     for got, want in zip(on_gpu, centre_targets(batch)):
         assert got.is_cuda
         torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
+    cpu_objects = group_by_centres(labels, probs, dense.cpu(), [1])
+    assert np.array_equal(gpu_objects.ids, cpu_objects.ids) and len(gpu_objects.segments) == 2
 
 
 def test_dense_maps_sigmoid_on_centre_only():

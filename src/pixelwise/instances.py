@@ -162,9 +162,11 @@ def centre_targets(instance_ids: torch.Tensor, sigma: float = 8.0) -> tuple[torc
     ys = torch.arange(h, device=ids.device, dtype=torch.float64).view(1, h, 1).expand(n, h, w).reshape(-1)
     xs = torch.arange(w, device=ids.device, dtype=torch.float64).view(1, 1, w).expand(n, h, w).reshape(-1)
     count = torch.bincount(slot, minlength=size).double()
-    # float64 sums: a float32 sum of a large object's coordinates would round.
-    cy = torch.bincount(slot, weights=ys, minlength=size) / count.clamp(min=1)
-    cx = torch.bincount(slot, weights=xs, minlength=size) / count.clamp(min=1)
+    # float64 sums of whole numbers are exact in any order, so the centres are the same on every
+    # device and run; index_add_ (not a weighted bincount) is allowed in deterministic mode on CUDA.
+    zero = torch.zeros(size, dtype=torch.float64, device=ids.device)
+    cy = zero.index_add(0, slot, ys) / count.clamp(min=1)
+    cx = zero.index_add(0, slot, xs) / count.clamp(min=1)
     dy = torch.where(on.view(-1), cy[slot] - ys, 0.0).float()
     dx = torch.where(on.view(-1), cx[slot] - xs, 0.0).float()
     offsets = torch.stack((dy.view(n, h, w), dx.view(n, h, w)), dim=1)
@@ -297,7 +299,8 @@ def group_by_centres(labels, probs, dense, things: Sequence[int], config: Groupi
     else:
         probs_t = _tensor(probs, device)
         taken = probs_t[category[owner], ys, xs].double()
-        mean_prob = torch.bincount(owner, weights=taken, minlength=k) / area.clamp(min=1)
+        total = torch.zeros(k, dtype=torch.float64, device=device).index_add_(0, owner, taken)
+        mean_prob = total / area.clamp(min=1)
     score = (centre_values.double() * mean_prob).cpu().numpy()
     ids = torch.zeros(h * w, dtype=torch.long, device=device)
     ids[pixel] = owner + 1
