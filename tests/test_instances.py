@@ -240,6 +240,18 @@ def test_group_by_centres_is_deterministic():
     assert np.array_equal(first.ids, second.ids) and first.segments == second.segments
 
 
+def test_group_by_centres_read_only_arrays_and_bad_probs(recwarn):
+    ids, a, b = touching_discs()
+    labels = (ids > 0).astype(np.int64)
+    dense = perfect_maps(ids).numpy()
+    labels.flags.writeable = False  # as an image decoded by PIL arrives
+    dense.flags.writeable = False
+    inst = group_by_centres(labels, None, dense, [1])
+    assert len(inst.segments) == 2 and not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    with pytest.raises(ValueError, match="probabilities"):
+        group_by_centres(labels, np.ones((1, 64, 64), np.float32), dense, [1])
+
+
 # --- split_components ----------------------------------------------------------------------
 
 

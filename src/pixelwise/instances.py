@@ -223,7 +223,11 @@ def dense_maps(extra: torch.Tensor) -> torch.Tensor:
 
 
 def _tensor(value, device=None) -> torch.Tensor:
-    out = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        value = np.ascontiguousarray(value)
+        # torch warns on read-only arrays (an image decoded by PIL, a memory map): copy those.
+        value = value if value.flags.writeable else value.copy()
+    out = value if isinstance(value, torch.Tensor) else torch.from_numpy(value)
     return out.to(device) if device is not None else out
 
 
@@ -298,6 +302,10 @@ def group_by_centres(labels, probs, dense, things: Sequence[int], config: Groupi
         mean_prob = torch.ones(k, dtype=torch.float64, device=device)
     else:
         probs_t = _tensor(probs, device)
+        if probs_t.ndim != 3 or probs_t.shape[1:] != (h, w) or probs_t.shape[0] <= int(category.max()):
+            raise ValueError(
+                f"probabilities must be (C, {h}, {w}) with a channel per class, got {tuple(probs_t.shape)}"
+            )
         taken = probs_t[category[owner], ys, xs].double()
         total = torch.zeros(k, dtype=torch.float64, device=device).index_add_(0, owner, taken)
         mean_prob = total / area.clamp(min=1)
@@ -501,7 +509,7 @@ def _panoptic(
         segments.append(Segment(len(segments) + 1, seg.category, seg.score, kept, isthing=True))
         pan_of[where] = len(segments)
     pan = pan_of[inverse.reshape(labels.shape)]
-    stuff = (pan == 0) & ~np.isin(labels, list(things)) & (labels != ignore)
+    stuff = (pan == 0) & ~np.isin(labels, list(things)) & (labels != ignore) & (labels >= 0)
     classes, counts = np.unique(labels[stuff], return_counts=True)
     stuff_of = {}
     for cls, count in zip(classes.tolist(), counts.tolist()):
