@@ -170,7 +170,7 @@ def run_pixelwise(task: str, train_root: Path, out: Path, args, test: list[dict]
 
     run = out / f"run-{task}-{args.size}-{args.seed}-{args.minutes:g}m"
     start = time.perf_counter()
-    pixelwise.train(
+    result = pixelwise.train(
         data=str(train_root),
         out=str(run),
         overwrite=True,
@@ -197,7 +197,9 @@ def run_pixelwise(task: str, train_root: Path, out: Path, args, test: list[dict]
     scores = Scores(names, things)
     for scene, result in zip(test, results):
         scores.add(scene, result.instances, result.panoptic)
-    return {"method": f"{task} ({method})", "train min": train_s / 60, "predict ms": ms, **scores.row()}
+    row = {"method": f"{task} ({method})", "train min": train_s / 60, "predict ms": ms, **scores.row()}
+    row["details"]["epochs"] = len(result.history)
+    return row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +286,9 @@ def train_maskrcnn(model, samples: list, seconds: float, device: str, seed: int,
     returns the steps taken. Learning rate 0.01 after a 100-step linear warm-up."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    # The number of sampled regions, hence the heads' input shapes, changes every step: cuDNN's
+    # benchmark mode (which a pixelwise run before this one turns on) would re-tune every step.
+    torch.backends.cudnn.benchmark = False
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -305,7 +310,10 @@ def train_maskrcnn(model, samples: list, seconds: float, device: str, seed: int,
             optimiser.step()
         step += 1
         if step % 10 == 0:
-            print(f"  maskrcnn step {step}  {time.perf_counter() - start:5.0f}s  loss {float(loss):.3f}", flush=True)
+            print(
+                f"  maskrcnn step {step}  {time.perf_counter() - start:5.0f}s  loss {float(loss.detach()):.3f}",
+                flush=True,
+            )
     return step
 
 
