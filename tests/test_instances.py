@@ -116,6 +116,18 @@ def test_centre_targets_large_ids_match_small_ones():
         assert torch.equal(got, want)
 
 
+def test_centre_targets_in_chunks_match_one_pass(monkeypatch):
+    import pixelwise.instances as instances
+
+    ids = torch.zeros(2, 60, 60, dtype=torch.int64)
+    for i in range(1, 25):
+        ids[i % 2, (i * 7) % 50 : (i * 7) % 50 + 8, (i * 13) % 50 : (i * 13) % 50 + 8] = i
+    whole = centre_targets(ids, sigma=12.0)
+    monkeypatch.setattr(instances, "GROUPING_CHUNK", 20_000)  # a few objects per chunk
+    for got, want in zip(centre_targets(ids, sigma=12.0), whole):
+        assert torch.equal(got, want)
+
+
 def test_centre_targets_empty_image():
     heat, offsets, on = centre_targets(torch.zeros(2, 16, 24, dtype=torch.int64))
     assert heat.shape == (2, 1, 16, 24) and not heat.any() and not offsets.any() and not on.any()

@@ -30,7 +30,8 @@ TASKS = ("semantic", "instance", "panoptic")
 
 # The Gaussian of a centre is drawn out to this many standard deviations (beyond it, < 4e-4).
 GAUSSIAN_REACH = 4.0
-# Pixels x centres compared at once when grouping, to bound the memory of the distance matrix.
+# Pixels x centres compared at once when grouping (and window pixels drawn at once for the heat
+# map), to bound memory.
 GROUPING_CHUNK = 1 << 22
 # Two distance-transform peaks of one component are one object unless the widest passage between them
 # is below this share of the lower peak (for two equal discs: centres more than about a radius apart)
@@ -196,19 +197,23 @@ def _draw_gaussians(heat: torch.Tensor, image: torch.Tensor, cy, cx, size: tuple
     """Max of one Gaussian per object into ``heat`` (N*H*W flat), each drawn in a square window.
 
     The Gaussian is separable, so a window is the outer product of a row and a column profile;
-    all objects are drawn in one scatter (amax), without a loop over objects or pixels.
+    objects are drawn by one scatter (amax) per chunk of objects (one chunk unless sigma is large),
+    without a loop over pixels.
     """
     h, w = size
     reach = min(math.ceil(GAUSSIAN_REACH * sigma), max(h, w))
     steps = torch.arange(-reach, reach + 1, device=heat.device)
-    rows = torch.round(cy).long()[:, None] + steps  # (K, S)
-    cols = torch.round(cx).long()[:, None] + steps
-    gy = torch.exp(-((rows - cy[:, None]) ** 2) / (2 * sigma**2)).float()
-    gx = torch.exp(-((cols - cx[:, None]) ** 2) / (2 * sigma**2)).float()
-    valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-    values = torch.where(valid, gy[:, :, None] * gx[:, None, :], 0.0)
-    index = image[:, None, None] * (h * w) + rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]
-    heat.scatter_reduce_(0, index.reshape(-1), values.reshape(-1), reduce="amax")
+    chunk = max(1, GROUPING_CHUNK // len(steps) ** 2)
+    for start in range(0, len(cy), chunk):
+        y, x, n = cy[start : start + chunk], cx[start : start + chunk], image[start : start + chunk]
+        rows = torch.round(y).long()[:, None] + steps  # (K, S)
+        cols = torch.round(x).long()[:, None] + steps
+        gy = torch.exp(-((rows - y[:, None]) ** 2) / (2 * sigma**2)).float()
+        gx = torch.exp(-((cols - x[:, None]) ** 2) / (2 * sigma**2)).float()
+        valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+        values = torch.where(valid, gy[:, :, None] * gx[:, None, :], 0.0)
+        index = n[:, None, None] * (h * w) + rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]
+        heat.scatter_reduce_(0, index.reshape(-1), values.reshape(-1), reduce="amax")
 
 
 def dense_maps(extra: torch.Tensor) -> torch.Tensor:
