@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,8 +154,10 @@ def test_demo_task_end_to_end(task, tmp_path, capsys):
         ids = Image.open(run / "predictions" / "instances" / f"{stem}.png")
         assert ids.mode == "I;16" and ids.size == (128, 128)
         assert isinstance(json.loads((run / "predictions" / "instances" / f"{stem}.json").read_text()), list)
-    panoptic = sorted(p.name for p in (run / "predictions" / "panoptic").glob("*")) if task == "panoptic" else []
+    panoptic = sorted(p.name for p in (run / "predictions" / "panoptic").glob("*"))
     assert panoptic == (sorted([f"{s}.json" for s in val] + [f"{s}.png" for s in val]) if task == "panoptic" else [])
-    for line in out.splitlines():
-        if line.lstrip().startswith(("metrics:", "objects:", "panoptic:")):
-            assert (run / "predictions").is_dir() and str(run) in line, line
+    printed = [line.split()[1] for line in out.splitlines() if line.lstrip().startswith(("objects:", "panoptic:"))]
+    assert printed == [str(run / "predictions" / "overlays")] + (
+        [str(run / "predictions" / "panoptic")] if panoptic else []
+    )
+    assert all(Path(p).is_dir() for p in printed)
