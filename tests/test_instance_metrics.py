@@ -331,3 +331,14 @@ def test_ap_bad_input_is_one_line_error():
         metric.add(*gt, *gt, {}, crowd=np.zeros((3, 3), bool))
     with pytest.raises(PixelwiseError, match="integer"):
         metric.add(gt[0].astype(float), gt[1], *gt, {})
+
+
+def test_ap_crowd_of_named_classes_only():
+    gt = objects((0, 10, 0, 10))
+    crowd = np.zeros((SIZE, SIZE), bool)
+    crowd[12:20, 12:20] = True
+    pred = objects((0, 10, 0, 10), (12, 18, 12, 18))
+    for classes, expected in (([1], 1.0), ([2], 0.5)):
+        metric = MaskAP([1, 2], NAMES)
+        metric.add(*gt, *pred, {1: 0.1, 2: 0.9}, crowd=crowd, crowd_categories=classes)
+        assert metric.summary()["AP50"] == pytest.approx(expected, abs=0.01)
