@@ -427,8 +427,8 @@ def _merge_shallow(regions: np.ndarray, dist: np.ndarray, heights: np.ndarray) -
     """Lookup region (1..P) -> object (1..Q): neighbouring regions with no real neck between them merge.
 
     Borders are visited from the widest passage down (as when computing the dynamics of maxima): a
-    region pair whose passage is at least NECK_RATIO of the lower peak, or within a pixel of it, is one
-    object; the merged object keeps the higher peak.
+    region pair whose passage is at least NECK_RATIO of the lower peak, or less than NECK_PIXELS below
+    it, is one object; the merged object keeps the higher peak.
     """
     saddles = _saddles(regions, dist)
     parent = list(range(len(heights) + 1))
@@ -456,16 +456,18 @@ def _merge_shallow(regions: np.ndarray, dist: np.ndarray, heights: np.ndarray) -
 def _saddles(regions: np.ndarray, dist: np.ndarray) -> dict[tuple[int, int], float]:
     """For each pair of 4-adjacent regions, the widest passage: max over their border of min(dist)."""
     size = int(regions.max()) + 1
-    best = np.full(size * size, -1.0)
+    pairs, passages = [], []
     for a, b, da, db in (
         (regions[1:, :], regions[:-1, :], dist[1:, :], dist[:-1, :]),
         (regions[:, 1:], regions[:, :-1], dist[:, 1:], dist[:, :-1]),
     ):
         cut = (a != b) & (a > 0) & (b > 0)
-        pair = np.minimum(a[cut], b[cut]) * size + np.maximum(a[cut], b[cut])
-        np.maximum.at(best, pair, np.minimum(da[cut], db[cut]))
-    found = np.flatnonzero(best >= 0)
-    return {(int(i // size), int(i % size)): float(best[i]) for i in found}
+        pairs.append(np.minimum(a[cut], b[cut]).astype(np.int64) * size + np.maximum(a[cut], b[cut]))
+        passages.append(np.minimum(da[cut], db[cut]))
+    keys, where = np.unique(np.concatenate(pairs), return_inverse=True)
+    best = np.full(len(keys), -1.0)
+    np.maximum.at(best, where, np.concatenate(passages))
+    return {(int(key // size), int(key % size)): float(value) for key, value in zip(keys, best)}
 
 
 # ---------------------------------------------------------------------------------------------
