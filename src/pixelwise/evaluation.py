@@ -61,7 +61,7 @@ SETTING_KEYS = (
     "precision",
     "inference",
     "postprocess",
-    "instances",
+    "objects",
 )
 
 
@@ -450,7 +450,11 @@ def _write_results(out: Path, metrics: dict, cm: ConfusionMatrix, classes: Class
 
 
 def _provenance(split: str, images: int, data, ds, runs: list[str], predictor: Predictor, opts: dict) -> dict:
-    """What metrics.json records besides the metrics: the data read and the Predictor that labelled it."""
+    """What metrics.json records besides the metrics: the data read and the Predictor that labelled it.
+
+    The Predictor's object options go under ``objects``: ``instances`` is the mask AP section."""
+    described = predictor.describe()
+    described["objects"] = described.pop("instances", None)
     return {
         "split": split,
         "images": images,
@@ -461,7 +465,7 @@ def _provenance(split: str, images: int, data, ds, runs: list[str], predictor: P
         **opts,
         "notes": list(ds.notes),
         "skipped": list(ds.skipped),
-        **predictor.describe(),
+        **described,
     }
 
 

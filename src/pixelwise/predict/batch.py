@@ -175,13 +175,7 @@ def manifest_for(predictor: Predictor, outputs: Outputs, alpha: float) -> dict:
     }
     if outputs.instances:
         # Only with objects on: folders of semantic runs keep the manifest they always had.
-        described = predictor.describe()
-        manifest["objects"] = {
-            "task": predictor.task,
-            "things": [predictor.classes.names[i] for i in predictor.things],
-            "instances": described.get("instances"),
-            "stuff": described.get("stuff"),
-        }
+        manifest["objects"] = predictor.describe().get("instances")
     else:
         del manifest["outputs"]["instances"], manifest["outputs"]["panoptic"]
     return manifest
@@ -196,8 +190,8 @@ def wants_panoptic(predictor, panoptic: bool = False) -> bool:
     """Panoptic outputs: asked for, or a panoptic model, or stuff labels from another run."""
     if not objects_on(predictor):
         return False
-    described = predictor.describe()
-    return bool(panoptic or predictor.task == "panoptic" or described.get("stuff"))
+    described = predictor.describe().get("instances") or {}
+    return bool(panoptic or predictor.task == "panoptic" or described.get("stuff_from"))
 
 
 def load_object_predictor(runs, stuff_run: str | Path | None = None, **options) -> Predictor:
@@ -207,6 +201,12 @@ def load_object_predictor(runs, stuff_run: str | Path | None = None, **options) 
     from .predictor import load_predictor
 
     predictor = load_predictor(runs, **options)
+    chosen = options.get("instances")
+    if chosen is not None and chosen.things and not objects_on(predictor):
+        raise PixelwiseError(
+            f"--things {','.join(chosen.things)}: objects are off for this {predictor.task} model; "
+            "add --instances components to split its labels into objects"
+        )
     if stuff_run is None:
         return predictor
     if not objects_on(predictor):
