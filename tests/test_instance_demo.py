@@ -12,6 +12,7 @@ from PIL import Image
 from scipy import ndimage
 
 from pixelwise.cli import main
+from pixelwise.cli.evaluate import object_lines
 from pixelwise.data.synthetic_instances import INSTANCE_CLASSES, make_instance_dataset
 from pixelwise.errors import PixelwiseError
 
@@ -146,8 +147,9 @@ def test_demo_task_end_to_end(task, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"\ntask: {task}\n" in (run / "config.yaml").read_text()
     saved = json.loads((run / "eval-val" / "metrics.json").read_text())
-    assert set(saved["instances"]) >= {"AP", "AP50", "AP75"} and "mask AP " in out
-    assert set(saved["panoptic"]) >= {"PQ", "SQ", "RQ"} and "\nPQ " in out
+    assert set(saved["instances"]) >= {"AP", "AP50", "AP75"} and "\ninstances: AP " in out
+    assert set(saved["panoptic"]) >= {"PQ", "SQ", "RQ"} and "\npanoptic: PQ " in out
+    assert all(f"\n{line}\n" in out for line in object_lines(saved))  # as `pixelwise evaluate` prints them
     val = (run / "data" / "splits" / "val.txt").read_text().split()
     assert val and all((run / "predictions" / "overlays" / f"{s}.png").is_file() for s in val)
     for stem in val:
@@ -156,7 +158,7 @@ def test_demo_task_end_to_end(task, tmp_path, capsys):
         assert isinstance(json.loads((run / "predictions" / "instances" / f"{stem}.json").read_text()), list)
     panoptic = sorted(p.name for p in (run / "predictions" / "panoptic").glob("*"))
     assert panoptic == (sorted([f"{s}.json" for s in val] + [f"{s}.png" for s in val]) if task == "panoptic" else [])
-    printed = [line.split()[1] for line in out.splitlines() if line.lstrip().startswith(("objects:", "panoptic:"))]
+    printed = [line.split()[1] for line in out.splitlines() if line.startswith(("  objects:", "  panoptic:"))]
     assert printed == [str(run / "predictions" / "overlays")] + (
         [str(run / "predictions" / "panoptic")] if panoptic else []
     )

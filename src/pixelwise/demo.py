@@ -138,21 +138,23 @@ def demo_train_options(task: str, epochs: int | None) -> dict:
 
 
 def object_metric_lines(metrics: dict) -> list[str]:
-    """Printed lines of the mask AP and panoptic quality in ``metrics`` (percent; "-" when undefined)."""
+    """The lines `pixelwise evaluate` prints for mask AP and panoptic quality (in %), when ``metrics`` has them."""
 
     def pct(value) -> str:
-        return "-" if value is None else f"{100 * value:.2f} %"
+        return "-" if value is None else f"{100 * value:.2f}"
 
     lines = []
     ap = metrics.get("instances")
     if ap:
-        lines.append(f"mask AP {pct(ap.get('AP'))}   AP50 {pct(ap.get('AP50'))}   AP75 {pct(ap.get('AP75'))}")
+        lines.append(
+            f"instances: AP {pct(ap.get('AP'))} %, AP50 {pct(ap.get('AP50'))} %, AP75 {pct(ap.get('AP75'))} % "
+            f"({ap.get('objects', 0)} objects, {ap.get('detections', 0)} found)"
+        )
     pq = metrics.get("panoptic")
     if pq:
-        lines.append(f"PQ {pct(pq.get('PQ'))}   SQ {pct(pq.get('SQ'))}   RQ {pct(pq.get('RQ'))}")
-        for part in ("things", "stuff"):
-            if pq.get(part):
-                lines.append(f"  {part:6s} PQ {pct(pq[part].get('PQ'))}")
+        parts = [f"PQ {pct(pq.get('PQ'))} %, SQ {pct(pq.get('SQ'))} %, RQ {pct(pq.get('RQ'))} %"]
+        parts += [f"{kind} PQ {pct((pq.get(kind) or {}).get('PQ'))} %" for kind in ("things", "stuff")]
+        lines.append("panoptic: " + "; ".join(parts))
     return lines
 
 
