@@ -17,10 +17,14 @@ every method is scored on the same held-out scenes, written separately with seed
              the same training images for the same minutes (boxes, masks and labels from the ids)
 
 The two pixelwise runs use a U-Net on ResNet-18 with whole ``--size`` crops, batches of 8 and
-``time_limit`` = the minutes (epochs are not the limit); Mask R-CNN uses SGD, batches of 4 and
-horizontal flips, at the images' own size (no resizing), anchors scaled to the objects' sizes.
-Weights start from scratch unless ``--pretrained`` (ImageNet, when the weights are in the local
-cache). "train min" is the wall time of the whole training call; "predict ms" is per image, grouping
+``time_limit`` = the minutes (epochs are not the limit), pixelwise's defaults otherwise (loss,
+optimiser, augmentation). Mask R-CNN uses SGD (learning rate 0.01 after a 100-step warm-up, momentum
+0.9), batches of 4 and horizontal flips, at the images' own size (no resizing), anchors scaled to
+the objects' sizes, 128 sampled regions per image and at most 50 detections (a scene holds at most
+8 objects). Weights start from scratch unless ``--pretrained`` (ImageNet, when the weights are in
+the local cache). "train min" is the wall time of the whole training call (pixelwise: reading the
+data and the last validation included; Mask R-CNN: building the model included; both stop at the
+first check of the clock past the minutes); "predict ms" is per image, grouping
 into objects included, after one warm-up image. Torch uses ``--threads`` threads (default: every
 core); on a machine whose cores are busy with other work, ``--threads 1`` is far faster, since
 PyTorch's threads wait on each other.
@@ -28,7 +32,7 @@ PyTorch's threads wait on each other.
 Scores (pixelwise.instance_metrics): mask AP over the thing classes (COCOeval, from each method's
 non-overlapping object map: Mask R-CNN's masks are painted lowest score first) and panoptic quality.
 PQ/SQ/RQ are over the thing classes, the figure all three methods share; "PQ all" adds the stuff
-classes (background, grass), which Mask R-CNN does not predict, so it has none there. Mask R-CNN's
+classes (background, grass), on which Mask R-CNN, predicting no stuff, scores 0. Mask R-CNN's
 panoptic map is its objects merged as pixelwise merges them (highest score first, an object keeping
 under half its pixels dropped).
 
