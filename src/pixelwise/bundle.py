@@ -8,7 +8,9 @@ versions it was made with.
 
 Schema versions: 1 is the untyped ``model.json`` of pixelwise 0.1 (key ``format_version``);
 2 adds ``schema_version`` and is what is written now. Both load. ``training.pretrained`` (what
-the weights started from) is optional: readers that do not know it skip it.
+the weights started from) is optional: readers that do not know it skip it. So are ``model.task``
+(``semantic``, ``instance`` or ``panoptic``; absent = semantic) and ``classes.things`` (the class
+indices of countable objects; absent = none), which instance and panoptic models record.
 
 ``model.json`` is checked before anything is built: types and ranges of every section, and for
 ``model`` the architecture's allowed keyword arguments and a known encoder name
@@ -177,7 +179,22 @@ def _classes(d: dict, source) -> ClassInfo:
         raise PixelwiseError(
             f"{source}: 'classes' needs names (text), one [r, g, b] colour (0..255) per name and an integer ignore_index"
         )
+    things = d.get("things", [])  # absent in bundles written before instance models: no things
+    if not (
+        isinstance(things, list)
+        and all(_is_int(t, 0, len(names) - 1) for t in things)
+        and len(set(things)) == len(things)
+    ):
+        raise PixelwiseError(
+            f"{source}: 'classes.things' must be a list of distinct class indices 0..{len(names) - 1}, "
+            f"not {_short(things)}; this model.json was edited or not written by pixelwise"
+        )
     return ClassInfo.from_dict(d)
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _normalization(d: dict, source) -> Normalization:

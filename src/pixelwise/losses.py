@@ -5,6 +5,10 @@ indices, and returns a float32 scalar. Pixels whose target equals ``ignore_index
 neither numerator nor denominator. When every pixel is ignored the loss is 0, still attached to
 ``logits`` so ``backward()`` works, and never NaN. Half-precision logits are upcast to float32
 because softmax and log over fp16/bf16 lose too much precision near 0 and 1.
+
+:class:`InstanceLoss` is the exception: it takes the (N, C+3, H, W) outputs of an instance or
+panoptic network and (N, 2, H, W) targets (labels, instance ids), and adds the centre heatmap and
+offset terms to one of the losses above.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import PixelwiseError
+from .instances import EXTRA_CHANNELS, centre_targets
 
 __all__ = [
     "CrossEntropyLoss",
     "DiceLoss",
     "FocalLoss",
     "ComboLoss",
+    "InstanceLoss",
     "LOSSES",
     "build_loss",
     "class_weights_from_counts",
@@ -186,6 +192,52 @@ class ComboLoss(nn.Module):
             term = w * loss(logits, target)
             total = term if total is None else total + term
         return total
+
+
+class InstanceLoss(nn.Module):
+    """The loss of an instance/panoptic network (Panoptic-DeepLab): semantic + centre + offsets.
+
+    ``outputs`` (N, C+3, H, W): C class logits, the centre logit, the offsets dy, dx (pixels);
+    ``target`` (N, 2, H, W) int64: the class mask and the instance ids (0 = no object). The loss is
+    ``semantic(outputs[:, :C], target[:, 0])`` + ``centre_weight`` x the mean squared error of
+    sigmoid(centre) against the Gaussian heat of :func:`pixelwise.instances.centre_targets`
+    (std ``sigma`` px) over every pixel + ``offset_weight`` x the L1 error of (dy, dx), summed over
+    the two and averaged over the object pixels (0 when the batch has none). The extra terms are
+    computed in float32, whatever the outputs' dtype. Returns a float32 scalar.
+    """
+
+    def __init__(
+        self,
+        semantic: nn.Module,
+        num_classes: int,
+        sigma: float = 8.0,
+        centre_weight: float = 200.0,
+        offset_weight: float = 0.01,
+    ):
+        super().__init__()
+        self.semantic = semantic
+        self.num_classes = int(num_classes)
+        self.sigma = float(sigma)
+        self.centre_weight = float(centre_weight)
+        self.offset_weight = float(offset_weight)
+
+    def forward(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """outputs (N, C+3, H, W) float, target (N, 2, H, W) int64 -> scalar float32."""
+        c = self.num_classes
+        if outputs.dim() != 4 or outputs.shape[1] != c + EXTRA_CHANNELS:
+            raise ValueError(f"expected outputs (N, {c + EXTRA_CHANNELS}, H, W), got {tuple(outputs.shape)}")
+        if target.dim() != 4 or target.shape[1] != 2 or target.shape[2:] != outputs.shape[2:]:
+            raise ValueError(
+                f"expected target (N, 2, H, W) for outputs {tuple(outputs.shape)}, got {tuple(target.shape)}"
+            )
+        semantic = self.semantic(outputs[:, :c], target[:, 0])
+        heat, offsets, on_object = centre_targets(target[:, 1], self.sigma)
+        extra = outputs[:, c:].float()
+        centre = F.mse_loss(torch.sigmoid(extra[:, :1]), heat)
+        weight = on_object.to(torch.float32)
+        offset_sum = ((extra[:, 1:] - offsets).abs() * weight).sum()
+        offset = _safe_divide(offset_sum, weight.sum())
+        return semantic + self.centre_weight * centre + self.offset_weight * offset
 
 
 LossFactory = Callable[[int, "torch.Tensor | None"], nn.Module]

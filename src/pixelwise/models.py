@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import PixelwiseError, short_message
+from .instances import EXTRA_CHANNELS, TASKS
 
 
 @dataclass
@@ -50,6 +51,14 @@ class ModelConfig:
     dropout: float = 0.0
     # Extra keyword arguments for the architecture (e.g. decoder_channels for smp models).
     kwargs: dict = field(default_factory=dict)
+    # "semantic": C class logits; "instance"/"panoptic": the same network with EXTRA_CHANNELS more
+    # outputs (centre logit, offset dy, offset dx), grouped into objects after the network.
+    task: str = "semantic"
+
+    @property
+    def out_channels(self) -> int:
+        """Channels the network gives: ``num_classes``, plus 3 (centre, dy, dx) for instance/panoptic."""
+        return self.num_classes + (0 if self.task == "semantic" else EXTRA_CHANNELS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +89,7 @@ def _smp(arch_cls_name: str):
                 encoder_name=cfg.encoder,
                 encoder_weights=encoder_weights,
                 in_channels=cfg.in_channels,
-                classes=cfg.num_classes,
+                classes=cfg.out_channels,
                 **kwargs,
             )
         except Exception as e:  # the library's checks raise many types; a description it cannot build
@@ -112,13 +121,13 @@ def _torchvision(kind: str):
             raise PixelwiseError(f"{cfg.arch} takes 3-channel images; use a segmentation-models-pytorch architecture")
         if kind == "fcn":
             backbone_weights = "IMAGENET1K_V1" if encoder_weights else None
-            net = tvseg.fcn_resnet50(weights=None, weights_backbone=backbone_weights, num_classes=cfg.num_classes)
+            net = tvseg.fcn_resnet50(weights=None, weights_backbone=backbone_weights, num_classes=cfg.out_channels)
             # FCNHead: conv-bn-relu-dropout-conv; set the dropout the user asked for.
             net.classifier[3].p = cfg.dropout
         else:
             backbone_weights = "IMAGENET1K_V1" if encoder_weights else None
             net = tvseg.lraspp_mobilenet_v3_large(
-                weights=None, weights_backbone=backbone_weights, num_classes=cfg.num_classes
+                weights=None, weights_backbone=backbone_weights, num_classes=cfg.out_channels
             )
             if cfg.dropout > 0:
                 net.classifier.high_classifier = nn.Sequential(
@@ -286,7 +295,7 @@ def encoder_problem(name: str) -> str | None:
 def model_config_problem(config: ModelConfig) -> tuple[str, str] | None:
     """What is wrong with a model description, as (field, words), or None when it may be built.
 
-    ``field`` is ``arch``, ``encoder``, ``num_classes``, ``in_channels``, ``dropout``, ``kwargs``
+    ``field`` is ``arch``, ``encoder``, ``num_classes``, ``in_channels``, ``dropout``, ``task``, ``kwargs``
     or ``kwargs.<key>``; the words follow the field's name in a message ("is not ...", "must be ...").
     Nothing is imported but the library that knows the encoder names; nothing is built or read.
     """
@@ -297,6 +306,7 @@ def model_config_problem(config: ModelConfig) -> tuple[str, str] | None:
         ("num_classes", _whole(1, MAX_CLASSES)[0](c.num_classes), f"must be {_whole(1, MAX_CLASSES)[1]}"),
         ("in_channels", _whole(1, MAX_IN_CHANNELS)[0](c.in_channels), f"must be {_whole(1, MAX_IN_CHANNELS)[1]}"),
         ("dropout", _fraction()[0](c.dropout), "must be a number in [0, 1)"),
+        ("task", isinstance(c.task, str) and c.task in TASKS, f"must be one of {', '.join(TASKS)}"),
         ("kwargs", isinstance(c.kwargs, dict) and all(isinstance(k, str) for k in c.kwargs), "must be a mapping"),
     ]
     for name, ok, words in checks:
@@ -348,7 +358,7 @@ def check_model_config(config: ModelConfig) -> None:
     where, words = problem
     if where == "arch":
         raise PixelwiseError(f"unknown architecture {config.arch!r}; choose one of: {', '.join(MODELS)}")
-    flags = {"encoder": "--encoder", "dropout": "--dropout", "kwargs": "--model-kwargs"}
+    flags = {"encoder": "--encoder", "dropout": "--dropout", "task": "--task", "kwargs": "--model-kwargs"}
     name = flags.get(where, where)
     if where.startswith("kwargs."):
         name = f"--model-kwargs {where[len('kwargs.') :]}"
@@ -356,7 +366,8 @@ def check_model_config(config: ModelConfig) -> None:
 
 
 class SegmentationModel(nn.Module):
-    """Any-size wrapper: ``(N, 3, H, W)`` normalised image -> ``(N, C, H, W)`` logits.
+    """Any-size wrapper: ``(N, 3, H, W)`` normalised image -> ``(N, config.out_channels, H, W)``:
+    C class logits, then for instance/panoptic models the centre logit and the offsets dy, dx (pixels).
 
     The input is zero-padded at the bottom and right up to a multiple of ``stride`` (zero is
     the mean colour after normalisation) and the logits are cropped back to ``(H, W)``.

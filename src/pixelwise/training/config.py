@@ -45,6 +45,8 @@ ARCH_NAMES = ("unet", "unetplusplus", "fpn", "deeplabv3plus", "deeplabv3", "fcn"
 LOSS_NAMES = ("ce", "dice", "focal", "ce+dice", "focal+dice")
 FORMAT_NAMES = ("auto", "folder", "voc", "cityscapes", "camvid", "camvid-color", "ade20k", "coco", "labelme")
 SCHEDULES = ("cosine", "poly", "constant")
+# pixelwise.instances.TASKS, repeated for the same reason (a test checks that they match).
+TASK_NAMES = ("semantic", "instance", "panoptic")
 CLASS_WEIGHTINGS = ("auto", "median", "sqrt", "inverse")
 
 # Keys of config.yaml files (and of the training config inside model.json) written by earlier
@@ -117,6 +119,34 @@ class TrainConfig:
         help="extra architecture argument, e.g. decoder_channels=[128,64,32,16,8] (repeatable)",
     )
     dropout: float = option(0.0, group="model", min=0.0, below=1.0, help="dropout before the classifier")
+    task: str = option(
+        "semantic",
+        group="model",
+        choices=TASK_NAMES,
+        help="semantic = a class per pixel; instance = also the objects of the thing classes (a centre heatmap "
+        "and offsets to the centres, 3 more output channels); panoptic = the same network, its objects and "
+        "stuff merged into one map when predicting; instance and panoptic need instance ids in the data",
+    )
+    centre_sigma: float = option(
+        8.0,
+        group="optimisation",
+        above=0.0,
+        max=256.0,
+        metavar="PIXELS",
+        help="with --task instance/panoptic: standard deviation of the Gaussian centre heatmap, in pixels",
+    )
+    centre_weight: float = option(
+        200.0,
+        group="optimisation",
+        min=0.0,
+        help="with --task instance/panoptic: weight of the centre heatmap's mean squared error in the loss",
+    )
+    offset_weight: float = option(
+        0.01,
+        group="optimisation",
+        min=0.0,
+        help="with --task instance/panoptic: weight of the L1 error of the offsets (on object pixels) in the loss",
+    )
     pretrained: str | None = option(
         "auto",
         group="model",
@@ -339,6 +369,24 @@ class TrainConfig:
         lo, hi = self.scale_range
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
             raise PixelwiseError(f"--scale-range {lo},{hi}: expected 0 < low <= high, e.g. 0.5,2.0")
+
+
+def check_task_data(config: TrainConfig, data) -> None:
+    """Raise a one-line :class:`PixelwiseError` when ``config.task`` needs what the opened data set
+    ``data`` lacks: instance/panoptic need instance ids for every sample and at least one thing class."""
+    if config.task == "semantic":
+        return
+    where = config.data or "DATA"
+    if not getattr(data, "has_instances", False):
+        raise PixelwiseError(
+            f"{where} has no object ids: add instances/<stem>.png, or use COCO/LabelMe/Cityscapes instance "
+            f"annotations; or train --task semantic"
+        )
+    if not tuple(getattr(data.classes, "things", ()) or ()):
+        raise PixelwiseError(
+            f"{where} has no thing class (countable objects) for --task {config.task}: list them under things: "
+            "in classes.yaml (e.g. things: [car, person]); or train --task semantic"
+        )
 
 
 def flag_name(name: str) -> str:

@@ -44,7 +44,11 @@ class Loaders:
 
 
 def build_loaders(config: TrainConfig, data, ctx: distributed.DistContext) -> Loaders:
-    """Seeded training loader (this process's share of each global batch) and sharded validation loader."""
+    """Seeded training loader (this process's share of each global batch) and sharded validation loader.
+
+    Batches are (images (N, 3, H, W), targets (N, H, W)), or (N, 2, H, W) (labels, instance ids)
+    when ``config.task`` is instance or panoptic.
+    """
     ignore = data.classes.ignore_index
     world, batch_per_process = ctx.world_size, config.batch_size // ctx.world_size
     cache = config.cache and fits_in_cache(data.report)
@@ -57,7 +61,9 @@ def build_loaders(config: TrainConfig, data, ctx: distributed.DistContext) -> Lo
         config.color_jitter,
         class_crops=config.class_crops,
     )
-    train_ds = SeededDataset(SegmentationDataset(data.splits["train"], tf, cache=cache))
+    # Instance/panoptic runs read the instance ids too: targets (2, H, W), labels then ids.
+    instances = config.task != "semantic"
+    train_ds = SeededDataset(SegmentationDataset(data.splits["train"], tf, cache=cache, instances=instances))
     # Rank r takes positions r, r + world, ... of the epoch's permutation, so global batch k holds
     # exactly the samples of batch k in one process; each sample's augmentation seed does not
     # depend on the rank. (DistributedSampler semantics: disjoint shards, set_epoch reshuffles.)
@@ -70,7 +76,7 @@ def build_loaders(config: TrainConfig, data, ctx: distributed.DistContext) -> Lo
     train = DataLoader(train_ds, batch_size=batch_per_process, sampler=sampler, drop_last=drop_last, **loader_kw)
     val = None
     if data.splits["val"]:
-        val_ds = SegmentationDataset(data.splits["val"], eval_transform(), cache=cache)
+        val_ds = SegmentationDataset(data.splits["val"], eval_transform(), cache=cache, instances=instances)
         shard = distributed.ShardSampler(len(val_ds), world, ctx.rank)
         val = DataLoader(val_ds, batch_size=batch_per_process, sampler=shard, **loader_kw)
     # The number of global batches of one process; a rank's padded shard may hold one more.

@@ -469,7 +469,7 @@ def measure(
     median_hw = Fingerprint.from_data(data).median_hw
     out: list[Measurement] = []
     evals: dict[str, float] = {}
-    criterion = build_criterion(config, data.report.class_pixels, data.classes.ignore_index, device)
+    criterion = build_criterion(config, data.report.class_pixels, data.classes.ignore_index, device, num_classes)
     gen = torch.Generator().manual_seed(0)
     started = time.perf_counter()
 
@@ -487,10 +487,23 @@ def measure(
             if not time_left() or not wanted(cand, crop, out, evals):
                 continue
             x = torch.randn(cand.batch_size, 3, crop, crop, generator=gen).to(device)
-            y = torch.randint(0, num_classes, (cand.batch_size, crop, crop), generator=gen).to(device)
+            y = _synthetic_target(config.task, num_classes, cand.batch_size, crop, gen).to(device)
             out.append(Measurement(cand.name, crop, _images_per_s(step, x, y, device, seconds_per_config)))
         del step
     return out, evals
+
+
+def _synthetic_target(task: str, num_classes: int, batch: int, crop: int, gen):
+    """Random labels (N, H, W) int64, and for instance/panoptic runs (N, 2, H, W) with instance ids:
+    a grid of 16 px squares, one object each, so the centre and offset targets cost what real ones do."""
+    import torch
+
+    labels = torch.randint(0, num_classes, (batch, crop, crop), generator=gen)
+    if task == "semantic":
+        return labels
+    rows = torch.arange(crop) // 16
+    ids = (rows[:, None] * ((crop + 15) // 16) + rows[None, :] + 1).expand(batch, crop, crop)
+    return torch.stack([labels, ids.to(torch.int64)], dim=1)
 
 
 def _candidate_step(cand: Candidate, num_classes: int, criterion, config: TrainConfig, device):
@@ -501,7 +514,8 @@ def _candidate_step(cand: Candidate, num_classes: int, criterion, config: TrainC
     from .step import build_train_step, uses_channels_last
 
     # The same architecture without its weights: a measurement downloads nothing.
-    model = build_model(ModelConfig(cand.arch, cand.encoder, num_classes, kwargs=dict(cand.model_kwargs)), None)
+    model_cfg = ModelConfig(cand.arch, cand.encoder, num_classes, kwargs=dict(cand.model_kwargs), task=config.task)
+    model = build_model(model_cfg, None)
     channels_last = uses_channels_last(config, device)
     model = model.to(device).to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return build_train_step(model, criterion, config, device, channels_last=channels_last)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..devices import amp_dtype_for
-from ..losses import build_loss, class_weights_from_counts
+from ..losses import InstanceLoss, build_loss, class_weights_from_counts
 from .config import TrainConfig
 
 
@@ -33,7 +33,8 @@ def train_step(
     channels_last: bool = False,
     forward: nn.Module | None = None,
 ) -> torch.Tensor:
-    """One optimizer step on the batch ``x`` (N, 3, H, W) float, ``y`` (N, H, W) int64 labels.
+    """One optimizer step on the batch ``x`` (N, 3, H, W) float, ``y`` (N, H, W) int64 labels (or, for
+    instance/panoptic models, (N, 2, H, W): labels and instance ids).
 
     Forward under autocast (``amp_dtype``; None = float32), loss in float32, backward through the
     ``scaler`` (a disabled GradScaler passes through), gradients clipped to the norm
@@ -131,11 +132,22 @@ def build_train_step(
     return TrainStep(model, criterion, optimizer, scaler, amp_dtype, config.grad_clip, ema, channels_last, forward)
 
 
-def build_criterion(config: TrainConfig, class_pixels, ignore_index: int, device: torch.device):
+def build_criterion(
+    config: TrainConfig, class_pixels, ignore_index: int, device: torch.device, num_classes: int | None = None
+):
     """The loss ``config`` trains with; with ``config.class_weights`` weighted from the training
-    split's pixels per class (``class_pixels``, one count per class; unused without class weights)."""
+    split's pixels per class (``class_pixels``, one count per class; unused without class weights).
+
+    For ``config.task`` instance/panoptic, an :class:`~pixelwise.losses.InstanceLoss` around that
+    loss (outputs (N, C+3, H, W), targets (N, 2, H, W)); C is ``num_classes`` (default: one per
+    ``class_pixels`` count).
+    """
     weights = None
     if config.class_weights:
         method = "median" if config.class_weights == "auto" else config.class_weights
         weights = torch.as_tensor(class_weights_from_counts(class_pixels, method), dtype=torch.float32, device=device)
-    return build_loss(config.loss, ignore_index=ignore_index, class_weights=weights)
+    loss = build_loss(config.loss, ignore_index=ignore_index, class_weights=weights)
+    if config.task == "semantic":
+        return loss
+    c = num_classes if num_classes is not None else len(class_pixels)
+    return InstanceLoss(loss, c, config.centre_sigma, config.centre_weight, config.offset_weight)

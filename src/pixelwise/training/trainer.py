@@ -34,7 +34,7 @@ from ..fileio import write_json
 from ..metrics import ConfusionMatrix
 from ..models import ModelConfig, build_model, describe
 from . import distributed, rundir
-from .config import TrainConfig
+from .config import TrainConfig, check_task_data
 from .loaders import build_loaders, to_device
 from .sampling import derive_seed
 from .schedule import Clock, clock_lr, lr_factor
@@ -67,6 +67,10 @@ def run_validation(
 ) -> tuple[float, ConfusionMatrix]:
     """Mean loss per image (each batch's loss weighted by its images) and the dataset-level confusion matrix.
 
+    Batches hold targets (N, H, W) or, for instance/panoptic models, (N, 2, H, W): the loss takes the
+    whole target and all output channels, the matrix scores the first ``num_classes`` channels
+    against the labels (channel 0).
+
     In a process group each process scores its own shard of the split (``ShardSampler``: no
     sample twice) and the matrix and the loss sums are added over all processes, so every
     process returns the figures of the whole split. ``model`` must be the bare module, not the
@@ -83,7 +87,7 @@ def run_validation(
             logits = model(x)
         total += float(criterion(logits.float(), y)) * x.shape[0]
         images += x.shape[0]
-        cm.update(logits.argmax(1), y)
+        cm.update(logits[:, :num_classes].argmax(1), y[:, 0] if y.dim() == 4 else y)
     if ctx is not None and ctx.world_size > 1:
         cm.all_reduce()
         total, images = ctx.all_reduce_sum([total, images])
@@ -258,6 +262,7 @@ class Trainer:
             skip_bad=c.skip_bad,
             max_pixels=c.max_image_pixels,
         )
+        check_task_data(c, self.data)
         if c.budget > 0 and self.kind == rundir.NEW:
             if self.ctx.enabled:
                 raise PixelwiseError("--budget plans for one process; under torchrun give the options explicitly")
@@ -274,6 +279,7 @@ class Trainer:
             num_classes=self.data.classes.num_classes,
             dropout=c.dropout,
             kwargs=dict(c.model_kwargs),
+            task=c.task,
         )
         model = build_model(self.model_cfg, None if self.resume else c.pretrained).to(device)
         # What the weights started from (a resumed run reads it from its checkpoint).
@@ -291,7 +297,8 @@ class Trainer:
             forward = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
-        criterion = build_criterion(c, self.data.report.class_pixels, self.data.classes.ignore_index, device)
+        classes = self.data.classes
+        criterion = build_criterion(c, self.data.report.class_pixels, classes.ignore_index, device, classes.num_classes)
         self.loaders = build_loaders(c, self.data, ctx)
         self.step = build_train_step(model, criterion, c, device, channels_last=channels_last, forward=forward)
         self.total_steps = self.loaders.steps_per_epoch * c.epochs
@@ -364,7 +371,7 @@ class Trainer:
             f"run {self.run_dir} | {describe(self.step.model)} | weights {self.pretrained_source or 'random'} | "
             f"{ctx.device}{' ' + str(amp).replace('torch.', '') if amp else ''} | "
             f"train {len(data.splits['train'])} / val {len(data.splits['val'])} images | "
-            f"{data.classes.num_classes} classes | batch {c.batch_size} | lr {c.lr:g} | "
+            f"{data.classes.num_classes} classes{_task_words(c.task, data.classes)} | batch {c.batch_size} | lr {c.lr:g} | "
             f"{c.epochs} epochs x {self.loaders.steps_per_epoch} steps | workers {self.loaders.workers}"
         )
         if ctx.enabled:
@@ -503,10 +510,11 @@ class Trainer:
     def _validate_if_due(self, epoch: int, row: dict) -> bool:
         """Validate when due (adding the scores to ``row``); True when this epoch is the best so far."""
         c, clock = self.config, self.clock
+        last = epoch + 1 == c.epochs
         if c.time_limit > 0 and c.validations > 0:  # at evenly spaced shares of the time, and at the end
-            due = self.out_of_time or clock.share(c.time_limit) >= (clock.validations_done + 1) / c.validations
+            due = last or self.out_of_time or clock.share(c.time_limit) >= (clock.validations_done + 1) / c.validations
         else:
-            due = self.out_of_time or (epoch + 1) % c.val_every == 0 or epoch + 1 == c.epochs
+            due = self.out_of_time or (epoch + 1) % c.val_every == 0 or last
         if self.loaders.val is None:
             self.record.best_epoch = epoch + 1  # no validation split: keep the latest
             return True
@@ -595,6 +603,14 @@ class Trainer:
         plot_training_curves(
             self.run_dir / "metrics.csv", self.run_dir / "curves.png", class_names=self.data.classes.names
         )
+
+
+def _task_words(task: str, classes) -> str:
+    """`` (task instance, things: car, person)`` for the run's header; empty for semantic runs."""
+    if task == "semantic":
+        return ""
+    things = ", ".join(classes.names[i] for i in getattr(classes, "things", ()))
+    return f" (task {task}, things: {things})"
 
 
 def _hms(seconds: float) -> str:
