@@ -222,7 +222,9 @@ def test_training_an_instance_model_end_to_end(tmp_path):
     from pixelwise import train
 
     data = make_instance_folder(tmp_path / "data")
-    result = train(data=str(data), out=str(tmp_path / "run"), task="instance", **TRAIN_QUICK, **TINY_MODEL)
+    # With an EMA of the weights and class-drawn crops: both see (2, H, W) targets.
+    options = dict(task="instance", ema=0.5, class_crops=0.5)
+    result = train(data=str(data), out=str(tmp_path / "run"), **options, **TRAIN_QUICK, **TINY_MODEL)
     meta = json.loads((result.run_dir / "model.json").read_text())
     assert meta["model"]["task"] == "instance" and meta["classes"]["things"] == [1]
     assert meta["training"]["config"]["task"] == "instance"

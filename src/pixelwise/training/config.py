@@ -139,12 +139,14 @@ class TrainConfig:
         200.0,
         group="optimisation",
         min=0.0,
+        metavar="WEIGHT",
         help="with --task instance/panoptic: weight of the centre heatmap's mean squared error in the loss",
     )
     offset_weight: float = option(
         0.01,
         group="optimisation",
         min=0.0,
+        metavar="WEIGHT",
         help="with --task instance/panoptic: weight of the L1 error of the offsets (on object pixels) in the loss",
     )
     pretrained: str | None = option(
