@@ -138,7 +138,6 @@ def test_demo_task_choices_are_checked(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skip(reason="training with task='instance' is not in TrainConfig yet")
 @pytest.mark.parametrize("task", ["instance", "panoptic"])
 def test_demo_task_end_to_end(task, tmp_path, capsys):
     run = tmp_path / "d"
