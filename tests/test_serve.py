@@ -151,7 +151,7 @@ def test_openapi_schema_describes_the_api(client):
     params = {p["name"]: p for p in post["parameters"]}
     fmt_schema = params["format"]["schema"]
     enum = fmt_schema.get("enum") or schema["components"]["schemas"][fmt_schema["$ref"].split("/")[-1]]["enum"]
-    assert sorted(enum) == ["json", "mask", "overlay"]
+    assert sorted(enum) == ["instances", "json", "mask", "overlay", "panoptic", "panoptic_json"]
     assert set(post["responses"]["200"]["content"]) == {"application/json", "image/png"}
     assert {"400", "413", "415", "422"} <= set(post["responses"])
     assert "securitySchemes" not in schema.get("components", {})  # no token configured
