@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from scipy import ndimage
 
 from pixelwise.cli import main
 from pixelwise.cli.evaluate import object_lines
-from pixelwise.data.synthetic_instances import INSTANCE_CLASSES, make_instance_dataset
+from pixelwise.data.synthetic_instances import INSTANCE_CLASSES, generate_instance_sample, make_instance_dataset
 from pixelwise.errors import PixelwiseError
 
 
@@ -67,6 +69,19 @@ def test_ids_are_16_bit_and_each_object_has_one_thing_class(scenes):
             assert len(classes) == 1 and classes <= things, (stem, k, classes)
         # every thing pixel belongs to an object, and stuff pixels to none
         assert np.array_equal(np.isin(mask, list(things)), ids > 0), stem
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(32, 96), touching=st.booleans())
+def test_every_scene_keeps_its_invariants(seed, size, touching):
+    image, mask, ids = generate_instance_sample(np.random.default_rng(seed), size, touching)
+    assert image.shape == (size, size, 3) and mask.shape == ids.shape == (size, size) and ids.dtype == np.uint16
+    present = sorted(set(np.unique(ids).tolist()) - {0})
+    assert present == list(range(1, len(present) + 1))
+    assert np.array_equal(np.isin(mask, [2, 3]), ids > 0)
+    for k in present:
+        assert len(np.unique(mask[ids == k])) == 1
+        assert (ids == k).sum() >= 12  # hidden objects were removed, not left as slivers
 
 
 def test_same_class_objects_touch_so_components_merge_them(scenes):
