@@ -228,8 +228,27 @@ def test_cli_predict_splits_a_semantic_model_into_components(trained_run, tmp_pa
     out = tmp_path / "o"
     assert (out / "instances" / "a.png").is_file() and (out / "instances" / "a.json").is_file()
     assert json.loads((out / "predict.json").read_text())["objects"]["thing_classes"] == ["disc", "square"]
+    assert not (out / "panoptic").exists()
     assert main([*argv, "--things", "disc"]) == 2
     assert "add --instances components" in capsys.readouterr().err
+    stuff = [*argv[:-3], "--out", str(tmp_path / "p"), "--quiet", "--stuff-run", str(trained_run)]
+    assert main([*stuff, "--instances", "components", "--things", "disc"]) == 0
+    manifest = json.loads((tmp_path / "p" / "predict.json").read_text())
+    assert manifest["outputs"]["panoptic"] and manifest["objects"]["stuff_from"] == [str(trained_run)]
+    assert (tmp_path / "p" / "panoptic" / "a.png").is_file() and (tmp_path / "p" / "panoptic" / "a.json").is_file()
+
+
+def test_cli_serve_passes_the_object_options(tmp_path, monkeypatch):
+    import pixelwise.serve
+
+    seen = {}
+    monkeypatch.setattr(pixelwise.serve, "serve", lambda model, config, **kw: seen.update(kw))
+    assert main(["serve", str(tmp_path), "--instances", "components", "--things", "car", "--min-object-area", "9"]) == 0
+    assert seen["instances"].method == "components" and seen["instances"].things == ("car",)
+    assert seen["instances"].grouping.min_area == 9 and "stuff_run" not in seen
+    seen.clear()
+    assert main(["serve", str(tmp_path)]) == 0
+    assert "instances" not in seen
 
 
 # --- evaluate -------------------------------------------------------------------------------------------
@@ -313,6 +332,19 @@ def test_evaluate_scores_perfect_objects_as_one(trained_run, tmp_path):
         assert 0.0 <= value <= 1.0
     lines = object_lines(saved)
     assert lines[0].startswith("instances: AP 100.00 %") and lines[1].startswith("panoptic: PQ 100.00 %")
+
+
+def test_cli_evaluate_prints_and_stores_object_scores(trained_run, tmp_path, capsys):
+    data = _object_data(tmp_path / "data")
+    argv = ["evaluate", str(trained_run), str(data), "--out", str(tmp_path / "ev"), "--quiet", "--examples", "0"]
+    assert main([*argv, "--instances", "components", "--things", "disc,square"]) == 0
+    out = capsys.readouterr().out
+    assert "instances: AP " in out and "panoptic: PQ " in out and "things PQ" in out
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert saved["objects"]["method_used"] == "components"
+    for value in (saved["instances"]["AP50"], saved["panoptic"]["PQ"], saved["panoptic"]["RQ"]):
+        assert value is None or 0.0 <= value <= 1.0
+    assert saved["instances"]["objects"] == 6
 
 
 def test_evaluate_of_objects_needs_instance_ids(trained_run, tmp_path):
