@@ -177,3 +177,11 @@ def test_demo_task_end_to_end(task, tmp_path, capsys):
         [str(run / "predictions" / "panoptic")] if panoptic else []
     )
     assert all(Path(p).is_dir() for p in printed)
+
+
+def test_run_demo_refuses_an_unknown_task_before_any_work(tmp_path):
+    from pixelwise.demo import run_demo
+
+    with pytest.raises(PixelwiseError, match="--task 'detection': expected one of semantic, instance, panoptic"):
+        run_demo(out=str(tmp_path / "d"), task="detection", progress=False)
+    assert list(tmp_path.iterdir()) == []
