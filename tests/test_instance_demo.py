@@ -14,9 +14,9 @@ from PIL import Image
 from scipy import ndimage
 
 from pixelwise.cli import main
-from pixelwise.cli.evaluate import object_lines
 from pixelwise.data.synthetic_instances import INSTANCE_CLASSES, generate_instance_sample, make_instance_dataset
 from pixelwise.errors import PixelwiseError
+from pixelwise.evaluation import object_lines
 
 
 @pytest.fixture(scope="module")

@@ -317,8 +317,7 @@ def _perfect(trained_run) -> PerfectPredictor:
 
 
 def test_evaluate_scores_perfect_objects_as_one(trained_run, tmp_path):
-    from pixelwise.cli.evaluate import object_lines
-    from pixelwise.evaluation import evaluate
+    from pixelwise.evaluation import evaluate, object_lines
 
     data = _object_data(tmp_path / "data")
     m = evaluate([trained_run], data, out=tmp_path / "ev", predictor=_perfect(trained_run), progress=False)

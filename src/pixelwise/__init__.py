@@ -27,6 +27,7 @@ _API = {
     "Ensemble": "predict",
     "Predictor": "predict",
     "InferenceConfig": "predict",
+    "InstanceOptions": "predict",
     "predict_files": "predict",
     "PostprocessConfig": "postprocess",
     "evaluate": "evaluation",

@@ -82,7 +82,7 @@ def run_demo(
     ``metrics["panoptic"]`` hold mask AP and PQ.
     """
     # Imported here so that reading DEMO_TRAIN (for `pixelwise demo --help`) imports no torch.
-    from .evaluation import evaluate
+    from .evaluation import evaluate, object_lines
     from .metrics import format_metrics_table
     from .predict import load, predict_files
     from .training.config import TrainConfig
@@ -106,7 +106,7 @@ def run_demo(
     seg = load(run, device)
     metrics = evaluate(run, data, split="val", predictor=seg, progress=progress)
     print(format_metrics_table(metrics))
-    for line in object_metric_lines(metrics):
+    for line in object_lines(metrics):
         print(line)
     print(f"[4/4] writing predicted {'objects' if objects else 'masks'} and overlays for the held-out images")
     val_images = [data / "images" / f"{s}.png" for s in (data / "splits" / "val.txt").read_text().split()]
@@ -139,27 +139,6 @@ def demo_train_options(task: str, epochs: int | None) -> dict:
         cfg["epochs"] = epochs
         cfg["time_limit"] = 0.0
     return cfg
-
-
-def object_metric_lines(metrics: dict) -> list[str]:
-    """The lines `pixelwise evaluate` prints for mask AP and panoptic quality (in %), when ``metrics`` has them."""
-
-    def pct(value) -> str:
-        return "-" if value is None else f"{100 * value:.2f}"
-
-    lines = []
-    ap = metrics.get("instances")
-    if ap:
-        lines.append(
-            f"instances: AP {pct(ap.get('AP'))} %, AP50 {pct(ap.get('AP50'))} %, AP75 {pct(ap.get('AP75'))} % "
-            f"({ap.get('objects', 0)} objects, {ap.get('detections', 0)} found)"
-        )
-    pq = metrics.get("panoptic")
-    if pq:
-        parts = [f"PQ {pct(pq.get('PQ'))} %, SQ {pct(pq.get('SQ'))} %, RQ {pct(pq.get('RQ'))} %"]
-        parts += [f"{kind} PQ {pct((pq.get(kind) or {}).get('PQ'))} %" for kind in ("things", "stuff")]
-        lines.append("panoptic: " + "; ".join(parts))
-    return lines
 
 
 def _print_paths(run: Path, task: str) -> None:

@@ -589,3 +589,24 @@ def evaluate(
     _write_results(out, metrics, cm, pred.classes, keeper, title)
     metrics["out"] = str(out)
     return metrics
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def object_lines(metrics: dict) -> list[str]:
+    """One line for mask AP and one for panoptic quality (in %), when ``metrics`` has them."""
+    lines = []
+    ap = metrics.get("instances")
+    if ap:
+        lines.append(
+            f"instances: AP {_percent(ap.get('AP'))} %, AP50 {_percent(ap.get('AP50'))} %, "
+            f"AP75 {_percent(ap.get('AP75'))} % ({ap.get('objects', 0)} objects, {ap.get('detections', 0)} found)"
+        )
+    pq = metrics.get("panoptic")
+    if pq:
+        parts = [f"PQ {_percent(pq.get('PQ'))} %, SQ {_percent(pq.get('SQ'))} %, RQ {_percent(pq.get('RQ'))} %"]
+        parts += [f"{kind} PQ {_percent((pq.get(kind) or {}).get('PQ'))} %" for kind in ("things", "stuff")]
+        lines.append("panoptic: " + "; ".join(parts))
+    return lines

@@ -61,32 +61,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _percent(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
-def object_lines(metrics: dict) -> list[str]:
-    """One line for mask AP and one for panoptic quality (in %), when ``metrics`` has them."""
-    lines = []
-    ap = metrics.get("instances")
-    if ap:
-        lines.append(
-            f"instances: AP {_percent(ap.get('AP'))} %, AP50 {_percent(ap.get('AP50'))} %, "
-            f"AP75 {_percent(ap.get('AP75'))} % ({ap.get('objects', 0)} objects, {ap.get('detections', 0)} found)"
-        )
-    pq = metrics.get("panoptic")
-    if pq:
-        parts = [f"PQ {_percent(pq.get('PQ'))} %, SQ {_percent(pq.get('SQ'))} %, RQ {_percent(pq.get('RQ'))} %"]
-        for kind in ("things", "stuff"):
-            part = pq.get(kind) or {}
-            parts.append(f"{kind} PQ {_percent(part.get('PQ'))} %")
-        lines.append("panoptic: " + "; ".join(parts))
-    return lines
-
-
 def run(args) -> int:
     """Evaluate as ``args`` says; print the metrics table and where the files went."""
-    from ..evaluation import evaluate
+    from ..evaluation import evaluate, object_lines
     from ..metrics import format_metrics_table
 
     if len(args.paths) < 2:
