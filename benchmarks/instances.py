@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -78,6 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: every core)")
     p.add_argument("--only", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--pretrained", action="store_true", help="ImageNet backbone weights from the local cache")
+    p.add_argument(
+        "--reuse", action="store_true", help="score a pixelwise run already finished in OUT, untrained again"
+    )
     args = p.parse_args(argv)
     args.only = [m.strip() for m in args.only.split(",") if m.strip()]
     unknown = sorted(set(args.only) - set(METHODS))
@@ -173,6 +177,26 @@ def run_pixelwise(task: str, train_root: Path, out: Path, args, test: list[dict]
     from pixelwise.predict import InstanceOptions
 
     run = out / f"run-{task}-{args.size}-{args.seed}-{args.minutes:g}m"
+    train_s, epochs = finished_run(run) if args.reuse else (None, None)
+    if train_s is None:
+        train_s, epochs = train_pixelwise(task, train_root, run, args)
+    method = "components" if task == "semantic" else "centres"
+    thing_names = tuple(names[t] for t in things)
+    options = InstanceOptions(method=method, things=thing_names)
+    predictor = pixelwise.load_predictor(run, device=args.device, instances=options)
+    results, ms = timed_predictions(predictor.run_objects, test)
+    scores = Scores(names, things)
+    for scene, found in zip(test, results):
+        scores.add(scene, found.instances, found.panoptic)
+    row = {"method": f"{task} ({method})", "train min": train_s / 60, "predict ms": ms, **scores.row()}
+    row["details"]["epochs"] = epochs
+    return row
+
+
+def train_pixelwise(task: str, train_root: Path, run: Path, args) -> tuple[float, int]:
+    """Train ``run`` for ``args.minutes``; the wall seconds of the whole call and the epochs done."""
+    import pixelwise
+
     start = time.perf_counter()
     result = pixelwise.train(
         data=str(train_root),
@@ -192,18 +216,20 @@ def run_pixelwise(task: str, train_root: Path, out: Path, args, test: list[dict]
         device=args.device,
         progress=False,
     )
-    train_s = time.perf_counter() - start
-    method = "components" if task == "semantic" else "centres"
-    thing_names = tuple(names[t] for t in things)
-    options = InstanceOptions(method=method, things=thing_names)
-    predictor = pixelwise.load_predictor(run, device=args.device, instances=options)
-    results, ms = timed_predictions(predictor.run_objects, test)
-    scores = Scores(names, things)
-    for scene, result in zip(test, results):
-        scores.add(scene, result.instances, result.panoptic)
-    row = {"method": f"{task} ({method})", "train min": train_s / 60, "predict ms": ms, **scores.row()}
-    row["details"]["epochs"] = len(result.history)
-    return row
+    return time.perf_counter() - start, len(result.history)
+
+
+def finished_run(run: Path) -> tuple[float | None, int | None]:
+    """With ``--reuse``: a finished run's training seconds (its log's "s since the start") and epochs."""
+    log = run / "train.log"
+    if not (run / "model.json").is_file() or not log.is_file():
+        return None, None
+    found = re.search(r"; (\d+) s since the start", log.read_text())
+    if not found:
+        return None, None
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    print(f"reusing the finished run {run} (trained {found.group(1)} s)", flush=True)
+    return float(found.group(1)), len(rows)
 
 
 # ---------------------------------------------------------------------------------------------
