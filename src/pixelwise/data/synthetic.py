@@ -173,14 +173,7 @@ def _write_demo_files(tmp: Path, num_images: int, size: int, seed: int, val_frac
         Image.fromarray(image, "RGB").save(tmp / "images" / f"{stems[i]}.png", compress_level=1)
         Image.fromarray(mask, "L").save(tmp / "masks" / f"{stems[i]}.png", compress_level=1)
 
-    n_val = 0
-    if val_fraction > 0:
-        n_val = min(max(1, round(num_images * val_fraction)), num_images - 1)
-    order = np.random.default_rng([seed, 2**31]).permutation(num_images)
-    val = sorted(stems[j] for j in order[:n_val])
-    train = sorted(stems[j] for j in order[n_val:])
-    (tmp / "splits" / "train.txt").write_text("".join(s + "\n" for s in train))
-    (tmp / "splits" / "val.txt").write_text("".join(s + "\n" for s in val))
+    write_seeded_splits(tmp, stems, seed, val_fraction)
 
     # Written last: a folder with classes.yaml is a finished one.
     meta = {
@@ -189,6 +182,17 @@ def _write_demo_files(tmp: Path, num_images: int, size: int, seed: int, val_frac
         "ignore_index": IGNORE_INDEX,
     }
     (tmp / "classes.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
+def write_seeded_splits(tmp: Path, stems: list[str], seed: int, val_fraction: float) -> None:
+    """``tmp/splits/{train,val}.txt``: a seeded share ``val_fraction`` of ``stems`` (at least one each) for val."""
+    n = len(stems)
+    n_val = min(max(1, round(n * val_fraction)), n - 1) if val_fraction > 0 else 0
+    order = np.random.default_rng([seed, 2**31]).permutation(n)
+    val = sorted(stems[j] for j in order[:n_val])
+    train = sorted(stems[j] for j in order[n_val:])
+    (tmp / "splits" / "train.txt").write_text("".join(s + "\n" for s in train))
+    (tmp / "splits" / "val.txt").write_text("".join(s + "\n" for s in val))
 
 
 def _move_into_place(tmp: Path, root: Path) -> None:

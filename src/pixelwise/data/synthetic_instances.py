@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from ..errors import PixelwiseError
-from .synthetic import _background, _blend, _hsv_to_rgb, _move_into_place, _smooth_noise, _stripes
+from .synthetic import _background, _blend, _hsv_to_rgb, _move_into_place, _smooth_noise, _stripes, write_seeded_splits
 
 INSTANCE_CLASSES: list[str] = ["background", "grass", "disc", "square"]
 INSTANCE_COLORS: list[tuple[int, int, int]] = [(0, 0, 0), (60, 180, 75), (230, 25, 75), (0, 130, 200)]
@@ -340,12 +340,7 @@ def _write_files(
         Image.fromarray(mask, "L").save(tmp / "masks" / f"{stems[i]}.png", compress_level=1)
         Image.fromarray(ids).save(tmp / "instances" / f"{stems[i]}.png", compress_level=1)
 
-    n_val = min(max(1, round(num_images * val_fraction)), num_images - 1) if val_fraction > 0 else 0
-    order = np.random.default_rng([seed, 2**31]).permutation(num_images)
-    val = sorted(stems[j] for j in order[:n_val])
-    train = sorted(stems[j] for j in order[n_val:])
-    (tmp / "splits" / "train.txt").write_text("".join(s + "\n" for s in train))
-    (tmp / "splits" / "val.txt").write_text("".join(s + "\n" for s in val))
+    write_seeded_splits(tmp, stems, seed, val_fraction)
 
     # Written last: a folder with classes.yaml is a finished one.
     meta = {
