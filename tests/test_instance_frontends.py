@@ -414,3 +414,23 @@ def test_serve_refuses_objects_of_a_semantic_model(trained_run):
     assert client.post("/predict?format=json", files=_upload(_scene(64))).status_code == 200
     assert client.post("/predict?format=boxes", files=_upload(_scene(64))).status_code == 422
     assert client.get("/model").json()["objects"] is False
+
+
+def test_panoptic_overlay_tints_stuff_in_its_class_colour_and_leaves_class_zero_clear(tmp_path):
+    from pixelwise.instances import InstanceMap, PanopticMap, Segment
+    from pixelwise.predict.batch import Outputs, OutputWriter
+
+    predictor = _disc_predictor()
+    image = np.full((8, 8, 3), 100, np.uint8)
+    pan_ids = np.zeros((8, 8), np.int32)
+    pan_ids[:4] = 1  # a stuff region of class 1
+    pan_ids[4:] = 2  # a stuff region of class 0 (background)
+    panoptic = PanopticMap(pan_ids, [Segment(1, 1, isthing=False, area=32), Segment(2, 0, isthing=False, area=32)])
+    empty = InstanceMap(np.zeros((8, 8), np.int32), [])
+    writer = OutputWriter(tmp_path, predictor, Outputs(instances=True, panoptic=True), 0.5)
+    found = ObjectResult(np.zeros((8, 8), np.int64), None, empty, panoptic)
+    writer("a", image, found.labels, None, found)
+    overlay = np.asarray(Image.open(tmp_path / "overlays" / "a.png"))
+    colour = np.array(predictor.classes.colors[1], np.float32)
+    np.testing.assert_allclose(overlay[1, 3], np.round(0.5 * 100 + 0.5 * colour), atol=1)  # inside, off the outline
+    assert (overlay[6] == 100).all()  # class 0 stuff: the image itself

@@ -29,6 +29,7 @@ from ..errors import PixelwiseError
 from ..fileio import prepare_output_dir, write_json, write_mask_png, write_npy, write_png
 from ..postprocess import PostprocessConfig
 from ..viz import heatmap_with_colorbar
+from ..viz import overlay as class_overlay
 from .engine import InferenceConfig, Prediction
 from .predictor import BaseSegmenter, Predictor, as_predictor
 
@@ -117,7 +118,8 @@ class OutputWriter:
             write_json(out / MANIFEST, self.manifest)
             self.manifest = None
         if found is not None:
-            overlay = objects.instance_overlay(image, found.instances, self.alpha)
+            base = self._stuff_overlay(image, found.panoptic) if self.outputs.panoptic else image
+            overlay = objects.instance_overlay(base, found.instances, self.alpha)
         else:
             overlay = self.predictor.overlay(image, labels, self.alpha, legend=True)
         write_png(out / "overlays" / f"{stem}.png", overlay)
@@ -128,6 +130,14 @@ class OutputWriter:
         if found is not None:
             self._objects(stem, found)
         write_mask_png(out / "masks" / f"{stem}.png", labels, colors=self.colors)
+
+    def _stuff_overlay(self, image: np.ndarray, panoptic) -> np.ndarray:
+        """The image with the panoptic map's stuff regions in their class colours (class 0 left clear)."""
+        stuff = np.full(panoptic.ids.shape, 255, dtype=np.int64)  # 255: never painted by class_overlay
+        for seg in panoptic.segments:
+            if not seg.isthing:
+                stuff[panoptic.ids == seg.id] = seg.category
+        return class_overlay(image, stuff, self.colors, self.alpha)
 
     def _objects(self, stem: str, found) -> None:
         """instances/<stem>.png (16-bit ids, 0 = none) and .json; panoptic/<stem>.png and .json."""
