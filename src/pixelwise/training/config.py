@@ -41,8 +41,8 @@ from ..errors import PixelwiseError
 # Names of the registries pixelwise.models.MODELS, pixelwise.losses.LOSSES and
 # pixelwise.data.formats.FORMATS, repeated here so that building the command-line parser imports
 # neither torch nor the data readers; a test checks that they match the registries.
-ARCH_NAMES = ("unet", "unetplusplus", "fpn", "deeplabv3plus", "deeplabv3", "fcn", "lraspp")
-LOSS_NAMES = ("ce", "dice", "focal", "ce+dice", "focal+dice")
+ARCH_NAMES = ("unet", "unetplusplus", "fpn", "deeplabv3plus", "segformer", "deeplabv3", "fcn", "lraspp")
+LOSS_NAMES = ("ce", "dice", "focal", "ce+dice", "focal+dice", "ohem", "ohem+dice", "lovasz", "ce+lovasz")
 FORMAT_NAMES = ("auto", "folder", "voc", "cityscapes", "camvid", "camvid-color", "ade20k", "coco", "labelme")
 SCHEDULES = ("cosine", "poly", "constant")
 # pixelwise.instances.TASKS, repeated for the same reason (a test checks that they match).
@@ -179,7 +179,20 @@ class TrainConfig:
         "cosine", group="optimisation", choices=SCHEDULES, help="learning-rate decay after a linear warm-up"
     )
     warmup_epochs: float = option(1.0, group="optimisation", min=0.0, help="epochs of linear learning-rate warm-up")
-    crop_size: int = option(256, group="augmentation", min=8, help="side of the square training crop, in pixels")
+    max_side: int = option(
+        0,
+        group="model",
+        min=0,
+        max=16384,
+        metavar="PIXELS",
+        default_text="0 = native size",
+        help="working resolution: the network sees every image resized so its longer side is at most this many "
+        "pixels, in training, validation, evaluation, prediction, serving and export (stored in the model); "
+        "masks and scores stay at each image's own size",
+    )
+    crop_size: int = option(
+        256, group="augmentation", min=8, help="side of the square training crop, in pixels (at the working resolution)"
+    )
     scale_range: tuple[float, float] = option(
         (0.5, 2.0),
         group="augmentation",
@@ -211,6 +224,15 @@ class TrainConfig:
         default_text="0 = off",
         help="share of training crops centred on a pixel of a class drawn uniformly from those in the "
         "mask, so rare classes are seen often",
+    )
+    boundary_weight: float = option(
+        0.0,
+        group="optimisation",
+        min=0.0,
+        max=100.0,
+        metavar="WEIGHT",
+        default_text="0 = off",
+        help="extra cross-entropy weight on pixels near a class boundary (within 3 px): their weight is 1 + WEIGHT",
     )
     grad_clip: float = option(1.0, group="optimisation", min=0.0, help="max gradient norm, 0 = off")
     ema: float = option(
@@ -276,6 +298,16 @@ class TrainConfig:
         default_text="0 = off",
         help="plan the recipe (model, crop, batch, epochs, schedule) so the whole run ends within TIME: "
         "90s, 20m, 2h, 1d, or seconds; options you give explicitly are kept; the plan goes to RUN/plan.json",
+    )
+    max_latency: float = option(
+        0.0,
+        group="run",
+        min=0.0,
+        max=600000.0,
+        metavar="MS",
+        default_text="0 = any",
+        help="with --budget: only models that predict one image of the data's median size in at most MS "
+        "milliseconds on this machine (measured while planning, with the engine predict uses)",
     )
     keep: list = option(factory=list, cli=False, help="with budget: options the planner leaves as given")
     time_limit: float = option(
@@ -371,6 +403,10 @@ class TrainConfig:
         lo, hi = self.scale_range
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
             raise PixelwiseError(f"--scale-range {lo},{hi}: expected 0 < low <= high, e.g. 0.5,2.0")
+        if 0 < self.max_side < 16:
+            raise PixelwiseError(f"--max-side {self.max_side}: expected 0 (native size) or at least 16 pixels")
+        if self.max_latency and not self.budget:
+            raise PixelwiseError("--max-latency restricts the plan of a --budget run; give --budget too")
 
 
 def check_task_data(config: TrainConfig, data) -> None:
