@@ -20,6 +20,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def working_size(h: int, w: int, max_side: int) -> tuple[int, int]:
+    """The size (h, w) at which the network sees an image of (h, w) px for a working resolution of
+    ``max_side`` px on the longer side: unchanged when ``max_side`` is 0 or the image already fits
+    (never upscaled), else both sides scaled by ``max_side / max(h, w)`` (rounded, at least 1 px).
+    """
+    if max_side <= 0 or max(h, w) <= max_side:
+        return h, w
+    s = max_side / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
 class InstanceIds(tv_tensors.Mask):
     """(H, W) object ids (0 = no object): a mask to every transform, padded with 0 instead of the ignore index."""
 
