@@ -84,13 +84,13 @@ json_values = st.recursive(
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    key=st.sampled_from(["model", "classes", "normalization", "training", "data", "metrics", "versions"]),
+    key=st.sampled_from(["model", "classes", "normalization", "training", "data", "metrics", "versions", "input"]),
     sub=st.one_of(st.none(), st.text(max_size=12)),
     value=json_values,
 )
 def test_any_json_in_any_field_loads_or_fails_with_a_pixelwise_error(key, sub, value):
     meta = json.loads(FIXTURE.read_text())
-    if sub is not None and isinstance(meta[key], dict):
+    if sub is not None and isinstance(meta.get(key), dict):
         meta[key][sub] = value
     else:
         meta[key] = value

@@ -10,7 +10,9 @@ Schema versions: 1 is the untyped ``model.json`` of pixelwise 0.1 (key ``format_
 2 adds ``schema_version`` and is what is written now. Both load. ``training.pretrained`` (what
 the weights started from) is optional: readers that do not know it skip it. So are ``model.task``
 (``semantic``, ``instance`` or ``panoptic``; absent = semantic) and ``classes.things`` (the class
-indices of countable objects; absent = none), which instance and panoptic models record.
+indices of countable objects; absent = none), which instance and panoptic models record, and
+``input.max_side`` (the working resolution: the network sees each image with its longer side at
+most that many pixels; absent or 0 = the image's own size).
 
 ``model.json`` is checked before anything is built: types and ranges of every section, and for
 ``model`` the architecture's allowed keyword arguments and a known encoder name
@@ -51,6 +53,23 @@ class Normalization:
         return {"mean": list(self.mean), "std": list(self.std)}
 
 
+# A working resolution below this is refused (as --max-side is): no network learns from 15 px.
+MIN_MAX_SIDE = 16
+MAX_MAX_SIDE = 16384
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How images are fed to the network. ``max_side``: the working resolution, the longer side in
+    pixels at which the network sees an image (larger images are downscaled to it, see
+    :func:`pixelwise.data.transforms.working_size`, and its outputs resized back); 0 = native size."""
+
+    max_side: int = 0
+
+    def to_dict(self) -> dict:
+        return {"max_side": self.max_side}
+
+
 @dataclass
 class TrainingSummary:
     """How the model was trained: the saved ``TrainConfig`` (as a dict) and where it ran."""
@@ -80,6 +99,7 @@ class Bundle:
     metrics: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    input: InputSpec = field(default_factory=InputSpec)
 
     def to_dict(self) -> dict:
         return {
@@ -87,6 +107,7 @@ class Bundle:
             "model": self.model.to_dict(),
             "classes": self.classes.to_dict(),
             "normalization": self.normalization.to_dict(),
+            "input": self.input.to_dict(),
             "training": asdict(self.training),
             "data": dict(self.data),
             "metrics": dict(self.metrics),
@@ -122,6 +143,7 @@ class Bundle:
             metrics=_mapping(d.get("metrics"), "metrics", source),
             versions=_mapping(d.get("versions"), "versions", source),
             schema_version=SCHEMA_VERSION,
+            input=_input(d.get("input"), source),
         )
 
     @property
@@ -136,6 +158,24 @@ def _mapping(value, key: str, source) -> dict:
     if not isinstance(value, dict):
         raise PixelwiseError(f"{source}: '{key}' must be a JSON object")
     return dict(value)
+
+
+def _input(d, source) -> InputSpec:
+    """``input`` of model.json; absent (bundles written before the working resolution) = native size."""
+    if d is None:
+        return InputSpec()
+    if not isinstance(d, dict) or set(d) - {"max_side"}:
+        raise PixelwiseError(
+            f"{source}: 'input' must be an object with max_side only, not {_short(d)}; "
+            "this model.json was edited or not written by pixelwise"
+        )
+    max_side = d.get("max_side", 0)
+    if not (_is_int(max_side, 0, MAX_MAX_SIDE) and (max_side == 0 or max_side >= MIN_MAX_SIDE)):
+        raise PixelwiseError(
+            f"{source}: 'input.max_side' must be 0 (native size) or a whole number of pixels "
+            f"{MIN_MAX_SIDE}..{MAX_MAX_SIDE}, not {_short(max_side)}; this model.json was edited or not written by pixelwise"
+        )
+    return InputSpec(max_side=max_side)
 
 
 def _model_config(d: dict, source) -> ModelConfig:
