@@ -11,7 +11,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["AGGREGATION", "ConfusionMatrix", "compute_metrics", "format_metrics_table"]
+__all__ = [
+    "AGGREGATION",
+    "BoundaryIoU",
+    "ConfusionMatrix",
+    "boundary_distance",
+    "boundary_region",
+    "compute_metrics",
+    "format_metrics_table",
+]
 
 AGGREGATION = (
     "dataset-level confusion matrix; ignore index not counted; "
@@ -193,15 +201,19 @@ def format_metrics_table(metrics: dict) -> str:
 
     One aligned row per class (IoU, Dice, accuracy and the class's share of ground-truth pixels,
     all in percent with 2 decimals, "-" when undefined), then the summary lines (``mIoU  89.40 %``).
-    The header and every summary value carry the unit: the table shows percentages, while
-    ``metrics`` (and every file pixelwise writes) holds fractions in [0, 1].
+    With a ``boundary_iou`` section (see :meth:`BoundaryIoU.compute`) the rows gain a boundary
+    IoU column and the summary a ``boundary IoU`` line. The header and every summary value carry
+    the unit: the table shows percentages, while ``metrics`` (and every file pixelwise writes)
+    holds fractions in [0, 1].
     """
     total = metrics.get("num_pixels", 0)
-    header = ["class", "IoU %", "Dice %", "Acc %", "GT share %"]
+    edges = metrics.get("boundary_iou") or None
+    header = ["class", "IoU %"] + (["Boundary IoU %"] if edges else []) + ["Dice %", "Acc %", "GT share %"]
     rows = []
     for pc in metrics["per_class"]:
         share = pc["gt_pixels"] / total if total else None
-        rows.append([pc["name"], _pct(pc["iou"]), _pct(pc["dice"]), _pct(pc["accuracy"]), _pct(share)])
+        edge = [_pct(edges["per_class"].get(pc["name"]))] if edges else []
+        rows.append([pc["name"], _pct(pc["iou"]), *edge, _pct(pc["dice"]), _pct(pc["accuracy"]), _pct(share)])
 
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
 
@@ -213,8 +225,9 @@ def format_metrics_table(metrics: dict) -> str:
     out = [line(header), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in rows]
     out.append("")
-    summary = [
-        ("mIoU", metrics.get("miou")),
+    summary = [("mIoU", metrics.get("miou"))]
+    summary += [(f"boundary IoU ({boundary_width(edges)})", edges.get("mean"))] if edges else []
+    summary += [
         ("mean Dice", metrics.get("mean_dice")),
         ("pixel acc", metrics.get("pixel_accuracy")),
         ("mean class acc", metrics.get("mean_accuracy")),
@@ -223,3 +236,143 @@ def format_metrics_table(metrics: dict) -> str:
     label_w = max(len(k) for k, _ in summary)
     out += [f"{k.ljust(label_w)}  {_pct(v).rjust(6)}{' %' if v is not None else ''}" for k, v in summary]
     return "\n".join(out)
+
+
+def boundary_width(section: dict) -> str:
+    """How wide the boundaries of a :meth:`BoundaryIoU.compute` section are, in words."""
+    if section.get("distance_px") is not None:
+        return f"d = {section['distance_px']} px"
+    return f"d = {100 * float(section.get('ratio', BOUNDARY_RATIO)):g} % of the diagonal"
+
+
+BOUNDARY_RATIO = 0.02
+BOUNDARY_AGGREGATION = (
+    "Boundary IoU (Cheng et al. 2021) per class: boundary = mask minus its erosion by a (2d+1)x(2d+1) square, "
+    "zero outside the image (pixels within d of the image border are boundary); intersections and unions "
+    "summed over the data set; ignore index left out of both regions; mean over classes with a non-empty union"
+)
+
+
+def boundary_distance(height: int, width: int, ratio: float = BOUNDARY_RATIO) -> int:
+    """The boundary width ``d`` in pixels for an image of ``height`` x ``width``: ``ratio`` times the
+    image diagonal, rounded, at least 1 (as in the Boundary IoU reference implementation)."""
+    return max(1, int(round(float(ratio) * float(np.hypot(height, width)))))
+
+
+def boundary_region(labels: np.ndarray, d: int) -> np.ndarray:
+    """Which pixels of ``labels`` (N, H, W) lie on the boundary of their own class's mask at distance ``d``.
+
+    For the binary mask M of any class c, M minus its erosion by a (2d+1)x(2d+1) square with zeros
+    outside the image holds exactly the pixels of class c whose window holds another value or
+    reaches past the image border; as every pixel has one class, one (N, H, W) bool map serves all
+    classes: the boundary of class c is ``boundary & (labels == c)``. Any value other than c (the
+    ignore index too) counts as outside the mask of c. Two separable window filters (max and min),
+    whatever the number of classes.
+    """
+    from scipy import ndimage
+
+    x = np.asarray(labels).astype(np.int32, copy=False)
+    size = (1, 2 * d + 1, 2 * d + 1)
+    # -1 is below every class: a window reaching past the border is never uniform.
+    high = ndimage.maximum_filter(x, size=size, mode="constant", cval=-1)
+    low = ndimage.minimum_filter(x, size=size, mode="constant", cval=-1)
+    return high != low
+
+
+class BoundaryIoU:
+    """Accumulates Boundary IoU (Cheng et al. 2021) per class over a data set.
+
+    For each image and class c, the ground-truth and predicted boundary regions Gb and Pb are the
+    pixels of the class's mask within ``d`` (Chebyshev distance) of a pixel outside it; pixels
+    outside the image count as outside the mask, as in the reference implementation (one zero
+    pixel of padding, then ``d`` erosions with a 3x3 square), so a mask touching the image border
+    has a boundary along it. Boundary IoU of class c = sum over images |Gb & Pb| / sum over images
+    |Gb | Pb|, like mIoU from a dataset-level confusion matrix. Pixels whose target is
+    ``ignore_index`` are left out of both regions (they still end the masks they border).
+
+    ``d`` is ``distance`` pixels when given, else ``ratio`` times each image's diagonal, rounded,
+    at least 1 (paper default 0.02).
+    """
+
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, ratio: float = BOUNDARY_RATIO, distance: int | None = None
+    ):
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if distance is None and not 0.0 < float(ratio) <= 0.5:
+            raise ValueError(f"ratio must be in (0, 0.5], got {ratio}")
+        if distance is not None and int(distance) < 1:
+            raise ValueError(f"distance must be >= 1 pixel, got {distance}")
+        self.num_classes = int(num_classes)
+        self.ignore_index = int(ignore_index)
+        self.ratio = None if distance is not None else float(ratio)
+        self.distance = None if distance is None else int(distance)
+        self._inter = torch.zeros(self.num_classes, dtype=torch.int64)
+        self._union = torch.zeros(self.num_classes, dtype=torch.int64)
+
+    def distance_for(self, height: int, width: int) -> int:
+        """The boundary width ``d`` used for an image of ``height`` x ``width``."""
+        return self.distance if self.distance is not None else boundary_distance(height, width, self.ratio)
+
+    def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        """Add one image (H, W) or a batch of same-size images (N, H, W) of integer class indices;
+        value errors as :meth:`ConfusionMatrix.update`."""
+        p = _as_index_tensor(pred, "pred")
+        t = _as_index_tensor(target, "target")
+        if p.shape != t.shape:
+            raise ValueError(f"pred and target shapes differ: {tuple(p.shape)} vs {tuple(t.shape)}")
+        if p.ndim == 2:
+            p, t = p.unsqueeze(0), t.unsqueeze(0)
+        if p.ndim != 3:
+            raise ValueError(f"pred and target must be (H, W) or (N, H, W), got shape {tuple(p.shape)}")
+        p, t = p.cpu().numpy(), t.cpu().numpy()
+        valid = t != self.ignore_index
+        c = self.num_classes
+        _check_range(t[valid], c, f"not the ignore index {self.ignore_index}", "target")
+        _check_range(p[valid], c, "", "prediction")
+        d = self.distance_for(p.shape[1], p.shape[2])
+        gb = boundary_region(t, d) & valid
+        pb = boundary_region(p, d) & valid
+        both = gb & pb & (t == p)
+        inter = np.bincount(t[both], minlength=c)
+        union = np.bincount(t[gb], minlength=c) + np.bincount(p[pb], minlength=c) - inter
+        self._inter += torch.from_numpy(inter)
+        self._union += torch.from_numpy(union)
+
+    @property
+    def intersection(self) -> torch.Tensor:
+        """(C,) int64: summed |Gb & Pb| per class."""
+        return self._inter
+
+    @property
+    def union(self) -> torch.Tensor:
+        """(C,) int64: summed |Gb | Pb| per class."""
+        return self._union
+
+    def per_class(self) -> list[float | None]:
+        """Boundary IoU per class as a fraction; None where the union is empty."""
+        return [_ratio(i, u) for i, u in zip(self._inter.tolist(), self._union.tolist())]
+
+    def compute(self, class_names: list[str] | None = None) -> dict:
+        """``{"ratio": r}`` or ``{"distance_px": d}``, then ``mean`` (over classes with a non-empty
+        union; None if none), ``per_class`` ({name: fraction or None}) and ``aggregation``."""
+        names = class_names or [f"class_{i}" for i in range(self.num_classes)]
+        if len(names) != self.num_classes:
+            raise ValueError(f"{len(names)} class names for {self.num_classes} classes")
+        values = self.per_class()
+        how = {"ratio": self.ratio} if self.distance is None else {"distance_px": self.distance}
+        return {
+            **how,
+            "mean": _mean(values),
+            "per_class": {str(n): v for n, v in zip(names, values)},
+            "aggregation": BOUNDARY_AGGREGATION,
+        }
+
+
+def _check_range(values: np.ndarray, c: int, also: str, what: str) -> None:
+    if values.size == 0:
+        return
+    lo, hi = int(values.min()), int(values.max())
+    if lo < 0 or hi >= c:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{what} value {bad} outside [0, {c})" + (f" and {also}" if also else ""))
