@@ -200,7 +200,7 @@ def test_build_loss_unknown_name():
 
 
 def test_build_loss_keys_and_ignore_index():
-    assert set(LOSSES) == {"ce", "dice", "focal", "ce+dice", "focal+dice"}
+    assert set(LOSSES) == {"ce", "dice", "focal", "ce+dice", "focal+dice", "ohem", "ohem+dice", "lovasz", "ce+lovasz"}
     logits, target = _batch(7, ignore_frac=0.0)
     target[0, 0, 0] = -100
     ref = F.cross_entropy(logits, target, ignore_index=-100)

@@ -136,7 +136,9 @@ def build_criterion(
     config: TrainConfig, class_pixels, ignore_index: int, device: torch.device, num_classes: int | None = None
 ):
     """The loss ``config`` trains with; with ``config.class_weights`` weighted from the training
-    split's pixels per class (``class_pixels``, one count per class; unused without class weights).
+    split's pixels per class (``class_pixels``, one count per class; unused without class weights),
+    and with ``config.boundary_weight`` > 0 its cross-entropy terms weighting the pixels near class
+    edges (:func:`pixelwise.losses.boundary_weight_map`; a loss without such a term is refused).
 
     For ``config.task`` instance/panoptic, an :class:`~pixelwise.losses.InstanceLoss` around that
     loss (outputs (N, C+3, H, W), targets (N, 2, H, W)); C is ``num_classes`` (default: one per
@@ -146,7 +148,9 @@ def build_criterion(
     if config.class_weights:
         method = "median" if config.class_weights == "auto" else config.class_weights
         weights = torch.as_tensor(class_weights_from_counts(class_pixels, method), dtype=torch.float32, device=device)
-    loss = build_loss(config.loss, ignore_index=ignore_index, class_weights=weights)
+    loss = build_loss(
+        config.loss, ignore_index=ignore_index, class_weights=weights, boundary_weight=config.boundary_weight
+    )
     if config.task == "semantic":
         return loss
     c = num_classes if num_classes is not None else len(class_pixels)
