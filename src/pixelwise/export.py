@@ -8,8 +8,14 @@ runs after the network, in Python (``pixelwise predict --backend onnxruntime`` d
 Any H and W work: the graph pads to the network's stride and crops back, as
 :class:`pixelwise.models.SegmentationModel` does.
 
+The graph is the network alone. A model with a working resolution (``input.max_side`` in
+``model.json``) expects each image resized so that its longer side is at most that many pixels
+(:func:`pixelwise.data.transforms.working_size`, bilinear with antialiasing) and its outputs resized
+back to the image's size; pixelwise predict and serve do both around the file, other callers must
+too. The export says so, and records it in the file's metadata.
+
 An ONNX file carries the bundle's metadata (``pixelwise.meta``: classes, normalisation,
-architecture) and a fingerprint of the weights it was made from (``pixelwise.weights``), so
+architecture, input) and a fingerprint of the weights it was made from (``pixelwise.weights``), so
 ``pixelwise predict --backend onnxruntime`` can refuse a file exported from another model.
 """
 
@@ -24,6 +30,7 @@ import torch
 from torch import nn
 
 from .bundle import Bundle, load_bundle
+from .data.transforms import working_size
 from .errors import PixelwiseError
 from .fileio import atomic_path, prepare_output_dir
 from .predict.backends import (
@@ -39,7 +46,7 @@ from .predict.backends import (
     onnx_session,
     weights_fingerprint,
 )
-from .predict.engine import Member
+from .predict.engine import Member, resize_outputs, to_working_size
 from .predict.predictor import Segmenter
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -71,7 +78,7 @@ __all__ = [
 
 def _metadata(model: nn.Module, bundle: Bundle) -> dict[str, str]:
     full = bundle.to_dict()
-    keep = {k: full[k] for k in ("classes", "normalization", "model")}
+    keep = {k: full[k] for k in ("classes", "normalization", "model", "input")}
     return {META_KEY: json.dumps(keep), FINGERPRINT_KEY: weights_fingerprint(model)}
 
 
@@ -83,10 +90,11 @@ def _parity_inputs(sizes) -> list[torch.Tensor]:
 class ScriptMember:
     """A reloaded TorchScript file as an inference member: [0, 1] images in, every output channel out."""
 
-    def __init__(self, module, num_classes: int, extra_channels: int = 0):
+    def __init__(self, module, num_classes: int, extra_channels: int = 0, max_side: int = 0):
         self.module = module
         self.num_classes = num_classes
         self.extra_channels = extra_channels
+        self.max_side = max_side
 
     def logits(self, x01: torch.Tensor, stochastic: bool = False) -> torch.Tensor:
         return self.module(x01)
@@ -113,6 +121,38 @@ def parity(reference: Member, exported: Member, sizes=PARITY_SIZES) -> float:
     return worst
 
 
+def resized_parity(reference: Member, exported: Member, max_side: int) -> tuple[float, tuple[int, int, int]]:
+    """Largest ``|exported - reference|`` of the outputs of a seeded random uint8 image whose longer side
+    is over ``max_side``, each run the way the engine runs a model with that working resolution:
+    the image resized down (:func:`pixelwise.predict.engine.to_working_size`), the network, the
+    outputs resized back (:func:`pixelwise.predict.engine.resize_outputs`). Returns (difference,
+    (1, H, W) of the image)."""
+    h, w = 37, max_side + 9
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    small = to_working_size(image, working_size(h, w, max_side))
+    x01 = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1)[None].float().div_(255.0)
+    with torch.inference_mode():
+        ref = resize_outputs(reference.logits(x01).float().cpu(), (h, w), reference.num_classes)
+        got = resize_outputs(exported.logits(x01).float().cpu(), (h, w), exported.num_classes)
+    if got.shape != ref.shape:
+        raise PixelwiseError(
+            f"exported model returned shape {tuple(got.shape)}, PyTorch {tuple(ref.shape)}; the export is broken"
+        )
+    return float((got - ref).abs().max()), (1, h, w)
+
+
+def input_note(max_side: int) -> str | None:
+    """The line export prints for a model with a working resolution (None without one)."""
+    if not max_side:
+        return None
+    return (
+        f"inputs are resized to max side {max_side} px first: resize each image so that its longer side is at "
+        f"most {max_side} px (bilinear, antialiased) before the file, and its outputs back to the image's size "
+        "after (pixelwise predict and serve do both; model.json and the file's metadata record input.max_side)"
+    )
+
+
 def _write_onnx(path: Path, model: nn.Module, bundle: Bundle, opset: int) -> OnnxMember:
     """Write the ONNX file with its metadata; return it loaded as predict's ONNX Runtime backend loads it."""
     import onnx
@@ -125,7 +165,7 @@ def _write_onnx(path: Path, model: nn.Module, bundle: Bundle, opset: int) -> Onn
     session = onnx_session(path, "cpu")
     num_classes, extra = bundle.classes.num_classes, extra_channels_of(bundle)
     check_onnx_matches(session, path, weights_fingerprint(model), num_classes, extra)
-    return OnnxMember(session, num_classes, source=path, extra_channels=extra)
+    return OnnxMember(session, num_classes, source=path, extra_channels=extra, max_side=bundle.input.max_side)
 
 
 def _write_torchscript(path: Path, model: nn.Module, bundle: Bundle) -> ScriptMember:
@@ -135,7 +175,7 @@ def _write_torchscript(path: Path, model: nn.Module, bundle: Bundle) -> ScriptMe
         traced = torch.jit.trace(exportable(model, bundle), torch.rand(1, 3, 67, 93), check_trace=False)
         torch.jit.save(traced, str(path), _extra_files={"pixelwise.json": json.dumps(_metadata(model, bundle))})
         reloaded = torch.jit.load(str(path), map_location="cpu")
-    return ScriptMember(reloaded, bundle.classes.num_classes, extra_channels_of(bundle))
+    return ScriptMember(reloaded, bundle.classes.num_classes, extra_channels_of(bundle), bundle.input.max_side)
 
 
 def _check_options(fmt: str, opset: int, tolerance: float) -> None:
@@ -163,8 +203,11 @@ def export_model(
     checked). Writes ``RUN/model.onnx`` or ``RUN/model.torchscript.pt`` (or ``out``) only if the
     largest absolute difference over every output channel is within ``tolerance``; otherwise raises
     :class:`PixelwiseError` and leaves no file. Returns ``{"path", "format", "max_abs_diff",
-    "sizes", "fingerprint", "task", "channels", "note"}``: ``channels`` is C (+ 3 for instance
-    models), ``note`` the line to show the user about the grouping into objects (None for semantic models).
+    "sizes", "fingerprint", "task", "channels", "max_side", "note"}``: ``channels`` is C (+ 3 for
+    instance models), ``max_side`` the working resolution (0 = native size; then ``sizes`` ends with
+    the size of the image checked through the resize path, see :func:`resized_parity`), ``note`` the
+    lines to show the user: that inputs are resized first (:func:`input_note`) and about the grouping
+    into objects (None when neither applies).
     """
     _check_options(fmt, opset, tolerance)
     path = Path(out) if out else Path(run) / FORMATS[fmt]
@@ -182,12 +225,17 @@ def export_model(
         # Made after the export: the Segmenter switches the model to channels-last.
         reference = Segmenter(model, bundle, "cpu", backend="torch").members()[0]
         diff = parity(reference, exported, sizes)
+        max_side = bundle.input.max_side
+        if max_side:
+            resized_diff, resized_size = resized_parity(reference, exported, max_side)
+            diff, sizes = max(diff, resized_diff), [*sizes, resized_size]
         if not np.isfinite(diff) or diff > tolerance:
             raise PixelwiseError(
                 f"{fmt} export of {run} differs from PyTorch by {diff:.3g} (tolerance {tolerance:g}); "
                 "the file was not written"
             )
     extra = extra_channels_of(bundle)
+    notes = [n for n in (input_note(bundle.input.max_side), GROUPING_NOTE if extra else None) if n]
     return {
         "path": str(path),
         "format": fmt,
@@ -196,5 +244,6 @@ def export_model(
         "fingerprint": fingerprint,
         "task": getattr(bundle.model, "task", "semantic"),
         "channels": bundle.classes.num_classes + extra,
-        "note": GROUPING_NOTE if extra else None,
+        "max_side": bundle.input.max_side,
+        "note": "\n".join(notes) or None,
     }

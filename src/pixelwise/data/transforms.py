@@ -31,6 +31,37 @@ def working_size(h: int, w: int, max_side: int) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A ``(..., 3, H, W)`` uint8 image resized to ``size`` (h, w): bilinear, antialiased. The one way
+    pixelwise brings an image to its working resolution, in training and in inference alike, so the
+    network sees the same pixels in both."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return TF.resize(image, list(size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+
+
+class WorkingResize(v2.Transform):
+    """Bring image and masks to the working resolution (:func:`working_size` of ``max_side``): the
+    image with :func:`resize_image`, masks and object ids with nearest neighbour. ``masks=False``
+    leaves masks at their own size (validation scores there)."""
+
+    def __init__(self, max_side: int, masks: bool = True):
+        super().__init__()
+        self.max_side = max_side
+        self.masks = masks
+
+    def make_params(self, flat_inputs):
+        h, w = v2.query_size(flat_inputs)
+        return {"size": working_size(h, w, self.max_side)}
+
+    def transform(self, inpt, params):
+        if isinstance(inpt, tv_tensors.Image):
+            return tv_tensors.wrap(resize_image(inpt.as_subclass(torch.Tensor), params["size"]), like=inpt)
+        if isinstance(inpt, tv_tensors.Mask) and self.masks:
+            return TF.resize(inpt, list(params["size"]), interpolation=v2.InterpolationMode.NEAREST)
+        return inpt
+
+
 class InstanceIds(tv_tensors.Mask):
     """(H, W) object ids (0 = no object): a mask to every transform, padded with 0 instead of the ignore index."""
 
@@ -107,17 +138,20 @@ def train_transform(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     class_crops: float = 0.0,
+    max_side: int = 0,
 ) -> v2.Compose:
-    """Random scale, random crop (padded where the image is smaller), flips, colour jitter, normalise.
+    """Working resolution, random scale, random crop (padded where the image is smaller), flips, colour jitter, normalise.
 
-    ``class_crops``: the share of crops centred on a pixel of a class drawn uniformly from those
+    ``max_side``: the working resolution (see :func:`working_size`; 0 = native size): image and
+    masks are first resized to it (:class:`WorkingResize`), so scale and crop act on the image the
+    network will see in inference. ``class_crops``: the share of crops centred on a pixel of a class drawn uniformly from those
     in the mask (:class:`ClassAwareCrop`); 0 = every crop uniformly placed.
 
     Input: ``tv_tensors.Image`` (3, H, W) uint8 and ``tv_tensors.Mask`` (H, W) int64 (and optionally
     :class:`InstanceIds` (H, W) int64, changed exactly as the mask).
     Output: (3, h, w) float32 normalised image and (h, w) int64 mask (and ids), (h, w) = crop size.
     """
-    ops: list = []
+    ops: list = [WorkingResize(max_side)] if max_side else []
     if scale_range and tuple(scale_range) != (1.0, 1.0):
         ops.append(RandomScale(tuple(scale_range)))
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index, InstanceIds: 0}

@@ -120,6 +120,9 @@ class TorchMember:
     on for that call only (Monte-Carlo dropout); batch norm stays in evaluation mode.
     ``bf16=True`` runs the network under bfloat16 autocast and returns float32 logits.
     ``extra_channels``: outputs after the ``num_classes`` class logits (3 for instance models).
+    ``max_side``: the model's working resolution (the bundle's ``input.max_side``; 0 = native size).
+    :meth:`logits` runs the network on what it is given; the engine resizes images to the working
+    resolution before and the outputs back after.
     """
 
     def __init__(
@@ -131,11 +134,13 @@ class TorchMember:
         num_classes: int,
         bf16: bool = False,
         extra_channels: int = 0,
+        max_side: int = 0,
     ):
         self.model = model
         self.device = device
         self.num_classes = num_classes
         self.extra_channels = extra_channels
+        self.max_side = max_side
         self.bf16 = bf16
         self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -369,7 +374,8 @@ class OnnxMember:
     free-shape graph, for about 0.15 s to make each. A folder of same-size photos or the tiles of
     a large image reuse one size; at most ``STATIC_SIZES`` sizes keep sessions (least recently
     used dropped). ``source`` (the ONNX file's path or bytes) is what the extra sessions are made
-    from; without it everything runs on ``session``.
+    from; without it everything runs on ``session``. ``max_side``: the model's working resolution,
+    as for :class:`TorchMember` (the engine resizes, so the sessions see working-size images).
     """
 
     STATIC_SIZES = 4
@@ -381,10 +387,12 @@ class OnnxMember:
         source: str | Path | bytes | None = None,
         threads: int = 0,
         extra_channels: int = 0,
+        max_side: int = 0,
     ):
         self.session = session
         self.num_classes = num_classes
         self.extra_channels = extra_channels
+        self.max_side = max_side
         self.source = source
         self.threads = threads or torch.get_num_threads()
         # Extra sessions (per-image threads, fixed sizes) only on the CPU and where they can be made.
@@ -481,6 +489,7 @@ class ModelBackends:
         self.run_dir = Path(run_dir) if run_dir else None
         norm = bundle.normalization
         self.extra_channels = extra_channels_of(bundle)
+        self.max_side = bundle.input.max_side
         self.torch = TorchMember(
             model,
             norm.mean,
@@ -489,6 +498,7 @@ class ModelBackends:
             bundle.classes.num_classes,
             bf16=precision == "bf16",
             extra_channels=self.extra_channels,
+            max_side=bundle.input.max_side,
         )
         self.onnx: OnnxMember | None = None
         self.active: str | None = None  # "torch" or "onnxruntime" once resolved
@@ -550,7 +560,9 @@ class ModelBackends:
             session = onnx_session(path, self.device)
             try:
                 check_onnx_matches(session, path, self.fingerprint, num_classes, self.extra_channels)
-                member = OnnxMember(session, num_classes, source=path, extra_channels=self.extra_channels)
+                member = OnnxMember(
+                    session, num_classes, source=path, extra_channels=self.extra_channels, max_side=self.max_side
+                )
                 check_onnx_parity(member, self.torch, path)
                 return member
             except PixelwiseError as e:
@@ -561,4 +573,6 @@ class ModelBackends:
         graph = onnx_bytes(self.model.to(memory_format=torch.contiguous_format).cpu(), self.bundle)
         session = onnx_session(graph, self.device)
         self.model.to(self.device).to(memory_format=torch.channels_last)
-        return OnnxMember(session, num_classes, source=graph, extra_channels=self.extra_channels)
+        return OnnxMember(
+            session, num_classes, source=graph, extra_channels=self.extra_channels, max_side=self.max_side
+        )

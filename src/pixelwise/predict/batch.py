@@ -183,6 +183,9 @@ def manifest_for(predictor: Predictor, outputs: Outputs, alpha: float) -> dict:
         "alpha": alpha,
         "outputs": asdict(outputs),
     }
+    max_side = predictor.bundle.input.max_side
+    if max_side:  # the working resolution (folders of native-size models keep the manifest they had)
+        manifest["max_side"] = max_side
     if outputs.instances:
         # Only with objects on: folders of semantic runs keep the manifest they always had.
         manifest["objects"] = predictor.describe().get("instances")

@@ -13,6 +13,14 @@ probabilities: a flipped view is flipped back with its offset along the flip neg
 is resized back with its offsets multiplied by original size / scaled size, tiles are blended with
 the same window.
 
+Working resolution: members may carry ``max_side`` (the bundle's ``input.max_side``; 0 or absent =
+native size). Each image is first downscaled to :func:`pixelwise.data.transforms.working_size`
+(:func:`pixelwise.data.transforms.resize_image`, the resize training used), and everything below
+(tiling, flips, scales, MC dropout) happens at that size; the probabilities (plain inference: the
+logits) and dense maps are then resized back to the image's own size (bilinear; offsets multiplied
+by original size / working size per axis), so labels are the argmax at the image's size. Members of
+one ensemble must share ``max_side``.
+
 Memory: an image above ``InferenceConfig.tile_above`` pixels (or any image with ``tile="always"``) is
 cut into ``tile_size`` squares; at most ``tile_batch`` tiles are in the network at once, so the
 activations are bounded by the tile batch whatever the image size. What grows with the image is
@@ -31,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.transforms import resize_image, working_size
 from ..errors import PixelwiseError
 from ..instances import dense_maps
 
@@ -42,10 +51,13 @@ class Member(Protocol):
 
     ``num_classes`` is C (class logits first); ``extra_channels`` is E, 0 for semantic models and
     3 (centre logit, dy, dx) for instance and panoptic models. A member without the attribute has E = 0.
+
+    ``max_side`` is the working resolution of the member (0 or absent: native size).
     """
 
     num_classes: int
     extra_channels: int
+    max_side: int
 
     def logits(self, x01: torch.Tensor, stochastic: bool = False) -> torch.Tensor: ...
 
@@ -265,6 +277,40 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
 
 
+def resize_outputs(out: torch.Tensor, size: tuple[int, int], num_classes: int) -> torch.Tensor:
+    """``(N, C + E, h, w)`` network outputs at ``size`` (bilinear): class logits and the centre logit
+    are resized, the offsets dy, dx (channels C + 1, C + 2, in pixels) also multiplied by
+    ``size / (h, w)`` per axis. Unchanged when already at ``size``."""
+    h, w = out.shape[-2:]
+    if (h, w) == tuple(size):
+        return out
+    out = _resize(out.float(), size)
+    if out.shape[1] <= num_classes:
+        return out
+    c = num_classes
+    fy, fx = size[0] / h, size[1] / w
+    return torch.cat([out[:, : c + 1], out[:, c + 1 : c + 2] * fy, out[:, c + 2 : c + 3] * fx, out[:, c + 3 :]], 1)
+
+
+def to_working_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 image at ``size`` (h, w) with :func:`pixelwise.data.transforms.resize_image`."""
+    if tuple(image.shape[:2]) == tuple(size):
+        return image
+    image = image if image.flags.writeable else image.copy()  # torch.from_numpy warns on read-only memory
+    return resize_image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), size).permute(1, 2, 0).numpy()
+
+
+def max_side_of(members: Sequence[Member]) -> int:
+    """The working resolution the members share (0 = native size); members that disagree are an error."""
+    sides = {int(getattr(m, "max_side", 0) or 0) for m in members}
+    if len(sides) > 1:
+        raise PixelwiseError(
+            f"the models were trained at different working resolutions (max side {sorted(sides)} px; 0 = native): "
+            "their outputs cannot be averaged; use models trained with the same --max-side"
+        )
+    return sides.pop() if sides else 0
+
+
 class _Tracker:
     """Counts what was sent to the networks (for the memory bound, and for tests)."""
 
@@ -412,6 +458,7 @@ def _check_members(members: Sequence[Member]) -> int:
     if len(n) != 1:
         raise PixelwiseError(f"the models predict different numbers of classes ({sorted(n)}); they cannot be averaged")
     _extra_channels(members)
+    max_side_of(members)
     return n.pop()
 
 
@@ -438,22 +485,30 @@ def _class_logits(out: torch.Tensor, member: Member) -> torch.Tensor:
 
 
 def _whole_batch(
-    x01: torch.Tensor, members: Sequence[Member], config: InferenceConfig, tracker: _Tracker
+    x01: torch.Tensor,
+    members: Sequence[Member],
+    config: InferenceConfig,
+    tracker: _Tracker,
+    size: tuple[int, int] | None = None,
 ) -> list[Prediction]:
-    """Predictions for a ``(N, 3, h, w)`` batch seen whole (no tiling), one per image."""
+    """Predictions for a ``(N, 3, h, w)`` batch seen whole (no tiling), one per image, resized to
+    ``size`` (the images' own size when ``x01`` is at the working resolution; None = ``(h, w)``)."""
     labels = None
+    size = tuple(size or x01.shape[-2:])
     if is_plain(config, members):
         tracker.saw(x01)
         member = members[0]
-        logits = member.logits(x01).float()
+        logits = resize_outputs(member.logits(x01).float(), size, member.num_classes)
         probs, var = torch.softmax(_class_logits(logits, member), 1).to(x01.device), None
         dense = dense_maps(logits[:, member.num_classes :]) if _extra_channels(members) else None
         labels = _logit_labels(_class_logits(logits, member))
     else:
-        probs, var, dense = augmented_outputs(x01, members, config, tracker)
+        probs, var, dense = _outputs_at(*augmented_outputs(x01, members, config, tracker), size)
     probs = probs.cpu()
     dense = dense.cpu() if dense is not None else None
     stats = {"tiles": 1, "tiled": False, "max_batch": tracker.max_batch, "forwards": tracker.forwards}
+    if size != tuple(x01.shape[-2:]):
+        stats["working_size"] = list(x01.shape[-2:])
     out = []
     for i in range(probs.shape[0]):
         v = _predicted_class_variance(probs[i], var[i].cpu()).numpy() if var is not None else None
@@ -461,6 +516,19 @@ def _whole_batch(
         pred.dense = dense[i].numpy() if dense is not None else None
         out.append(pred)
     return out
+
+
+def _outputs_at(
+    probs: torch.Tensor, var: torch.Tensor | None, dense: torch.Tensor | None, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Probabilities, variance and dense maps of :func:`augmented_outputs` resized to ``size`` (bilinear;
+    offsets scaled, see :func:`_restore_dense`); unchanged when already at ``size``."""
+    if tuple(probs.shape[-2:]) == tuple(size):
+        return probs, var, dense
+    probs = _resize(probs, size)
+    probs = probs / probs.sum(-3, keepdim=True).clamp_min(1e-12)  # bilinear keeps the sum at 1 only up to rounding
+    var = _resize(var, size) if var is not None else None
+    return probs, var, (_restore_dense(dense, (), size) if dense is not None else None)
 
 
 @torch.inference_mode()
@@ -480,14 +548,16 @@ def predict_labels(
     if not images:
         return []
     h, w = images[0].shape[:2]
+    _check_members(members)
+    small = working_size(h, w, max_side_of(members))
     if (
         is_plain(config, members)
-        and not config.needs_tiling(h, w)
+        and not config.needs_tiling(*small)
         and all(im.shape == images[0].shape for im in images)
     ):
-        _check_members(members)
-        out = members[0].logits(_to_x01(np.stack(images), torch.device(device)))
-        return list(_logit_labels(_class_logits(out, members[0])))
+        x01 = _to_x01(np.stack([to_working_size(im, small) for im in images]), torch.device(device))
+        out = _class_logits(members[0].logits(x01), members[0])
+        return list(_logit_labels(resize_outputs(out, (h, w), members[0].num_classes)))
     return [p.labels for p in predict_images(images, members, config, device)]
 
 
@@ -510,10 +580,12 @@ def predict_images(
     if len(shapes) != 1 or any(im.dtype != np.uint8 for im in images):
         raise PixelwiseError("predict_images needs uint8 images of one size; predict them one by one")
     h, w = images[0].shape[:2]
-    if config.needs_tiling(h, w) or len(images) == 1:
-        return [predict_image(im, members, config, device) for im in images]
     _check_members(members)
-    return _whole_batch(_to_x01(np.stack(images), torch.device(device)), members, config, _Tracker())
+    small = working_size(h, w, max_side_of(members))
+    if config.needs_tiling(*small) or len(images) == 1:
+        return [predict_image(im, members, config, device) for im in images]
+    x01 = _to_x01(np.stack([to_working_size(im, small) for im in images]), torch.device(device))
+    return _whole_batch(x01, members, config, _Tracker(), (h, w))
 
 
 @torch.inference_mode()
@@ -525,23 +597,33 @@ def predict_image(
 ) -> Prediction:
     """Probabilities for one ``(H, W, 3)`` uint8 image: whole, or tiled with blending.
 
-    Tiled, at most ``config.tile_batch`` tiles are sent to a network at once; the blended sum
-    is kept on the CPU in float32 and divided by the summed window weights at the end.
+    The image is first brought to the members' working resolution (see the module docstring) and
+    the outputs resized back to ``(H, W)``. Tiled, at most ``config.tile_batch`` tiles are sent to a
+    network at once; the blended sum is kept on the CPU in float32 and divided by the summed window
+    weights at the end.
     """
     config = config or InferenceConfig()
     num_classes = _check_members(members)
     device = torch.device(device)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise PixelwiseError(f"expected an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
-    if not config.needs_tiling(*image.shape[:2]):
-        return _whole_batch(_to_x01(image[None], device), members, config, _Tracker())[0]
-    return _tiled(image, members, config, device, num_classes)
+    size = image.shape[:2]
+    small = to_working_size(image, working_size(*size, max_side_of(members)))
+    if not config.needs_tiling(*small.shape[:2]):
+        return _whole_batch(_to_x01(small[None], device), members, config, _Tracker(), size)[0]
+    return _tiled(small, members, config, device, num_classes, size)
 
 
 def _tiled(
-    image: np.ndarray, members: Sequence[Member], config: InferenceConfig, device: torch.device, num_classes: int
+    image: np.ndarray,
+    members: Sequence[Member],
+    config: InferenceConfig,
+    device: torch.device,
+    num_classes: int,
+    size: tuple[int, int] | None = None,
 ) -> Prediction:
-    """:func:`predict_image` of an image cut into blended tiles (see :class:`SlidingWindow`).
+    """:func:`predict_image` of an image cut into blended tiles (see :class:`SlidingWindow`), the result
+    resized to ``size`` (the image's own size when ``image`` is at the working resolution).
 
     Dense maps (instance models) are blended with the same window as the probabilities; their
     offsets are relative to each pixel, so a tile's offsets hold in the whole image as they are.
@@ -570,14 +652,25 @@ def _tiled(
                 dense_acc[:, y : y + th, x : x + tw].add_(dense[k] * win)
         del probs, var, dense, tiles
     acc.div_(weight)
-    v = None
-    if var_acc is not None:
-        var_acc.div_(weight)
-        v = _predicted_class_variance(acc, var_acc).numpy()
-        del var_acc
-    pred = Prediction(acc.numpy(), v, _tile_stats(grid, tracker))
-    pred.dense = dense_acc.div_(weight).numpy() if dense_acc is not None else None
+    var_acc = var_acc.div_(weight) if var_acc is not None else None
+    dense_acc = dense_acc.div_(weight) if dense_acc is not None else None
+    stats = _tile_stats(grid, tracker)
+    if size is not None and tuple(size) != (height, width):
+        stats["working_size"] = [height, width]
+        probs, var_acc, dense_acc = _outputs_at(acc[None], _batch(var_acc), _batch(dense_acc), tuple(size))
+        acc, var_acc, dense_acc = probs[0], _unbatch(var_acc), _unbatch(dense_acc)
+    v = _predicted_class_variance(acc, var_acc).numpy() if var_acc is not None else None
+    pred = Prediction(acc.numpy(), v, stats)
+    pred.dense = dense_acc.numpy() if dense_acc is not None else None
     return pred
+
+
+def _batch(x: torch.Tensor | None) -> torch.Tensor | None:
+    return x[None] if x is not None else None
+
+
+def _unbatch(x: torch.Tensor | None) -> torch.Tensor | None:
+    return x[0] if x is not None else None
 
 
 def _tile_stats(grid: SlidingWindow, tracker: _Tracker) -> dict:

@@ -251,6 +251,7 @@ class Segmenter(BaseSegmenter):
                 "weights": self.fingerprint,
                 "backend": self.active_backend,
                 "onnx": str(self.onnx_path) if self.onnx_path else None,
+                "max_side": self.bundle.input.max_side,
             }
         ]
 
@@ -272,6 +273,13 @@ class Ensemble(BaseSegmenter):
                 raise PixelwiseError(
                     f"{name} predicts classes {seg.classes.names}, {names[0]} predicts {first.names}; "
                     "an ensemble needs models trained on the same class list"
+                )
+        for seg, name in zip(segmenters[1:], names[1:]):
+            if seg.bundle.input.max_side != segmenters[0].bundle.input.max_side:
+                raise PixelwiseError(
+                    f"{name} works at max side {seg.bundle.input.max_side} px, {names[0]} at "
+                    f"{segmenters[0].bundle.input.max_side} px (0 = native size): an ensemble needs models "
+                    "trained with the same --max-side"
                 )
         self.segmenters = list(segmenters)
         self.names = names
