@@ -496,10 +496,17 @@ def main() -> None:
     classes_file = out / "camvid-classes.yaml"
     classes_file.write_text(json.dumps({"names": NAMES, "colors": COLORS, "ignore_index": VOID}))
     parse_budget(args.budget)  # a bad budget stops here, before anything runs
-    results = []
+    results, failed = [], []
     for which in args.recipes:
         for seed in args.seed_list:
-            results.append(run_recipe(which, seed, data, out, args, classes_file))
+            try:
+                results.append(run_recipe(which, seed, data, out, args, classes_file))
+            except subprocess.CalledProcessError as e:  # one run failing does not lose the others
+                failed.append(
+                    {"recipe": which, "seed": seed, "error": f"exit status {e.returncode}: {shlex.join(e.cmd)}"}
+                )
+                print(f"({which}) seed {seed}: FAILED, {failed[-1]['error']}", flush=True)
+                continue
             r = results[-1]
             print(f"{r['recipe']} seed {seed}: val mIoU {pct(r['miou'])} %, {r['wall_seconds']} s", flush=True)
     report = {
@@ -511,6 +518,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "results": results,
+        "failed": failed,
         "summary": summarise(results),
     }
     if args.throughput:
@@ -527,7 +535,11 @@ def main() -> None:
             f"training images/s, U-Net/resnet34, 384x384 crops, batch 4: pixelwise {t['pixelwise_images_per_s']}, "
             f"plain loop {t['plain_images_per_s']}, ratio {t['ratio']}"
         )
+    for f in failed:
+        print(f"({f['recipe']}) seed {f['seed']}: FAILED ({f['error']})")
     print(f"results: {path}")
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
