@@ -114,6 +114,8 @@ ALLOWED_SAMPLES = {
     ("deeplabv3", "resnet18"): dict(
         encoder_output_stride=16, decoder_channels=32, decoder_atrous_rates=[2, 4, 6], decoder_aspp_separable=True
     ),
+    ("segformer", "mit_b0"): dict(encoder_depth=4, decoder_segmentation_channels=48),
+    ("segformer", "tu-resnet10t"): dict(encoder_depth=3, decoder_segmentation_channels=40),
     ("unet", "tu-resnet18"): dict(
         norm_layer="groupnorm",
         act_layer="silu",
@@ -172,3 +174,49 @@ def test_train_with_a_file_loading_model_kwarg_is_one_line(simple_data, tmp_path
     err = capsys.readouterr().err.strip()
     assert err.startswith("pixelwise: error: --model-kwargs checkpoint_path is not an option") and "\n" not in err
     assert not (tmp_path / "run" / "model.json").exists()
+
+
+@pytest.mark.parametrize("task", ["semantic", "instance", "panoptic"])
+def test_segformer_on_its_mix_transformer_gives_every_task_at_the_input_size(task):
+    config = ModelConfig("segformer", "mit_b0", num_classes=3, kwargs={"decoder_segmentation_channels": 32}, task=task)
+    model = build_model(config, pretrained="none").eval()
+    assert model.stride == 32  # the encoder's key reduction needs whole 32 px blocks
+    with torch.no_grad():
+        for h, w in [(5, 7), (37, 45), (64, 96)]:
+            assert model(torch.randn(1, 3, h, w)).shape == (1, config.out_channels, h, w)
+
+
+def test_segformer_saves_and_loads_as_a_bundle(tmp_path):
+    from pixelwise.bundle import Bundle, Normalization, load_bundle, save_bundle
+    from pixelwise.classes import ClassInfo
+
+    config = ModelConfig("segformer", "mit_b0", num_classes=2, kwargs={"decoder_segmentation_channels": 16})
+    model = build_model(config).eval()
+    classes = ClassInfo(["background", "pole"], [(0, 0, 0), (255, 255, 0)])
+    run = save_bundle(
+        tmp_path / "run",
+        model,
+        Bundle(model=config, classes=classes, normalization=Normalization((0.5,) * 3, (0.25,) * 3)),
+    )
+    loaded, bundle = load_bundle(run)
+    assert bundle.model.arch == "segformer" and bundle.model.encoder == "mit_b0"
+    x = torch.randn(1, 3, 40, 50)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_segformer_without_cached_imagenet_weights_trains_from_scratch_offline(monkeypatch):
+    import pixelwise.models as models
+
+    monkeypatch.setenv("PIXELWISE_OFFLINE", "1")
+    monkeypatch.setattr(models, "_hub_cached", lambda repo, filename, revision=None: False)
+    config = ModelConfig("segformer", "mit_b0", num_classes=2, kwargs={"decoder_segmentation_channels": 16})
+    assert models.imagenet_weights(config).location == "smp-hub/mit_b0.imagenet"
+    model = build_model(config, pretrained="auto")
+    assert model.pretrained_source == "none: offline"
+    assert "segformer/mit_b0" in model.pretrained_note and "\n" not in model.pretrained_note
+
+
+def test_segformer_refuses_a_depth_its_decoder_cannot_take():
+    with pytest.raises(PixelwiseError, match="--model-kwargs encoder_depth must be a whole number 3..5"):
+        build_model(ModelConfig("segformer", "mit_b0", num_classes=2, kwargs={"encoder_depth": 2}))

@@ -1,8 +1,9 @@
 """Architectures by name, and a wrapper that makes any input size work.
 
 ``MODELS`` maps a name to a factory. segmentation-models-pytorch provides ``unet``,
-``unetplusplus``, ``fpn``, ``deeplabv3plus`` and ``deeplabv3`` with any encoder it accepts
-(``resnet18``, ``mobilenet_v2``, ``efficientnet-b0``, ``tu-<any timm model>``, ...);
+``unetplusplus``, ``fpn``, ``deeplabv3plus``, ``segformer`` (the SegFormer all-MLP head; its own
+Mix Transformer encoders are ``mit_b0`` ... ``mit_b5``) and ``deeplabv3`` with any encoder it
+accepts (``resnet18``, ``mobilenet_v2``, ``efficientnet-b0``, ``mit_b0``, ``tu-<any timm model>``, ...);
 torchvision provides ``fcn`` (ResNet-50) and ``lraspp`` (MobileNetV3-Large).
 
 :class:`SegmentationModel` pads the input to the network's stride, runs the network, and crops
@@ -95,6 +96,8 @@ def _smp(arch_cls_name: str):
         except Exception as e:  # the library's checks raise many types; a description it cannot build
             if encoder_weights is not None:
                 raise  # build_model reports a failed weight download
+            if torch.get_default_device().type == "meta":
+                raise  # a shapes-only build (the bundle's size check): some encoders need real tensors
             raise PixelwiseError(
                 f"cannot build {cfg.arch} with encoder '{cfg.encoder}' and {cfg.kwargs or 'no extra arguments'}: "
                 f"{short_message(e, 200)}; pick an encoder segmentation-models-pytorch knows "
@@ -108,6 +111,9 @@ def _smp(arch_cls_name: str):
         stride = 2**depth
         if arch_cls_name in ("DeepLabV3", "DeepLabV3Plus"):
             stride = max(stride, 16)
+        if cfg.encoder.startswith("mit_"):
+            # Mix Transformer stages reduce keys by 8x8 at 1/4 scale: any depth needs whole 32 px.
+            stride = max(stride, 32)
         return net, stride
 
     return build
@@ -144,6 +150,7 @@ MODELS = {
     "unetplusplus": _smp("UnetPlusPlus"),
     "fpn": _smp("FPN"),
     "deeplabv3plus": _smp("DeepLabV3Plus"),
+    "segformer": _smp("Segformer"),
     "deeplabv3": _smp("DeepLabV3"),
     "fcn": _torchvision("fcn"),
     "lraspp": _torchvision("lraspp"),
@@ -227,6 +234,7 @@ ALLOWED_KWARGS: dict[str, dict[str, Rule]] = {
     "unetplusplus": {"encoder_depth": _whole(2, 5), **_UNET},
     "fpn": {"encoder_depth": _whole(3, 5), **_FPN},
     "deeplabv3plus": {"encoder_depth": _whole(3, 5), **_DEEPLAB},
+    "segformer": {"encoder_depth": _whole(3, 5), "decoder_segmentation_channels": _whole(1, MAX_CHANNELS)},
     "deeplabv3": {"encoder_depth": _whole(1, 5), **_DEEPLAB},
     "fcn": {},
     "lraspp": {},
