@@ -151,9 +151,9 @@ def test_another_data_set_never_replaces_an_earlier_evaluation(trained_run, demo
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     assert main(["evaluate", str(run), str(demo_data), *FAST]) == 0
-    first = (run / "eval-val" / "metrics.json").read_text()
-    # The same data and options again: replaced (the same figures).
+    # The same data and options again: replaced (the same figures; the latency measured anew).
     assert main(["evaluate", str(run), str(demo_data), *FAST]) == 0
+    first = (run / "eval-val" / "metrics.json").read_text()
     capsys.readouterr()
 
     copy = tmp_path / "copy"
@@ -220,3 +220,60 @@ def test_unreadable_masks_are_named_not_counted_as_classes(trained_run, tmp_path
     assert main(["evaluate", str(trained_run), str(bad), "--out", str(tmp_path / "ev"), *FAST]) == 2
     err = _one_line_error(capsys, "masks/")
     assert "classes" not in err
+
+
+def test_boundary_iou_and_latency_in_metrics_and_report(trained_run, demo_data, tmp_path, capsys):
+    from pixelwise.data import read_image, read_sample_mask
+    from pixelwise.evaluation import DataOptions, open_split
+    from pixelwise.metrics import BoundaryIoU
+    from pixelwise.predict import load_predictor
+
+    out = tmp_path / "ev"
+    args = ["evaluate", str(trained_run), str(demo_data), "--split", "all", "--out", str(out), "--examples", "0"]
+    assert main([*args, *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "Boundary IoU %" in printed and "boundary IoU (d = 2 % of the diagonal)" in printed
+    assert "latency: median" in printed and "per image" in printed
+    m = json.loads((out / "metrics.json").read_text())
+    names = [pc["name"] for pc in m["per_class"]]
+    edges = m["boundary_iou"]
+    assert edges["ratio"] == 0.02 and list(edges["per_class"]) == names
+    kept = [v for v in edges["per_class"].values() if v is not None]
+    assert kept and all(0.0 <= v <= 1.0 for v in kept) and edges["mean"] == pytest.approx(np.mean(kept))
+
+    # The same figure from the Predictor's labels, image by image.
+    predictor = load_predictor(trained_run, device="cpu", backend="torch")
+    expected = BoundaryIoU(predictor.classes.num_classes, predictor.classes.ignore_index)
+    sizes = []
+    for s in open_split(demo_data, "all", predictor.bundle, DataOptions())[1]:
+        image = read_image(s.image)
+        expected.update(predictor.predict(image), read_sample_mask(s, image.shape[:2]))
+        sizes.append(image.shape[:2])
+    assert edges["mean"] == pytest.approx(expected.compute()["mean"])
+
+    lat = m["latency"]
+    assert lat["images"] == m["images"] == len(sizes) and lat["batch_size"] == 1
+    assert 0 < lat["median_ms_per_image"] <= lat["p90_ms_per_image"] and lat["first_ms"] > 0
+    assert (lat["median_image_size"]["height"], lat["median_image_size"]["width"]) in sizes
+    assert lat["backend"] == "torch" and lat["device"] == "cpu" and lat["threads"] >= 1
+    assert "one at a time" in lat["measure"] and "excluded" in lat["measure"]
+
+
+def test_boundary_ratio_is_checked_and_recorded(trained_run, demo_data, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "ev"
+    args = ["evaluate", str(trained_run), str(demo_data), "--out", str(out), "--examples", "0", *FAST]
+    assert main([*args, "--boundary-ratio", "0.1"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["boundary_iou"]["ratio"] == 0.1 and m["boundary_ratio"] == 0.1
+    capsys.readouterr()
+    # Another width gives other figures: the earlier evaluation is kept unless --overwrite.
+    assert main(args) == 2
+    _one_line_error(capsys, "boundary ratio", "--overwrite")
+    for bad in ("0", "0.6", "x"):
+        with pytest.raises(SystemExit) as e:
+            main([*args, "--boundary-ratio", bad])
+        assert e.value.code == 2
+        assert "--boundary-ratio" in capsys.readouterr().err
+    _no_prediction(monkeypatch)
+    with pytest.raises(Exception, match="--boundary-ratio 0: .* at most 0.5"):
+        evaluate(trained_run, demo_data, out=tmp_path / "other", device="cpu", progress=False, boundary_ratio=0)

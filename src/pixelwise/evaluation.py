@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ from .data import SPLIT_NAMES, load_source, open_dataset, read_image, read_sampl
 from .errors import PixelwiseError
 from .fileio import prepare_output_dir, write_json, write_png
 from .instance_metrics import MaskAP, PanopticQuality
-from .metrics import ConfusionMatrix
+from .metrics import BOUNDARY_RATIO, BoundaryIoU, ConfusionMatrix
 from .postprocess import PostprocessConfig
 from .predict.batch import load_object_predictor, objects_on
 from .predict.engine import InferenceConfig
@@ -62,6 +64,7 @@ SETTING_KEYS = (
     "inference",
     "postprocess",
     "objects",
+    "boundary_ratio",
 )
 
 
@@ -354,6 +357,55 @@ def _instance_ids(sample, shape: tuple[int, int]) -> np.ndarray:
     return ids
 
 
+class LatencyMeter:
+    """The wall time of each prediction, one image at a time (evaluate never batches images).
+
+    Only the Predictor's call is timed: the network with the inference options (scales, flips,
+    tiles), post-processing and objects, as ``pixelwise predict`` runs them; reading the files
+    and scoring are not. The labels come back as host arrays, so work on a GPU is finished when
+    the clock stops.
+    """
+
+    MEASURE = (
+        "wall time of one Predictor call per image (images predicted one at a time), inference options and "
+        "post-processing included; reading files and scoring excluded; the first image (warm-up) included"
+    )
+
+    def __init__(self):
+        self.ms: list[float] = []
+        self.sizes: list[tuple[int, int]] = []
+
+    def call(self, predict, image: np.ndarray):
+        """``predict(image)``, timed; the image's (height, width) recorded with the time."""
+        start = time.perf_counter()
+        result = predict(image)
+        self.ms.append(1000.0 * (time.perf_counter() - start))
+        self.sizes.append((int(image.shape[0]), int(image.shape[1])))
+        return result
+
+    def summary(self, predictor: Predictor) -> dict | None:
+        """Median and 90th percentile in ms per image, the median image size (by pixels), and the
+        backend, device and CPU threads the Predictor ran with; None when no image was timed."""
+        import torch
+
+        if not self.ms:
+            return None
+        h, w = sorted(self.sizes, key=lambda hw: (hw[0] * hw[1], hw))[(len(self.sizes) - 1) // 2]
+        backends = sorted({str(m.get("backend")) for m in predictor.describe()["members"]})
+        return {
+            "measure": self.MEASURE,
+            "images": len(self.ms),
+            "batch_size": 1,
+            "median_ms_per_image": float(np.median(self.ms)),
+            "p90_ms_per_image": float(np.percentile(self.ms, 90)),
+            "first_ms": self.ms[0],
+            "median_image_size": {"width": w, "height": h},
+            "backend": ",".join(backends),
+            "device": str(predictor.device),
+            "threads": int(torch.get_num_threads()),
+        }
+
+
 def score(
     predictor: Predictor,
     samples,
@@ -362,13 +414,17 @@ def score(
     table: np.ndarray | None = None,
     examples: ExampleKeeper | None = None,
     found: ObjectScores | None = None,
+    boundary: BoundaryIoU | None = None,
+    latency: LatencyMeter | None = None,
 ) -> ConfusionMatrix:
     """The confusion matrix of ``predictor``'s post-processed labels against the samples' masks.
 
     ``table``: data mask value -> model class index (from :func:`match_classes`), or None.
     ``examples``: collects the best and worst images for the pictures. ``found``: scores the
-    objects too (the labels scored are then those of ``predictor.run_objects``).
+    objects too (the labels scored are then those of ``predictor.run_objects``). ``boundary``:
+    accumulates Boundary IoU of the same labels. ``latency``: times each prediction.
     """
+    timed = latency or LatencyMeter()
     classes = predictor.classes
     cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
     for s in tqdm(samples, desc=desc, unit="img", disable=not progress):
@@ -377,12 +433,14 @@ def score(
         if table is not None:
             truth = np.take(table, truth, mode="clip")
         if found is not None:
-            result = predictor.run_objects(image)
+            result = timed.call(predictor.run_objects, image)
             pred = result.labels
             found.add(truth, _instance_ids(s, truth.shape), result)
         else:
-            pred = predictor.predict(image)
+            pred = timed.call(predictor.predict, image)
         cm.update(pred, truth)
+        if boundary is not None:
+            boundary.update(pred, truth)
         if examples is not None:
             examples.add(Path(s.image).name, image, truth, pred)
     return cm
@@ -522,6 +580,7 @@ def evaluate(
     overwrite: bool = False,
     instances=None,
     stuff_run: str | Path | None = None,
+    boundary_ratio: float = BOUNDARY_RATIO,
 ) -> dict:
     """Predict every image of ``split`` at full resolution and score it against its mask.
 
@@ -535,19 +594,23 @@ def evaluate(
     ``best.png`` show (0: neither is written). ``instances``: an
     :class:`~pixelwise.predict.InstanceOptions` (default: the model's own: objects for instance
     and panoptic models); ``stuff_run``: a semantic run whose labels give the stuff classes.
+    ``boundary_ratio``: the boundary width of Boundary IoU as a fraction of each image's diagonal
+    (0 < r <= 0.5; default 0.02, the paper's).
 
     Writes into ``out`` (default ``RUN/eval-<split>``, or ``RUN/eval-<split>-ensemble`` with RUN
     the first of several): ``metrics.json`` (metrics as fractions, the data and every option),
     ``confusion_matrix.json``, ``confusion.png``, ``per_class_iou.png``, ``worst.png`` and
     ``best.png``. An earlier evaluation there with other data or options is refused unless
     ``overwrite`` (see :func:`check_output`). Returns the metrics dict (see
-    :func:`pixelwise.metrics.compute_metrics`) with ``out`` added, and with objects on the
-    ``instances`` and ``panoptic`` sections (see :class:`ObjectScores`); a split without instance
-    ids is then refused.
+    :func:`pixelwise.metrics.compute_metrics`) with ``out`` added, ``boundary_iou`` (see
+    :meth:`pixelwise.metrics.BoundaryIoU.compute`), ``latency`` (see :class:`LatencyMeter`), and
+    with objects on the ``instances`` and ``panoptic`` sections (see :class:`ObjectScores`); a
+    split without instance ids is then refused.
     """
     runs = _as_list(runs)
     if not 0 <= int(examples) <= MAX_EXAMPLES:
         raise PixelwiseError(f"--examples {examples}: give 0 (no pictures) to {MAX_EXAMPLES} images")
+    check_boundary_ratio(boundary_ratio)
     out, what = _out_folder(out, runs, split)
     prepare_output_dir(out, what, create=False)
     loaded = predictor or segmenter
@@ -572,6 +635,7 @@ def evaluate(
         "class_map": class_map,
         "resize_masks": opts.resize_masks or None,
         "skip_bad": opts.skip_bad,
+        "boundary_ratio": float(boundary_ratio),
     }
     provenance = _provenance(split, len(samples), data, ds, runs, pred, recorded)
     check_output(out, provenance, overwrite)
@@ -581,14 +645,54 @@ def evaluate(
     if progress:
         _print_data_notes(ds)
     keeper = ExampleKeeper(int(examples), pred.classes.num_classes, pred.classes.ignore_index)
-    cm = score(pred, samples, f"evaluate {split}", progress, table, keeper, found)
-    metrics = {**cm.compute(pred.classes.names), **provenance, "examples": _examples_summary(keeper)}
+    cm, measured = _measure(pred, samples, f"evaluate {split}", progress, table, keeper, found, boundary_ratio)
+    metrics = {**measured, **provenance, "examples": _examples_summary(keeper)}
     if found is not None:
         metrics.update(found.summary())
     title = f"{split} split of {Path(data).resolve().name}"
     _write_results(out, metrics, cm, pred.classes, keeper, title)
     metrics["out"] = str(out)
     return metrics
+
+
+def check_boundary_ratio(ratio) -> None:
+    """Refuse a Boundary IoU width that is not a fraction of the diagonal in (0, 0.5]."""
+    try:
+        ok = math.isfinite(float(ratio)) and 0.0 < float(ratio) <= 0.5
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise PixelwiseError(
+            f"--boundary-ratio {ratio}: give the boundary width as a fraction of the image diagonal, "
+            "above 0 and at most 0.5 (default 0.02)"
+        )
+
+
+def _measure(pred: Predictor, samples, desc, progress, table, keeper, found, boundary_ratio) -> tuple:
+    """Predict and score every sample: the confusion matrix, and the metrics from it with
+    ``boundary_iou`` beside them and the ``latency`` measured."""
+    classes = pred.classes
+    boundary = BoundaryIoU(classes.num_classes, classes.ignore_index, ratio=float(boundary_ratio))
+    latency = LatencyMeter()
+    cm = score(pred, samples, desc, progress, table, keeper, found, boundary, latency)
+    metrics = cm.compute(classes.names)
+    metrics["boundary_iou"] = boundary.compute(classes.names)
+    metrics["latency"] = latency.summary(pred)
+    return cm, metrics
+
+
+def latency_line(metrics: dict) -> str | None:
+    """One line with the prediction time per image that ``metrics`` records, or None."""
+    lat = metrics.get("latency")
+    if not lat:
+        return None
+    size = lat["median_image_size"]
+    threads = lat["threads"]
+    return (
+        f"latency: median {lat['median_ms_per_image']:.1f} ms, 90th percentile {lat['p90_ms_per_image']:.1f} ms "
+        f"per image (one at a time; median image {size['width']}x{size['height']}; {lat['backend']} on "
+        f"{lat['device']}, {threads} thread{'s' if threads != 1 else ''}; prediction only)"
+    )
 
 
 def _percent(value) -> str:

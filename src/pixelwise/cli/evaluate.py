@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import PixelwiseError
+from .arguments import real_number
 from .data_flags import add_data_flags
 from .inference_flags import add_inference_flags, predictor_options
 
@@ -14,7 +15,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "evaluate",
         help="score a trained run (or an ensemble) on a split of DATA",
-        description="Predict every image of a split and print per-class IoU/Dice and the summary (in %). "
+        description="Predict every image of a split and print per-class IoU, Boundary IoU and Dice and the "
+        "summary (in %), and the time the prediction took per image. "
         "Several runs are an ensemble. The images are labelled exactly as `pixelwise predict` "
         "labels them with the same inference options; metrics.json records them and the data "
         "(ratios as fractions). Pictures: per_class_iou.png, confusion.png, and worst.png / "
@@ -55,6 +57,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "names, as many classes in the masks); auto: match classes by name, in any order "
         "(default %(default)s)",
     )
+    p.add_argument(
+        "--boundary-ratio",
+        type=real_number(above=0.0, maximum=0.5),
+        default=0.02,
+        metavar="R",
+        help="Boundary IoU (Cheng et al. 2021) scores the pixels within d of each class's edges, d = R times "
+        "the image diagonal, at least 1 px; 0 < R <= 0.5 (default %(default)s, the paper's)",
+    )
     p.add_argument("--quiet", action="store_true")
     add_data_flags(p.add_argument_group("data format (default: as the model was trained)"))
     add_inference_flags(p)
@@ -63,7 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Evaluate as ``args`` says; print the metrics table and where the files went."""
-    from ..evaluation import evaluate, object_lines
+    from ..evaluation import evaluate, latency_line, object_lines
     from ..metrics import format_metrics_table
 
     if len(args.paths) < 2:
@@ -84,11 +94,13 @@ def run(args) -> int:
         examples=args.examples,
         class_map=args.class_map,
         overwrite=args.overwrite,
+        boundary_ratio=args.boundary_ratio,
         **predictor_options(args),
     )
     print(format_metrics_table(m))
-    for line in object_lines(m):
-        print(line)
+    for line in [*object_lines(m), latency_line(m)]:
+        if line:
+            print(line)
     what = "" if len(runs) == 1 else f", an ensemble of {len(runs)} models"
     print(f"{m['images']} images ({args.split}{what}); scores in %, stored in metrics.json as fractions")
     worst = m["examples"]["worst"]
