@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from pixelwise.errors import PixelwiseError
@@ -13,10 +14,15 @@ from pixelwise.training.planner import (
     CONTEXT_MIN_STEPS,
     MIN_EPOCHS,
     MIN_STEPS,
+    THIN_FLOOR,
     Fingerprint,
+    Limits,
     Measurement,
+    latency_key,
     make_plan,
+    mask_widths,
     parse_budget,
+    structure_widths,
     usable_crops,
     worth_measuring,
 )
@@ -189,20 +195,22 @@ def test_short_of_steps_the_largest_crop_with_enough_epochs_wins():
     assert starved.choices["crop_size"] == 128 and "most steps" in starved.reasons["arch"]
 
 
-def _measured_as_the_trainer_would(fp, budget, table, elapsed=10.0, overrides=None):
+def _measured_as_the_trainer_would(fp, budget, table, elapsed=10.0, overrides=None, limits=None):
     """Walk candidates (lightest first) and crops (smallest first) as planner.measure does, asking
-    worth_measuring before each; ``table`` stands in for the machine."""
+    worth_measuring before each; ``table`` stands in for the machine (and ``limits.latency_ms`` for
+    the latencies it would measure)."""
     rates = {(m.candidate, m.crop_size): m for m in table}
     crops = sorted({m.crop_size for m in table})
     measured, evals = [], {}
     for cand in CANDIDATES:
         if not any(
-            worth_measuring(fp, budget, elapsed, measured, evals, overrides or {}, CANDIDATES, cand, c) for c in crops
+            worth_measuring(fp, budget, elapsed, measured, evals, overrides or {}, CANDIDATES, cand, c, limits)
+            for c in crops
         ):
             continue
         evals[cand.name] = EVALS[cand.name]
         for crop in crops:
-            if worth_measuring(fp, budget, elapsed, measured, evals, overrides or {}, CANDIDATES, cand, crop):
+            if worth_measuring(fp, budget, elapsed, measured, evals, overrides or {}, CANDIDATES, cand, crop, limits):
                 measured.append(rates[(cand.name, crop)])
     return measured, evals
 
@@ -258,3 +266,157 @@ def test_measuring_leaves_the_seeded_initialisation_alone(tmp_path):
     plan, _ = plan_for_budget(config, data, torch.device("cpu"), time.perf_counter())
     assert plan.measurements  # models were built and trained for measuring ...
     assert torch.equal(torch.rand(4), expected)  # ... without drawing from the generator training uses next
+
+
+# -- structure widths -------------------------------------------------------------------------
+
+
+def test_structure_width_of_a_stripe_and_a_disc():
+    stripe = np.zeros((64, 80), np.int64)
+    stripe[:, 30:36] = 1
+    assert mask_widths(stripe, 2)[1] == pytest.approx(6.0)
+    yy, xx = np.mgrid[:121, :121]
+    disc = (((yy - 60) ** 2 + (xx - 60) ** 2) <= 30**2).astype(np.int64)
+    assert mask_widths(disc, 2)[1] == pytest.approx(2 / 3 * 60, rel=0.05)  # 4 x mean distance = 2/3 of the diameter
+    # The ignore index is a neighbour like any label; one label alone gives the longer side.
+    fenced = stripe.copy()
+    fenced[:, 36:40] = 255
+    assert mask_widths(fenced, 2)[1] == pytest.approx(6.0)
+    assert mask_widths(np.ones((20, 50), np.int64), 2) == {1: 50.0}
+
+
+def test_structure_widths_are_a_median_over_masks_and_cheap_on_large_masks():
+    masks = []
+    for w in (4, 6, 8):
+        m = np.zeros((40, 40), np.int64)
+        m[:, 10 : 10 + w] = 2
+        masks.append(m)
+    widths = structure_widths(masks, 3)
+    assert widths[1] is None and widths[2] == pytest.approx(6.0)
+    big = np.zeros((3000, 2400), np.int64)  # subsampled before the distance transform; widths scaled back
+    big[:, 1000:1060] = 1
+    assert mask_widths(big, 2)[1] == pytest.approx(60.0, rel=0.1)
+
+
+def test_fingerprint_of_a_data_set_measures_widths_deterministically(tmp_path):
+    from conftest import make_simple_dataset
+    from pixelwise.data import open_dataset
+
+    data = open_dataset(str(make_simple_dataset(tmp_path / "data", n=12, size=(48, 64))))
+    a, b = Fingerprint.from_data(data), Fingerprint.from_data(data)
+    assert a == b and len(a.class_width) == a.num_classes
+    assert (a.long_side_median, a.long_side_max) == (64, 64)
+    assert any(w is not None and w > 0 for w in a.class_width)
+    assert Fingerprint.from_data(data, widths=False).class_width == []
+
+
+# -- the working resolution -------------------------------------------------------------------
+
+# The lightest candidate's training images/s on a 2-core CPU (CamVid, BENCHMARKS.md); heavier ones slower.
+CPU_RATES = {128: 14.4, 192: 8.0, 256: 3.9, 320: 2.2, 384: 1.5, 512: 0.8}
+
+
+def cpu_table(crops):
+    return [Measurement(c.name, crop, CPU_RATES[crop] / (1.6**i)) for i, c in enumerate(CANDIDATES) for crop in crops]
+
+
+def widths_fp(n, sizes, widths, val=40):
+    shares = [1.0 / len(widths)] * len(widths)
+    return Fingerprint.from_counts(n, val, sizes, [int(1e6 * s) for s in shares], widths)
+
+
+def plan_on(fp, budget=1200, limits=None):
+    return make_plan(fp, budget, 20, cpu_table(usable_crops(fp)), EVALS, limits=limits)
+
+
+# Widths as measured on the demo's masks at 256 px (background, then four object classes).
+DEMO_WIDTHS = [173.8, 54.4, 46.3, 33.2, 17.7]
+
+
+def test_demo_like_images_train_at_native_size():
+    plan = plan_on(widths_fp(160, [(256, 256)] * 160, DEMO_WIDTHS))
+    assert plan.choices["max_side"] == 0 and plan.estimates["working_hw"] == [256, 256]
+    assert "already spans" in plan.reasons["max_side"]
+
+
+def test_the_same_scenes_five_times_larger_train_on_whole_downscaled_images():
+    fp = widths_fp(160, [(960, 1280)] * 160, [5 * w for w in DEMO_WIDTHS])
+    plan = plan_on(fp)
+    side, crop = plan.choices["max_side"], plan.choices["crop_size"]
+    assert 128 <= side <= 320 and max(plan.estimates["working_hw"]) <= crop  # a whole image fits one crop
+    assert "whole image fits one crop" in plan.reasons["max_side"]
+    # Validation is timed at the working size: the native estimate scaled by the pixels.
+    h, w = plan.estimates["working_hw"]
+    per_image = plan.estimates["validation_seconds"] / fp.val_images
+    assert per_image == pytest.approx(EVALS[CANDIDATES[0].name] * h * w / (960 * 1280), rel=0.05)
+
+
+def test_large_medical_images_with_one_large_object_class_train_whole_and_downscaled():
+    rng = np.random.default_rng(0)
+    sizes = [(int(h), int(w)) for h, w in zip(rng.integers(332, 1073, 700), rng.integers(487, 1921, 700))]
+    plan = plan_on(widths_fp(700, sizes, [620.0, 310.0]))
+    side, crop = plan.choices["max_side"], plan.choices["crop_size"]
+    assert side > 0 and side == crop and max(plan.estimates["working_hw"]) <= crop
+
+
+# Widths as measured on CamVid's training masks (480x360): pole is 3.2 px wide.
+CAMVID_WIDTHS = [82.1, 67.5, 3.2, 179.1, 24.6, 37.3, 9.0, 18.0, 32.7, 7.0, 8.2]
+
+
+@pytest.mark.parametrize("budget", [300, 1200, 7200])
+def test_camvid_like_streets_with_a_thin_class_stay_near_native_size(budget):
+    fp = widths_fp(367, [(360, 480)] * 367, CAMVID_WIDTHS, val=101)
+    plan = plan_on(fp, budget)
+    side = plan.choices["max_side"]
+    assert side == 0 or side >= 0.75 * 480
+    if plan.choices["crop_size"] < 179.1:  # the crop cannot span the road: the thin pole keeps it native
+        assert f"below {THIN_FLOOR:g} px" in plan.reasons["max_side"]
+
+
+def test_membrane_slices_with_thin_structures_stay_native():
+    plan = plan_on(widths_fp(30, [(512, 512)] * 30, [8.6, 47.1], val=6))
+    assert plan.choices["max_side"] == 0
+
+
+def test_a_given_max_side_wins_and_sets_the_crops():
+    fp = widths_fp(160, [(960, 1280)] * 160, [5 * w for w in DEMO_WIDTHS])
+    assert usable_crops(fp, 256) == [128, 192]
+    plan = make_plan(fp, 1200, 20, cpu_table([128, 192]), EVALS, overrides={"max_side": 256})
+    assert plan.choices["max_side"] == 256 and "max_side" in plan.overridden
+    assert plan.estimates["working_hw"] == [192, 256]
+
+
+# -- latency ----------------------------------------------------------------------------------
+
+
+def latencies(fastest=30.0, side=0):
+    return {latency_key(c.name, side): fastest * (1.5**i) for i, c in enumerate(CANDIDATES)}
+
+
+def test_a_latency_ceiling_drops_the_slower_candidates():
+    fp = fingerprint(n=367, val=101)
+    free = make_plan(fp, 86400, 10, measurements(), EVALS, limits=Limits(latency_ms=latencies()))
+    assert free.choices["encoder"] == CANDIDATES[-1].encoder and free.estimates["latency_ms"] == 101.2
+    capped = make_plan(fp, 86400, 10, measurements(), EVALS, limits=Limits(max_latency_ms=50, latency_ms=latencies()))
+    assert capped.choices["encoder"] == CANDIDATES[1].encoder and capped.estimates["latency_ms"] == 45.0
+    assert capped.latencies == latencies()
+    line = next(x for x in capped.summary().splitlines() if "latency" in x)
+    assert "45.0 ms" in line and "max side native" in line
+
+
+def test_no_candidate_fast_enough_is_one_line_naming_the_fastest():
+    fp = fingerprint(n=367, val=101)
+    with pytest.raises(PixelwiseError, match="fastest measured: unet-resnet10t-light at native size, 30 ms") as e:
+        make_plan(fp, 1200, 10, measurements(), EVALS, limits=Limits(max_latency_ms=10, latency_ms=latencies()))
+    assert "\n" not in str(e.value) and "--max-latency" in str(e.value)
+
+
+@pytest.mark.parametrize("ceiling", [35, 50, 1000])
+@pytest.mark.parametrize("budget", [600, 86400])
+def test_measuring_only_what_can_change_the_plan_holds_under_a_latency_ceiling(ceiling, budget):
+    fp = fingerprint(n=367, val=101)
+    limits = Limits(max_latency_ms=ceiling, latency_ms=latencies())
+    measured, evals = _measured_as_the_trainer_would(fp, budget, measurements(), limits=limits)
+    full = make_plan(fp, budget, 10, measurements(), EVALS, limits=limits)
+    pruned = make_plan(fp, budget, 10, measured, evals, limits=limits)
+    assert pruned.choices == full.choices and pruned.estimates == full.estimates

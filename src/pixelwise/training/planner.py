@@ -53,6 +53,13 @@ def parse_budget(text: str | float | int) -> float:
     return seconds
 
 
+# Masks read to measure structure widths: spread evenly over the training split. 48 masks of
+# 480x360 take under a second; larger masks are subsampled to a longer side of at most
+# WIDTH_MAX_SIDE px first (widths scaled back), so the cost stays bounded on large images.
+WIDTH_MASKS = 48
+WIDTH_MAX_SIDE = 1024
+
+
 @dataclass
 class Fingerprint:
     """What the planner knows about the data."""
@@ -64,21 +71,40 @@ class Fingerprint:
     max_hw: tuple[int, int]
     class_share: list[float]  # training pixels per class / all labelled training pixels
     imbalance: float  # largest share / smallest non-zero share
+    long_side_median: int = 0  # median of the training images' longer sides, px
+    long_side_max: int = 0  # the largest longer side, px
+    # Per class, the typical width of its structures in native pixels (see structure_widths);
+    # None for a class absent from the masks measured.
+    class_width: list[float | None] = field(default_factory=list)
 
     @classmethod
-    def from_data(cls, data) -> Fingerprint:
-        """From a :class:`pixelwise.data.folder.FolderDataset` (its validation report)."""
+    def from_data(cls, data, widths: bool = True) -> Fingerprint:
+        """From a :class:`pixelwise.data.types.FolderDataset` (its validation report), and with
+        ``widths`` the structure widths measured on up to WIDTH_MASKS of its training masks."""
         train = data.splits["train"]
         sizes = [data.report.sizes[s.stem] for s in train] or [(0, 0)]
-        counts = data.report.subset(
-            [s.stem for s in train], data.classes.num_classes, data.classes.ignore_index
-        ).class_pixels
-        return cls.from_counts(len(train), len(data.splits["val"]), sizes, counts)
+        num_classes = data.classes.num_classes
+        counts = data.report.subset([s.stem for s in train], num_classes, data.classes.ignore_index).class_pixels
+        measured = None
+        if widths and train:
+            from ..data.decode import read_sample_mask
+
+            picks = np.unique(np.linspace(0, len(train) - 1, min(WIDTH_MASKS, len(train))).round().astype(int))
+            measured = structure_widths((read_sample_mask(train[i]) for i in picks), num_classes)
+        return cls.from_counts(len(train), len(data.splits["val"]), sizes, counts, measured)
 
     @classmethod
-    def from_counts(cls, train_images: int, val_images: int, sizes: list[tuple[int, int]], class_pixels) -> Fingerprint:
+    def from_counts(
+        cls,
+        train_images: int,
+        val_images: int,
+        sizes: list[tuple[int, int]],
+        class_pixels,
+        class_width: list[float | None] | None = None,
+    ) -> Fingerprint:
         hs = np.array([h for h, _ in sizes])
         ws = np.array([w for _, w in sizes])
+        longs = np.maximum(hs, ws)
         counts = np.asarray(class_pixels, dtype=np.float64)
         share = counts / max(counts.sum(), 1.0)
         nonzero = share[share > 0]
@@ -91,7 +117,51 @@ class Fingerprint:
             (int(hs.max()), int(ws.max())),
             [round(float(x), 6) for x in share],
             round(imbalance, 2),
+            int(np.median(longs)),
+            int(longs.max()),
+            list(class_width) if class_width is not None else [],
         )
+
+
+def mask_widths(mask: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Typical structure width, in pixels, of each class present in one (H, W) integer mask.
+
+    4 x the mean distance from the class's pixels to the nearest pixel of another label (the
+    ignore index counts as a label; the image border does not): a stripe of width w gives w, a
+    disc of diameter d about 2d/3. One Euclidean distance transform per mask: the distance to
+    the nearest pixel on a label edge (a pixel with a 4-neighbour of another label) plus one is
+    the distance to the other label; half a pixel is taken off for the pixel centres.
+    A mask holding one label only gives its longer side.
+    """
+    from scipy import ndimage
+
+    h, w = mask.shape
+    step = max(1, math.ceil(max(h, w) / WIDTH_MAX_SIDE))
+    m = np.asarray(mask[::step, ::step], dtype=np.int64)
+    labels = m.ravel()
+    inside = (labels >= 0) & (labels < num_classes)
+    counts = np.bincount(labels[inside], minlength=num_classes)[:num_classes]
+    present = [int(k) for k in np.nonzero(counts)[0]]
+    edge = np.zeros(m.shape, dtype=bool)
+    down, right = m[1:] != m[:-1], m[:, 1:] != m[:, :-1]
+    edge[1:] |= down
+    edge[:-1] |= down
+    edge[:, 1:] |= right
+    edge[:, :-1] |= right
+    if not edge.any():
+        return {k: float(max(h, w)) for k in present}
+    dist = ndimage.distance_transform_edt(~edge).ravel() + 1.0
+    sums = np.bincount(labels[inside], weights=dist[inside], minlength=num_classes)[:num_classes]
+    return {k: 4.0 * (sums[k] / counts[k] - 0.5) * step for k in present}
+
+
+def structure_widths(masks, num_classes: int) -> list[float | None]:
+    """Per class, the median over ``masks`` that hold it of :func:`mask_widths` (None when absent)."""
+    per: dict[int, list[float]] = {}
+    for m in masks:
+        for k, v in mask_widths(m, num_classes).items():
+            per.setdefault(k, []).append(v)
+    return [round(float(np.median(per[k])), 2) if k in per else None for k in range(num_classes)]
 
 
 @dataclass(frozen=True)
@@ -129,6 +199,11 @@ CONTEXT_MIN_EPOCHS = 10
 # Share of the budget that validation during training may use (the final one included).
 VALIDATION_SHARE = 0.08
 MAX_VALIDATIONS = 12
+# Working resolution: images are never shrunk so far that the thinnest class's typical structure
+# (Fingerprint.class_width) falls below this many pixels. An assumption, not a measurement: a
+# structure a few pixels wide survives an antialiased downscale and the bilinear resize of the
+# logits back to the mask; one narrower than that blurs into its neighbours.
+THIN_FLOOR = 4.0
 # Seconds kept for writing the last checkpoint, the bundle and the curves.
 FINISH_RESERVE = 3.0
 WARMUP_SHARE = 0.03
@@ -155,6 +230,8 @@ class Plan:
     # What the trained model's weights started from ("imagenet (cache)", "none: offline", a path,
     # None for random), filled in when the run's model is built.
     pretrained: str | None = None
+    # Milliseconds to predict one image of the median size, per "candidate@max_side" measured.
+    latencies: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,16 +246,83 @@ class Plan:
             f"  estimate: {e['epochs']} epochs, {e['steps']} steps in {e['train_seconds']:.0f} s of training, "
             f"{e['validations']} validations of ~{e['validation_seconds']:.1f} s"
         )
+        if e.get("latency_ms") is not None:
+            side = e.get("max_side", 0)
+            h, w = e.get("working_hw", (0, 0))
+            lines.append(
+                f"  latency: {e['latency_ms']:.1f} ms to predict one image of the median size on this machine "
+                f"(max side {side or 'native'}: the network sees {w}x{h})"
+            )
         if self.pretrained is not None:
             lines.append(f"  weights from {self.pretrained}")
         return "\n".join(lines)
 
 
-def usable_crops(fp: Fingerprint) -> list[int]:
-    """Crop sizes up to the median image's shorter side; for small images that side rounded up to 32."""
-    short = min(fp.median_hw)
+def usable_crops(fp: Fingerprint, max_side: int = 0) -> list[int]:
+    """Crop sizes up to the median image's shorter side at working resolution ``max_side``; for small
+    images that side rounded up to 32."""
+    from ..data.transforms import working_size
+
+    short = min(working_size(*fp.median_hw, max_side))
     crops = [c for c in CROP_SIZES if c <= short]
     return crops or [max(32, math.ceil(short / 32) * 32)]
+
+
+def _round_up(x: float, to: int = 32) -> int:
+    return int(math.ceil(x / to) * to)
+
+
+def working_side(fp: Fingerprint, crop: int) -> tuple[int, str]:
+    """The working resolution (longer side in px, 0 = native) for training crops of ``crop`` px, and why.
+
+    Native size while a crop already spans the widest class's typical structure: crops then see
+    whole structures and shrinking would only lose detail. Otherwise the images are shrunk until
+    a whole image fits one crop (its longer side = the crop), but never so far that the thinnest
+    class's structures fall below THIN_FLOOR px; native again when that side is no smaller than
+    the largest image.
+    """
+    widths = [w for w in fp.class_width if w]
+    if not widths or not fp.long_side_median:
+        return 0, "native size: no structure widths were measured"
+    wide, thin = max(widths), min(widths)
+    if wide <= crop:
+        return 0, f"native size: a {crop} px crop already spans the widest class's typical structure ({wide:.0f} px)"
+    floor_side = _round_up(fp.long_side_median * THIN_FLOOR / thin)
+    side = max(crop, floor_side)
+    kept = f"the thinnest class's structures ({thin:.1f} px) would fall below {THIN_FLOOR:g} px"
+    if side >= fp.long_side_max:
+        return 0, f"native size: the widest class's structures ({wide:.0f} px) exceed a {crop} px crop, but {kept}"
+    why = (
+        f"longer side {side} px: the widest class's structures ({wide:.0f} px) exceed a {crop} px crop at native "
+        "size, so images are shrunk "
+    )
+    if side == crop:
+        return (
+            side,
+            why
+            + f"until a whole image fits one crop (the thinnest class keeps {thin * side / fp.long_side_median:.1f} px)",
+        )
+    return side, why + f"as far as the thinnest class allows (below {side} px {kept})"
+
+
+def _working_hw(fp: Fingerprint, side: int) -> tuple[int, int]:
+    from ..data.transforms import working_size
+
+    return working_size(*fp.median_hw, side)
+
+
+def latency_key(candidate: str, side: int) -> str:
+    """The key of a latency measurement: the candidate's name and the working resolution."""
+    return f"{candidate}@{side}"
+
+
+@dataclass
+class Limits:
+    """What the plan must meet besides the budget: a working resolution given, a latency ceiling."""
+
+    max_side: int | None = None  # given on the command line; None = the planner chooses
+    max_latency_ms: float = 0.0  # 0 = any
+    latency_ms: dict = field(default_factory=dict)  # measured: latency_key(name, side) -> ms
 
 
 def _options(
@@ -189,17 +333,23 @@ def _options(
     eval_s_per_image: dict[str, float],
     overrides: dict,
     candidates: list[Candidate],
+    limits: Limits | None = None,
 ) -> list[dict]:
-    """What each measured (candidate, crop) would get from the rest of the budget: steps, epochs, validations."""
+    """What each measured (candidate, crop) would get from the rest of the budget: steps, epochs,
+    validations, at its working resolution (validation time scales with the working image's pixels)."""
+    limits = limits or Limits(overrides.get("max_side"))
     remaining = budget_s - elapsed_s - FINISH_RESERVE
     names = [c.name for c in candidates]
     by_name = dict(zip(names, candidates))
     n_train = max(1, fp.train_images)
+    native_px = max(1, fp.median_hw[0] * fp.median_hw[1])
     options = []
     for m in measurements:
         if m.images_per_s <= 0 or m.candidate not in by_name:
             continue
-        per_val = fp.val_images * eval_s_per_image.get(m.candidate, 0.0)
+        side, why_side = (limits.max_side, "given") if limits.max_side is not None else working_side(fp, m.crop_size)
+        wh = _working_hw(fp, side)
+        per_val = fp.val_images * eval_s_per_image.get(m.candidate, 0.0) * (wh[0] * wh[1]) / native_px
         n_val = 0
         if fp.val_images:
             n_val = int(min(MAX_VALIDATIONS, max(1, VALIDATION_SHARE * budget_s // max(per_val, 1e-6))))
@@ -218,9 +368,20 @@ def _options(
                 steps=int(train_s * m.images_per_s / batch),
                 epochs=train_s * m.images_per_s / n_train,
                 rank=names.index(m.candidate),
+                side=side,
+                why_side=why_side,
+                working_hw=wh,
+                latency=limits.latency_ms.get(latency_key(m.candidate, side)),
             )
         )
     return options
+
+
+def _fast_enough(options: list[dict], limits: Limits) -> list[dict]:
+    """The options whose measured latency meets the ceiling (all of them without one)."""
+    if not limits.max_latency_ms:
+        return options
+    return [o for o in options if o["latency"] is not None and o["latency"] <= limits.max_latency_ms]
 
 
 def _has_context(o: dict) -> bool:
@@ -241,6 +402,7 @@ def worth_measuring(
     candidates: list[Candidate],
     candidate: Candidate,
     crop: int,
+    limits: Limits | None = None,
 ) -> bool:
     """Whether measuring ``candidate`` at ``crop`` can change the plan, given what is measured so far.
 
@@ -248,13 +410,18 @@ def worth_measuring(
     smallest first. The crop rule needs only the lightest candidate: once it misses
     CONTEXT_MIN_STEPS at a crop, larger crops (slower) miss too. A heavier candidate matters only
     at the crop the lightest settled on, and only while the one before it reaches MIN_STEPS there.
+    With a latency ceiling, options that miss it count as not there: a larger crop (a larger or
+    equal working resolution) or a heavier candidate is no faster to predict with.
     """
     overrides = overrides or {}
+    limits = limits or Limits(overrides.get("max_side"))
     lightest = candidates[0].name
     mine = sorted((m for m in measurements if m.candidate == lightest), key=lambda m: m.crop_size)
     opts = {
         (o["name"], o["crop"]): o
-        for o in _options(fp, budget_s, elapsed_s, measurements, eval_s_per_image, overrides, candidates)
+        for o in _fast_enough(
+            _options(fp, budget_s, elapsed_s, measurements, eval_s_per_image, overrides, candidates, limits), limits
+        )
     }
     if candidate.name == lightest:
         if not mine:
@@ -279,6 +446,7 @@ def make_plan(
     eval_s_per_image: dict[str, float],
     overrides: dict | None = None,
     candidates: list[Candidate] | None = None,
+    limits: Limits | None = None,
 ) -> Plan:
     """Choose the recipe. Pure: all machine facts come in as arguments, so it is unit-testable.
 
@@ -287,27 +455,19 @@ def make_plan(
         budget_s: the whole run's budget in seconds.
         elapsed_s: seconds already spent (validation, measuring) when training starts.
         measurements: training throughput per (candidate, crop).
-        eval_s_per_image: seconds to predict one full-size image, per candidate name.
+        eval_s_per_image: seconds to validate one image of the median size at native resolution,
+            per candidate name (scaled by the working image's pixels).
         overrides: options the user gave explicitly (TrainConfig field -> value); they win.
         candidates: the models that were measured, lightest first (default CANDIDATES).
+        limits: a latency ceiling and the latencies measured (ms per latency_key); the working
+            resolution when given (else taken from ``overrides["max_side"]`` or chosen).
     """
     candidates = candidates or CANDIDATES
     overrides = dict(overrides or {})
-    if budget_s - elapsed_s - FINISH_RESERVE <= 5:
-        raise PixelwiseError(
-            f"the budget of {budget_s:.0f} s is used up before training starts ({elapsed_s:.0f} s went on reading "
-            "and measuring); give a larger --budget"
-        )
-    if not any(m.images_per_s > 0 for m in measurements):
-        raise PixelwiseError("no candidate configuration could be measured on this machine")
-    options = _options(fp, budget_s, elapsed_s, measurements, eval_s_per_image, overrides, candidates)
-    if not options:
-        raise PixelwiseError(
-            f"validation alone would take longer than the budget of {budget_s:.0f} s; "
-            "give a larger --budget or fewer validation images"
-        )
-    if "crop_size" in overrides:
-        options = [o for o in options if o["crop"] == overrides["crop_size"]] or options
+    limits = limits or Limits()
+    if limits.max_side is None and "max_side" in overrides:
+        limits = replace(limits, max_side=overrides["max_side"])
+    options = _usable_options(fp, budget_s, elapsed_s, measurements, eval_s_per_image, overrides, candidates, limits)
     best, why_model = _choose(options)
     cand = {c.name: c for c in candidates}[best["name"]]
     batch = int(overrides.get("batch_size", cand.batch_size))
@@ -319,7 +479,22 @@ def make_plan(
     overridden = [k for k in overrides if k in choices or k in ("lr", "loss")]
     for k in overridden:
         choices[k], reasons[k] = overrides[k], "given on the command line"
-    estimates = {
+    estimates = _estimates(best, epochs, elapsed_s)
+    return Plan(
+        budget_s,
+        choices,
+        reasons,
+        sorted(overridden),
+        estimates,
+        asdict(fp),
+        [asdict(m) for m in measurements],
+        latencies=dict(limits.latency_ms),
+    )
+
+
+def _estimates(best: dict, epochs: int, elapsed_s: float) -> dict:
+    """What the plan expects of option ``best``: steps, time, validations, working size, latency."""
+    return {
         "steps": best["steps"],
         "epochs": epochs,
         "train_seconds": round(best["train_s"], 1),
@@ -327,9 +502,56 @@ def make_plan(
         "validation_seconds": round(best["per_val"], 2),
         "images_per_s": round(best["rate"], 2),
         "elapsed_before_training": round(elapsed_s, 1),
+        "max_side": best["side"],
+        "working_hw": list(best["working_hw"]),
+        "latency_ms": None if best["latency"] is None else round(best["latency"], 1),
     }
-    return Plan(
-        budget_s, choices, reasons, sorted(overridden), estimates, asdict(fp), [asdict(m) for m in measurements]
+
+
+def _usable_options(
+    fp: Fingerprint,
+    budget_s: float,
+    elapsed_s: float,
+    measurements: list[Measurement],
+    eval_s_per_image: dict[str, float],
+    overrides: dict,
+    candidates: list[Candidate],
+    limits: Limits,
+) -> list[dict]:
+    """The options :func:`_choose` picks from, or the one-line error that says why there are none."""
+    if budget_s - elapsed_s - FINISH_RESERVE <= 5:
+        raise PixelwiseError(
+            f"the budget of {budget_s:.0f} s is used up before training starts ({elapsed_s:.0f} s went on reading "
+            "and measuring); give a larger --budget"
+        )
+    if not any(m.images_per_s > 0 for m in measurements):
+        raise PixelwiseError("no candidate configuration could be measured on this machine")
+    options = _options(fp, budget_s, elapsed_s, measurements, eval_s_per_image, overrides, candidates, limits)
+    if not options:
+        raise PixelwiseError(
+            f"validation alone would take longer than the budget of {budget_s:.0f} s; "
+            "give a larger --budget or fewer validation images"
+        )
+    fast = _fast_enough(options, limits)
+    if not fast:
+        raise PixelwiseError(_too_slow(fp, options, limits))
+    if "crop_size" in overrides:
+        fast = [o for o in fast if o["crop"] == overrides["crop_size"]] or fast
+    return fast
+
+
+def _too_slow(fp: Fingerprint, options: list[dict], limits: Limits) -> str:
+    """The one-line error when no option predicts within --max-latency."""
+    h, w = fp.median_hw
+    timed = [o for o in options if o["latency"] is not None]
+    if not timed:
+        return f"--max-latency {limits.max_latency_ms:g}: no prediction latency could be measured on this machine"
+    o = min(timed, key=lambda o: o["latency"])
+    where = f"max side {o['side']}" if o["side"] else "native size"
+    return (
+        f"--max-latency {limits.max_latency_ms:g} ms: no candidate predicts a {w}x{h} image that fast on this machine "
+        f"(the fastest measured: {o['name']} at {where}, {o['latency']:.0f} ms); give a larger --max-latency, "
+        "a smaller --max-side, or a faster device"
     )
 
 
@@ -376,6 +598,7 @@ def _model_choices(
         "arch": cand.arch,
         "encoder": cand.encoder,
         "model_kwargs": dict(cand.model_kwargs),
+        "max_side": best["side"],
         "crop_size": best["crop"],
         "batch_size": batch,
         "epochs": epochs,
@@ -390,8 +613,8 @@ def _model_choices(
         "arch": why_model,
         "encoder": "with the architecture",
         "model_kwargs": "with the architecture",
-        "crop_size": f"the largest measured crop up to the median image side {min(fp.median_hw)} px that fits the "
-        "rule above",
+        "max_side": best["why_side"],
+        "crop_size": _crop_reason(fp, best),
         "batch_size": "the candidate's batch",
         "epochs": "as many as the measured throughput fits; training stops on the clock in any case",
         "time_limit": "the budget minus reading, measuring, the final validation and saving",
@@ -402,6 +625,13 @@ def _model_choices(
         f"{100 * VALIDATION_SHARE:.0f}% of the budget",
     }
     return choices, reasons
+
+
+def _crop_reason(fp: Fingerprint, best: dict) -> str:
+    h, w = best["working_hw"]
+    if best["side"] and max(h, w) <= best["crop"]:
+        return f"the rule above; a crop holds a whole {w}x{h} working image (padded with the ignore index)"
+    return f"the largest measured crop up to the median image's shorter side ({min(h, w)} px at the working size) that fits the rule above"
 
 
 def _class_weights_choice(fp: Fingerprint) -> tuple[str | None, str]:
@@ -444,20 +674,21 @@ def measure(
     candidates: list[Candidate] | None = None,
     max_seconds: float = float("inf"),
     wanted: Callable[[Candidate, int, list[Measurement], dict[str, float]], bool] | None = None,
+    latencies: dict[str, float] | None = None,
+    side_of: Callable[[int], int] | None = None,
 ) -> tuple[list[Measurement], dict[str, float]]:
-    """Time a few training steps of each candidate at each crop, and one full-size prediction.
+    """Time a few training steps of each candidate at each crop, one full-size prediction, and the
+    latency of each candidate at the working resolution of each crop it is measured at.
 
     Candidates are measured lightest first and crops smallest first. ``wanted(candidate, crop,
     measured so far, eval times so far)`` (see :func:`worth_measuring`) skips the ones that
     cannot change the plan; once ``max_seconds`` have gone by, the remaining ones are left out
-    (the first is always measured).
+    (the first is always measured). ``latencies`` (ms per :func:`latency_key`, filled in place) are
+    timed at each new working resolution ``side_of(crop)`` of a candidate (:func:`_latency_ms`).
 
-    Each step is the one the run trains with: :func:`pixelwise.training.step.build_train_step`
-    builds it from ``config`` (its loss, AdamW, autocast dtype and GradScaler, gradient clipping,
-    EMA, memory layout) for the candidate's model. Steps run on random tensors of the right shape
-    (speed does not depend on the pixel values); the first step builds the kernels and is not
-    counted, and at least two steps are timed unless that would take more than four times
-    ``seconds_per_config``.
+    Each step is the one the run trains with (:func:`pixelwise.training.step.build_train_step`
+    from ``config``: loss, AdamW, autocast, GradScaler, clipping, EMA, memory layout), on random
+    tensors (speed does not depend on the pixels); see :func:`_images_per_s`.
     """
     import torch
 
@@ -465,8 +696,10 @@ def measure(
 
     candidates = candidates or CANDIDATES
     wanted = wanted or (lambda *_: True)
+    latencies = {} if latencies is None else latencies
+    side_of = side_of or (lambda crop: 0)
     num_classes = data.classes.num_classes
-    median_hw = Fingerprint.from_data(data).median_hw
+    median_hw = Fingerprint.from_data(data, widths=False).median_hw
     out: list[Measurement] = []
     evals: dict[str, float] = {}
     criterion = build_criterion(config, data.report.class_pixels, data.classes.ignore_index, device, num_classes)
@@ -486,11 +719,21 @@ def measure(
         for crop in crops:
             if not time_left() or not wanted(cand, crop, out, evals):
                 continue
-            x = torch.randn(cand.batch_size, 3, crop, crop, generator=gen).to(device)
-            y = _synthetic_target(config.task, num_classes, cand.batch_size, crop, gen).to(device)
-            out.append(Measurement(cand.name, crop, _images_per_s(step, x, y, device, seconds_per_config)))
+            key = latency_key(cand.name, side_of(crop))
+            if key not in latencies:
+                latencies[key] = _latency_ms(step.model, median_hw, side_of(crop), device, num_classes, config.task)
+            out.append(_measure_crop(step, cand, crop, config.task, num_classes, device, gen, seconds_per_config))
         del step
     return out, evals
+
+
+def _measure_crop(step, cand: Candidate, crop: int, task: str, num_classes: int, device, gen, seconds: float):
+    """The training throughput of ``step`` on random batches of ``crop`` px squares."""
+    import torch
+
+    x = torch.randn(cand.batch_size, 3, crop, crop, generator=gen).to(device)
+    y = _synthetic_target(task, num_classes, cand.batch_size, crop, gen).to(device)
+    return Measurement(cand.name, crop, _images_per_s(step, x, y, device, seconds))
 
 
 def _synthetic_target(task: str, num_classes: int, batch: int, crop: int, gen):
@@ -547,8 +790,43 @@ def _time_prediction(step, hw: tuple[int, int], device, gen) -> float:
     return 2.0 * min(ts[1:])
 
 
+def _latency_ms(model, hw: tuple[int, int], side: int, device, num_classes: int, task: str) -> float:
+    """Milliseconds to predict one (H, W) = ``hw`` image at working resolution ``side`` through the engine
+    ``pixelwise predict`` uses (the PyTorch member, float32: predict's default precision on every
+    device); one warm-up run, then the fastest of three."""
+    import inspect
+
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, working_size
+    from ..instances import EXTRA_CHANNELS
+    from ..predict.backends import TorchMember
+    from ..predict.engine import predict_labels
+
+    image = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    kwargs = dict(bf16=False, extra_channels=0 if task == "semantic" else EXTRA_CHANNELS)
+    if "max_side" in inspect.signature(TorchMember).parameters:
+        kwargs["max_side"] = side
+    elif side:  # an engine without working resolutions: time the network on the working size
+        from PIL import Image
+
+        h, w = working_size(hw[0], hw[1], side)
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+    member = TorchMember(model, IMAGENET_MEAN, IMAGENET_STD, device, num_classes, **kwargs)
+    was_training = model.training
+    model.eval()
+    times = []
+    try:
+        for _ in range(4):
+            t = time.perf_counter()
+            predict_labels([image], [member], device=device)
+            times.append(time.perf_counter() - t)
+    finally:
+        model.train(was_training)
+    return 1000.0 * min(times[1:])
+
+
 def _images_per_s(step, x, y, device, seconds_per_config: float) -> float:
-    """Training images per second of ``step`` on the batch ``x``, ``y``; the first step is not counted."""
+    """Training images per second of ``step`` on the batch ``x``, ``y``: the first step builds the kernels
+    and is not counted; at least two steps are timed unless that would take over 4 x ``seconds_per_config``."""
     import torch
 
     timed, images, steps, config_start = 0.0, 0, 0, time.perf_counter()
@@ -576,7 +854,7 @@ def plan_for_budget(config: TrainConfig, data, device, run_clock: float) -> tupl
     import torch
 
     fp = Fingerprint.from_data(data)
-    candidates, crops = CANDIDATES, usable_crops(fp)
+    candidates, crops = CANDIDATES, usable_crops(fp, config.max_side if "max_side" in config.keep else 0)
     if "crop_size" in config.keep:
         crops = [config.crop_size]
     if config.budget < 300:  # short budgets: no time to measure big models
@@ -586,10 +864,15 @@ def plan_for_budget(config: TrainConfig, data, device, run_clock: float) -> tupl
         candidates = [Candidate("given", config.arch, config.encoder, dict(config.model_kwargs), config.batch_size)]
     per_config = min(2.0, max(0.3, 0.03 * config.budget / max(1, len(candidates) * len(crops))))
     overrides = {k: getattr(config, k) for k in config.keep if hasattr(config, k)}
+    overrides.pop("max_latency", None)
+    limits = Limits(overrides.get("max_side"), config.max_latency)
+
+    def side_of(crop: int) -> int:
+        return limits.max_side if limits.max_side is not None else working_side(fp, crop)[0]
 
     def wanted(cand, crop, measured, evals) -> bool:
         elapsed = time.perf_counter() - run_clock
-        return worth_measuring(fp, config.budget, elapsed, measured, evals, overrides, candidates, cand, crop)
+        return worth_measuring(fp, config.budget, elapsed, measured, evals, overrides, candidates, cand, crop, limits)
 
     # Measure the step the plan trains with: its memory layout and loss weighting, unless given.
     planned = {"channels_last": True, "class_weights": _class_weights_choice(fp)[0]}
@@ -598,10 +881,19 @@ def plan_for_budget(config: TrainConfig, data, device, run_clock: float) -> tupl
     # model's initialisation the one --seed gives, however many configurations were measured.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         measurements, evals = measure(
-            data, device, as_planned, crops, per_config, candidates, max_seconds=0.06 * config.budget, wanted=wanted
+            data,
+            device,
+            as_planned,
+            crops,
+            per_config,
+            candidates,
+            max_seconds=0.06 * config.budget,
+            wanted=wanted,
+            latencies=limits.latency_ms,
+            side_of=side_of,
         )
     elapsed = time.perf_counter() - run_clock
-    plan = make_plan(fp, config.budget, elapsed, measurements, evals, overrides, candidates)
+    plan = make_plan(fp, config.budget, elapsed, measurements, evals, overrides, candidates, limits)
     changes = {k: v for k, v in plan.choices.items() if k in TrainConfig.__dataclass_fields__}
     if "scale_range" in changes:
         changes["scale_range"] = tuple(changes["scale_range"])
