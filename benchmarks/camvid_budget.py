@@ -241,7 +241,7 @@ def plan_summary(run: Path) -> dict:
     anything it says about latency, and what training did."""
     import yaml
 
-    plan = json.loads((run / "plan.json").read_text())
+    plan = json.loads((run / "plan.json").read_text()) if (run / "plan.json").is_file() else {}
     choices, estimates = plan.get("choices", {}), plan.get("estimates", {})
     config_path = run / "config.yaml"
     config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else {}

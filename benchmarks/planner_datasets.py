@@ -186,7 +186,7 @@ def run_set(name: str, args: argparse.Namespace) -> dict:
     run = Path(args.out) / "runs" / f"{name}-{args.budget}-seed{args.seed}"
     wall = train_budget(data, run, args.budget, args.seed, args.device, shlex.split(args.train_args))
     scores = evaluate_split(run, data, "test", args.device, shlex.split(args.eval_args))
-    plan_file = json.loads((run / "plan.json").read_text())
+    plan_file = json.loads((run / "plan.json").read_text()) if (run / "plan.json").is_file() else {}
     names = list(scores["per_class_iou"])
     return {
         "set": name,
@@ -284,8 +284,6 @@ def main() -> None:
     path = Path(args.out) / f"results-{args.budget}-seed{args.seed}.json"
     report = {"budget": args.budget, "seed": args.seed, "train_args": args.train_args, "cpus": os.cpu_count()}
     path.write_text(json.dumps({**report, "results": results, "failed": failed}, indent=2))
-    for r in results:
-        print_set(r)
     print_table(results)
     for f in failed:
         print(f"{f['set']}: FAILED ({f['error']})")
