@@ -1,7 +1,7 @@
 """One budget, several data sets: what the planner chooses on each, and what it scores on held-out images.
 
 For each set of ``--sets``: ``pixelwise train DATA --budget B --seed S [--train-args]``, then
-``pixelwise evaluate RUN DATA --split test`` on images that training never saw. Printed per set:
+``pixelwise evaluate RUN DATA --split test`` (CamVid: val) on images that training never saw. Printed per set:
 the plan (from the run's config.yaml and plan.json: arch, encoder, crop_size, max_side, epochs,
 loss, class_weights, and latency when the plan states one, with the planner's reasons for crop and
 working resolution) and the result (mIoU, per-class IoU, Dice of the object class for binary
@@ -22,6 +22,9 @@ The sets (written under ``--out``/data, outside the repository, and reused by la
   depend on the size, so some scenes differ from their 256 px twin (same distribution). Rendering
   takes 0.5-1 s per image and core (about 3-6 min for the 400 images on 2 cores); the time is
   printed and stored in DATA/prepared.json.
+- ``camvid`` (not in the default ``--sets``): ``--camvid`` read in place with its 11 classes (void
+  ignored), scored on val (its test frames are not in the shared folder); camvid_budget.py runs
+  the same recipe over several seeds.
 
 Commands (a quiet machine, nothing else running; wall times on 2 cores):
 
@@ -31,6 +34,8 @@ Commands (a quiet machine, nothing else running; wall times on 2 cores):
     python benchmarks/planner_datasets.py --sets synthetic256,synthetic1280 --budget 20m --train-args "--no-amp" --out /tmp/plds20
     # another seed of everything: about 65 min (the data is reused)
     python benchmarks/planner_datasets.py --budget 20m --seed 1 --train-args "--no-amp" --out /tmp/plds20
+    # CamVid through the same script, for the one table of plans: about 22 min
+    python benchmarks/planner_datasets.py --sets camvid --budget 20m --train-args "--no-amp" --out /tmp/plds20
     # only write the data sets (and time the 1280 px rendering): about 3-6 min
     python benchmarks/planner_datasets.py --prepare-only --out /tmp/plds20
 """
@@ -56,6 +61,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from camvid_budget import (  # noqa: E402
+    COLORS,
+    NAMES,
+    VOID,
     evaluate_split,
     glue_option_values,
     pct,
@@ -71,7 +79,10 @@ from pixelwise.data.synthetic import (  # noqa: E402
 )
 from pixelwise.training.planner import parse_budget  # noqa: E402
 
-SETS = ("isbi", "synthetic256", "synthetic1280")
+SETS = ("isbi", "synthetic256", "synthetic1280", "camvid")
+DEFAULT_SETS = "isbi,synthetic256,synthetic1280"
+# The split scored after training; CamVid's test frames are not in the shared folder, so its val.
+HELD_OUT = {"camvid": "val"}
 ISBI_SPLITS = {"train": range(0, 20), "val": range(20, 25), "test": range(25, 30)}
 DONE = "prepared.json"  # written last into a finished data folder: its contents and how long it took
 
@@ -162,14 +173,23 @@ def prepare_synthetic(root: Path, size: int, height: int, images: int, test_imag
     return info
 
 
-def prepare(name: str, args: argparse.Namespace) -> tuple[Path, dict]:
-    """The data folder of set ``name`` under --out/data (written unless already there) and its DONE record."""
+def prepare(name: str, args: argparse.Namespace) -> tuple[Path, dict, list[str]]:
+    """The data folder of set ``name`` (written under --out/data unless already there), its DONE record,
+    and the options ``pixelwise train`` needs to read it."""
     base = Path(args.out) / "data"
     base.mkdir(parents=True, exist_ok=True)
-    if name == "isbi":
-        root = base / "isbi"
-    else:
-        root = base / f"{name}-n{args.images}+{args.test_images}-seed{args.data_seed}"
+    if name == "camvid":  # read in place; its classes (void = 11 ignored) from a file beside the runs
+        classes = base / "camvid-classes.yaml"
+        classes.write_text(json.dumps({"names": NAMES, "colors": COLORS, "ignore_index": VOID}))
+        return (
+            Path(args.camvid),
+            {"set": "camvid", "source": str(Path(args.camvid).resolve())},
+            [
+                "--classes-file",
+                str(classes),
+            ],
+        )
+    root = base / ("isbi" if name == "isbi" else f"{name}-n{args.images}+{args.test_images}-seed{args.data_seed}")
     reused = prepared(root) is not None
     if name == "isbi":
         info = prepare_isbi(Path(args.isbi), root)
@@ -177,19 +197,21 @@ def prepare(name: str, args: argparse.Namespace) -> tuple[Path, dict]:
         size, height = (256, 256) if name == "synthetic256" else (1280, 960)
         info = prepare_synthetic(root, size, height, args.images, args.test_images, args.data_seed, args.jobs)
     print(f"{name}: data {root} ({'reused, ' if reused else ''}written in {info['seconds']} s)", flush=True)
-    return root, info
+    return root, info, []
 
 
 def run_set(name: str, args: argparse.Namespace) -> dict:
-    """Train set ``name`` with the budget, evaluate its test split; the plan and the scores."""
-    data, info = prepare(name, args)
+    """Train set ``name`` with the budget, evaluate its held-out split; the plan and the scores."""
+    data, info, read_args = prepare(name, args)
     run = Path(args.out) / "runs" / f"{name}-{args.budget}-seed{args.seed}"
-    wall = train_budget(data, run, args.budget, args.seed, args.device, shlex.split(args.train_args))
-    scores = evaluate_split(run, data, "test", args.device, shlex.split(args.eval_args))
+    wall = train_budget(data, run, args.budget, args.seed, args.device, [*read_args, *shlex.split(args.train_args)])
+    split = HELD_OUT.get(name, "test")
+    scores = evaluate_split(run, data, split, args.device, shlex.split(args.eval_args))
     plan_file = json.loads((run / "plan.json").read_text()) if (run / "plan.json").is_file() else {}
     names = list(scores["per_class_iou"])
     return {
         "set": name,
+        "held_out_split": split,
         "data": str(data),
         "data_info": info,
         "seed": args.seed,
@@ -210,7 +232,9 @@ def print_set(r: dict) -> None:
     """The plan and the held-out scores of one set (scores in %)."""
     p = r["plan"]
     lat = "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.1f} ms/image"
-    print(f"\n== {r['set']} (median image {r['median_hw']} HxW), budget {r['budget']}, seed {r['seed']}")
+    print(
+        f"\n== {r['set']} (median image {r['median_hw']} HxW), budget {r['budget']}, seed {r['seed']}, scored on {r['held_out_split']}"
+    )
     print(
         f"plan: {p.get('arch')}/{p.get('encoder')}, crop {p.get('crop_size')}, max_side {p.get('max_side')}, "
         f"epochs {p.get('epochs_done')} done of {p.get('epochs')} (~{p.get('planned_steps')} steps planned), "
@@ -220,7 +244,7 @@ def print_set(r: dict) -> None:
         if why:
             print(f"  why {k}: {why}")
     print(
-        f"test: mIoU {pct(r['miou'])} %, mean Dice {pct(r['mean_dice'])} %, object Dice {pct(r['object_dice'])} %, "
+        f"{r['held_out_split']}: mIoU {pct(r['miou'])} %, mean Dice {pct(r['mean_dice'])} %, object Dice {pct(r['object_dice'])} %, "
         f"boundary IoU {pct(r.get('boundary_iou'))} %, latency {lat}; train+plan wall {r['wall_seconds']} s"
     )
     print("per-class IoU %: " + ", ".join(f"{n} {pct(v)}" for n, v in r["per_class_iou"].items()))
@@ -242,13 +266,16 @@ def print_table(results: list[dict]) -> None:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, from {', '.join(SETS)}")
+    p.add_argument(
+        "--sets", default=DEFAULT_SETS, help=f"comma-separated, from {', '.join(SETS)} (default {DEFAULT_SETS})"
+    )
     p.add_argument("--budget", default="20m", help="the --budget of every training run (default 20m)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic scenes (default 0, the demo's)")
     p.add_argument("--images", type=int, default=300, help="synthetic train+val scenes (default 300, the demo's)")
     p.add_argument("--test-images", type=int, default=100, help="synthetic held-out test scenes (default 100)")
     p.add_argument("--isbi", default="../shared/data/isbi_membranes", help="the isbi_membranes folder")
+    p.add_argument("--camvid", default="../shared/data/camvid", help="the camvid folder (set camvid, read in place)")
     p.add_argument("--out", default="/tmp/pixelwise-planner-datasets", help="data, runs and results go here")
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes rendering synthetic scenes")
