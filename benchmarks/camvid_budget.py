@@ -175,7 +175,7 @@ def score(model, data: Path, device) -> dict:
     return {"miou": m["miou"], "per_class_iou": {c["name"]: c["iou"] for c in m["per_class"]}}
 
 
-# What a run's plan.json says about the recipe, in this order; keys the planner does not write are "-".
+# The recipe a run trained (config.yaml, else plan.json choices), in this order; keys neither has are None.
 PLAN_KEYS = ("arch", "encoder", "crop_size", "max_side", "batch_size", "epochs", "loss", "class_weights")
 
 
