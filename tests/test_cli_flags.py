@@ -297,6 +297,14 @@ def test_config_file_round_trip(tmp_path_factory, epochs, lr, hflip, lo, stretch
         (dict(schedule="step"), "--schedule"),
         (dict(encoding="jpeg"), "--encoding"),
         (dict(time_limit=-1.0), "--time-limit"),
+        (dict(max_side=8), "--max-side"),
+        (dict(max_side=-1), "--max-side"),
+        (dict(max_side=20000), "--max-side"),
+        (dict(max_latency=40.0), "--max-latency"),
+        (dict(max_latency=-1.0, budget=600.0), "--max-latency"),
+        (dict(boundary_weight=-1.0), "--boundary-weight"),
+        (dict(boundary_weight=2.0, loss="dice"), "--boundary-weight"),
+        (dict(boundary_weight=2.0, loss="lovasz"), "--boundary-weight"),
     ],
 )
 def test_validate_names_the_flag_in_one_line(values, flag):

@@ -405,6 +405,11 @@ class TrainConfig:
             raise PixelwiseError(f"--scale-range {lo},{hi}: expected 0 < low <= high, e.g. 0.5,2.0")
         if 0 < self.max_side < 16:
             raise PixelwiseError(f"--max-side {self.max_side}: expected 0 (native size) or at least 16 pixels")
+        if self.boundary_weight and self.loss in ("dice", "lovasz"):
+            raise PixelwiseError(
+                f"--boundary-weight weights cross-entropy terms; --loss {self.loss} has none "
+                "(use ce, focal, ohem or a combination such as ce+lovasz)"
+            )
         if self.max_latency and not self.budget:
             raise PixelwiseError("--max-latency restricts the plan of a --budget run; give --budget too")
 
