@@ -10,10 +10,10 @@ import pytest
 from pixelwise.errors import PixelwiseError
 from pixelwise.training.planner import (
     CANDIDATES,
-    CONTEXT_MIN_EPOCHS,
     CONTEXT_MIN_STEPS,
-    MIN_EPOCHS,
+    CONTEXT_MIN_VIEWS,
     MIN_STEPS,
+    MIN_VIEWS,
     THIN_FLOOR,
     Fingerprint,
     Limits,
@@ -93,7 +93,7 @@ def test_more_time_buys_a_bigger_model_or_crop():
         return names.index(cand.name), p.choices["crop_size"]
 
     assert size(large) > size(small)
-    assert large.estimates["steps"] >= MIN_STEPS and large.estimates["epochs"] >= MIN_EPOCHS
+    assert large.estimates["steps"] >= MIN_STEPS and large.estimates["views"] >= MIN_VIEWS
     assert "no candidate reaches" in small.reasons["arch"]
 
 
@@ -179,18 +179,18 @@ def test_budget_run_end_to_end(tmp_path):
 
 
 def test_short_of_steps_the_largest_crop_with_enough_epochs_wins():
-    # 367 training images, 20 minutes: no option reaches MIN_STEPS, several reach MIN_EPOCHS.
+    # 367 training images, 20 minutes: no option reaches MIN_STEPS, several reach CONTEXT_MIN_VIEWS.
     fp = fingerprint(n=367, val=101)
     rates = {128: 10.0, 192: 8.0, 256: 4.0, 320: 2.0}
     ms = [Measurement(c.name, crop, rate / (1.6**i)) for i, c in enumerate(CANDIDATES) for crop, rate in rates.items()]
     plan = make_plan(fp, 1200, 10, ms, EVALS)
     assert plan.estimates["steps"] < MIN_STEPS
-    assert plan.estimates["steps"] >= CONTEXT_MIN_STEPS and plan.estimates["epochs"] >= CONTEXT_MIN_EPOCHS
-    # crop 192 still gets 800 steps and 10 epochs with the lightest model; 256 does not with any.
+    assert plan.estimates["steps"] >= CONTEXT_MIN_STEPS and plan.estimates["views"] >= CONTEXT_MIN_VIEWS
+    # crop 192 still gets 800 steps and 2 views with the lightest model; 256 does not with any.
     assert plan.choices["crop_size"] == 192 and plan.choices["encoder"] == CANDIDATES[0].encoder
     assert "crop 192: the largest" in plan.reasons["arch"] and "most steps" in plan.reasons["arch"]
     assert plan.choices["channels_last"] is True and "channels_last" in plan.reasons
-    # Without the epochs either, the most steps decide (the smallest crop of the lightest model).
+    # Without the steps either, the most steps decide (the smallest crop of the lightest model).
     starved = make_plan(fp, 1200, 10, [Measurement(m.candidate, m.crop_size, m.images_per_s / 8) for m in ms], EVALS)
     assert starved.choices["crop_size"] == 128 and "most steps" in starved.reasons["arch"]
 
@@ -357,6 +357,13 @@ def test_large_medical_images_with_one_large_object_class_train_whole_and_downsc
     plan = plan_on(widths_fp(700, sizes, [620.0, 310.0]))
     side, crop = plan.choices["max_side"], plan.choices["crop_size"]
     assert side > 0 and side == crop and max(plan.estimates["working_hw"]) <= crop
+    # A crop holds a whole image: every epoch is one view of each image.
+    assert plan.estimates["views"] == pytest.approx(plan.estimates["epochs"], rel=0.05)
+    # At native size the same crop covers a fraction of each image: views fall behind epochs.
+    native = make_plan(
+        widths_fp(700, sizes, [620.0, 310.0]), 1200, 20, cpu_table([192]), EVALS, overrides={"max_side": 0}
+    )
+    assert native.estimates["views"] < 0.2 * native.estimates["epochs"]
 
 
 # Widths as measured on CamVid's training masks (480x360): pole is 3.2 px wide.

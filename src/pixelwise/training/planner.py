@@ -183,19 +183,26 @@ CANDIDATES: list[Candidate] = [
 ]
 CROP_SIZES = (128, 192, 256, 320, 384, 512)
 
+# How much training the plan asks for is counted in two units that follow from the data and the
+# measurements: optimizer steps, and views of every image (epochs x the share of the working image
+# one crop covers: 1 per epoch when a crop holds a whole image, 0.21 per epoch for 192 px crops of
+# 480x360 CamVid frames), so a data set of large images cut into small crops is asked for more
+# epochs than one trained on whole images. The figures themselves come from CamVid alone:
+#
 # A model from scratch needs a few thousand optimizer steps before it is worth trading steps
-# for capacity; below that the planner prefers speed.
+# for capacity; below that the planner prefers speed (a prior, not measured).
 MIN_STEPS = 1500
-# At least this many passes over the training images, so every image is seen in many crops.
-MIN_EPOCHS = 20
-# The crop is the largest at which a candidate still gets this many steps and passes (on CamVid,
+# ... and every image seen several times over: 4 views, what 20 epochs of 192 px crops give on CamVid.
+MIN_VIEWS = 4.0
+# The crop is the largest at which a candidate still gets this many steps and views (on CamVid,
 # a loop that saw whole frames for 158 steps learnt building and pavement far better than 128 px
-# crops did in 1000 steps); the model is then chosen at that crop by MIN_STEPS and MIN_EPOCHS.
+# crops did in 1000 steps); the model is then chosen at that crop by MIN_STEPS and MIN_VIEWS.
 # In 20 minutes on a 2-core CPU, 256 px crops got 510-550 steps and 26.26-36.62 mIoU in four
-# runs, 192 px crops 960-1060 steps and 38.33-41.31 in three; at 500 the choice between them flipped with
-# measurement noise, so the threshold sits above both.
+# runs, 192 px crops 960-1060 steps (19-22 epochs, 4-4.7 views) and 38.33-41.31 in three; at 500
+# the choice between them flipped with measurement noise, so the threshold sits above both.
 CONTEXT_MIN_STEPS = 800
-CONTEXT_MIN_EPOCHS = 10
+# 2 views: 10 epochs of 192 px CamVid crops, the epoch minimum this rule had before it was counted in views.
+CONTEXT_MIN_VIEWS = 2.0
 # Share of the budget that validation during training may use (the final one included).
 VALIDATION_SHARE = 0.08
 MAX_VALIDATIONS = 12
@@ -357,6 +364,7 @@ def _options(
         if train_s <= 0:
             continue
         batch = int(overrides.get("batch_size", by_name[m.candidate].batch_size))
+        epochs = train_s * m.images_per_s / n_train
         options.append(
             dict(
                 name=m.candidate,
@@ -366,7 +374,8 @@ def _options(
                 per_val=per_val,
                 n_val=n_val,
                 steps=int(train_s * m.images_per_s / batch),
-                epochs=train_s * m.images_per_s / n_train,
+                epochs=epochs,
+                views=epochs * min(1.0, m.crop_size**2 / max(1, wh[0] * wh[1])),
                 rank=names.index(m.candidate),
                 side=side,
                 why_side=why_side,
@@ -385,11 +394,11 @@ def _fast_enough(options: list[dict], limits: Limits) -> list[dict]:
 
 
 def _has_context(o: dict) -> bool:
-    return o["steps"] >= CONTEXT_MIN_STEPS and o["epochs"] >= CONTEXT_MIN_EPOCHS
+    return o["steps"] >= CONTEXT_MIN_STEPS and o["views"] >= CONTEXT_MIN_VIEWS
 
 
 def _has_steps(o: dict) -> bool:
-    return o["steps"] >= MIN_STEPS and o["epochs"] >= MIN_EPOCHS
+    return o["steps"] >= MIN_STEPS and o["views"] >= MIN_VIEWS
 
 
 def worth_measuring(
@@ -408,7 +417,8 @@ def worth_measuring(
 
     Candidates are measured lightest first, each lighter one faster at every crop, and crops
     smallest first. The crop rule needs only the lightest candidate: once it misses
-    CONTEXT_MIN_STEPS at a crop, larger crops (slower) miss too. A heavier candidate matters only
+    CONTEXT_MIN_STEPS at a crop, larger crops (slower) miss too (views are not monotone in the crop:
+    a larger crop covers more of each image). A heavier candidate matters only
     at the crop the lightest settled on, and only while the one before it reaches MIN_STEPS there.
     With a latency ceiling, options that miss it count as not there: a larger crop (a larger or
     equal working resolution) or a heavier candidate is no faster to predict with.
@@ -427,7 +437,7 @@ def worth_measuring(
         if not mine:
             return True
         last = opts.get((lightest, mine[-1].crop_size))
-        return last is not None and _has_context(last)
+        return last is not None and last["steps"] >= CONTEXT_MIN_STEPS
     passed = [
         m.crop_size for m in mine if (lightest, m.crop_size) in opts and _has_context(opts[(lightest, m.crop_size)])
     ]
@@ -497,6 +507,7 @@ def _estimates(best: dict, epochs: int, elapsed_s: float) -> dict:
     return {
         "steps": best["steps"],
         "epochs": epochs,
+        "views": round(best["views"], 2),
         "train_seconds": round(best["train_s"], 1),
         "validations": best["n_val"],
         "validation_seconds": round(best["per_val"], 2),
@@ -566,25 +577,25 @@ def _choose(options: list[dict]) -> tuple[dict, str]:
     if not context:
         best = max(options, key=lambda o: (o["steps"], o["crop"]))
         return best, (
-            f"no candidate reaches {CONTEXT_MIN_STEPS} steps and {CONTEXT_MIN_EPOCHS} epochs at any crop in "
+            f"no candidate reaches {CONTEXT_MIN_STEPS} steps and {CONTEXT_MIN_VIEWS:g} views of each image at any crop in "
             f"this budget, so the one with the most steps ({best['steps']} at {best['rate']:.1f} img/s)"
         )
     crop = max(o["crop"] for o in context)
     why_crop = (
         f"crop {crop}: the largest at which a candidate still gets >= {CONTEXT_MIN_STEPS} steps and "
-        f">= {CONTEXT_MIN_EPOCHS} epochs"
+        f">= {CONTEXT_MIN_VIEWS:g} views of each image (epochs x the share of the image a crop covers)"
     )
     enough = [o for o in options if o["crop"] == crop and _has_steps(o)]
     if enough:
         best = max(enough, key=lambda o: o["rank"])
         return best, (
             f"{why_crop}; at it, the most capable candidate that still gets >= {MIN_STEPS} steps and "
-            f">= {MIN_EPOCHS} epochs ({best['steps']} steps, {int(best['epochs'])} epochs at "
+            f">= {MIN_VIEWS:g} views ({best['steps']} steps, {int(best['epochs'])} epochs, {best['views']:.1f} views at "
             f"{best['rate']:.1f} img/s)"
         )
     best = max((o for o in context if o["crop"] == crop), key=lambda o: o["steps"])
     return best, (
-        f"{why_crop}; at it no candidate reaches {MIN_STEPS} steps and {MIN_EPOCHS} epochs, so the "
+        f"{why_crop}; at it no candidate reaches {MIN_STEPS} steps and {MIN_VIEWS:g} views, so the "
         f"one with the most steps ({best['steps']} steps, {int(best['epochs'])} epochs at "
         f"{best['rate']:.1f} img/s)"
     )
