@@ -232,7 +232,7 @@ def test_boundary_iou_and_latency_in_metrics_and_report(trained_run, demo_data, 
     args = ["evaluate", str(trained_run), str(demo_data), "--split", "all", "--out", str(out), "--examples", "0"]
     assert main([*args, *FAST]) == 0
     printed = capsys.readouterr().out
-    assert "Boundary IoU %" in printed and "boundary IoU (d = 2 % of the diagonal)" in printed
+    assert "Boundary IoU %" in printed and "(d = 2 % of the diagonal)" in printed
     assert "latency: median" in printed and "per image" in printed
     m = json.loads((out / "metrics.json").read_text())
     names = [pc["name"] for pc in m["per_class"]]

@@ -690,8 +690,8 @@ def latency_line(metrics: dict) -> str | None:
     threads = lat["threads"]
     return (
         f"latency: median {lat['median_ms_per_image']:.1f} ms, 90th percentile {lat['p90_ms_per_image']:.1f} ms "
-        f"per image (one at a time; median image {size['width']}x{size['height']}; {lat['backend']} on "
-        f"{lat['device']}, {threads} thread{'s' if threads != 1 else ''}; prediction only)"
+        f"per image ({size['width']}x{size['height']} median size, {lat['backend']} on {lat['device']}, "
+        f"{threads} thread{'s' if threads != 1 else ''}; prediction only, one image at a time)"
     )
 
 

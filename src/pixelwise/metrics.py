@@ -226,7 +226,7 @@ def format_metrics_table(metrics: dict) -> str:
     out += [line(r) for r in rows]
     out.append("")
     summary = [("mIoU", metrics.get("miou"))]
-    summary += [(f"boundary IoU ({boundary_width(edges)})", edges.get("mean"))] if edges else []
+    summary += [("boundary IoU", edges.get("mean"))] if edges else []
     summary += [
         ("mean Dice", metrics.get("mean_dice")),
         ("pixel acc", metrics.get("pixel_accuracy")),
@@ -234,8 +234,11 @@ def format_metrics_table(metrics: dict) -> str:
         ("fwIoU", metrics.get("fwiou")),
     ]
     label_w = max(len(k) for k, _ in summary)
-    out += [f"{k.ljust(label_w)}  {_pct(v).rjust(6)}{' %' if v is not None else ''}" for k, v in summary]
-    return "\n".join(out)
+    notes = {"boundary IoU": f"  ({boundary_width(edges)})"} if edges else {}
+    out += [
+        f"{k.ljust(label_w)}  {_pct(v).rjust(6)}{' %' if v is not None else '  '}{notes.get(k, '')}" for k, v in summary
+    ]
+    return "\n".join(line.rstrip() for line in out)
 
 
 def boundary_width(section: dict) -> str:
