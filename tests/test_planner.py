@@ -427,3 +427,37 @@ def test_measuring_only_what_can_change_the_plan_holds_under_a_latency_ceiling(c
     full = make_plan(fp, budget, 10, measurements(), EVALS, limits=limits)
     pruned = make_plan(fp, budget, 10, measured, evals, limits=limits)
     assert pruned.choices == full.choices and pruned.estimates == full.estimates
+
+
+def test_a_latency_ceiling_can_be_met_by_a_smaller_working_resolution():
+    fp = widths_fp(367, [(360, 480)] * 367, CAMVID_WIDTHS, val=101)
+    lat = {latency_key(c.name, 0): 60.0 * 1.5**i for i, c in enumerate(CANDIDATES)}
+    lat[latency_key(CANDIDATES[0].name, 352)] = 35.0
+    lat[latency_key(CANDIDATES[0].name, 224)] = 20.0
+    plan = plan_on(fp, 1200, Limits(max_latency_ms=40, latency_ms=lat))
+    assert plan.choices["max_side"] == 352 and plan.estimates["latency_ms"] == 35.0
+    assert (
+        "within --max-latency" in plan.reasons["max_side"] and "thinnest class keeps 2.3 px" in plan.reasons["max_side"]
+    )
+    assert plan.estimates["working_hw"] == [264, 352]
+    # A --max-side given is kept as it is: the ceiling then only filters.
+    with pytest.raises(PixelwiseError, match="--max-latency 40 ms"):
+        make_plan(
+            fp, 1200, 20, cpu_table([192]), EVALS, {"max_side": 0}, limits=Limits(max_latency_ms=40, latency_ms=lat)
+        )
+
+
+def test_measuring_latency_tries_the_side_that_should_meet_the_ceiling(monkeypatch):
+    from pixelwise.training import planner
+
+    def fake(model, hw, side, device, num_classes, task):  # 60 ms at 480x360, proportional to the pixels
+        h, w = hw if not side else (round(hw[0] * side / max(hw)), side)
+        return 60.0 * h * w / (360 * 480)
+
+    monkeypatch.setattr(planner, "_latency_ms", fake)
+    limits = Limits(max_latency_ms=40)
+    planner._time_latencies(None, "m", (360, 480), 0, limits, "cpu", 3, "semantic")
+    assert set(limits.latency_ms) == {"m@0", "m@352"} and limits.latency_ms["m@352"] <= 40
+    fast = Limits(max_latency_ms=100)
+    planner._time_latencies(None, "m", (360, 480), 0, fast, "cpu", 3, "semantic")
+    assert set(fast.latency_ms) == {"m@0"}  # met at the working resolution: nothing more measured

@@ -355,6 +355,7 @@ def _options(
         if m.images_per_s <= 0 or m.candidate not in by_name:
             continue
         side, why_side = (limits.max_side, "given") if limits.max_side is not None else working_side(fp, m.crop_size)
+        side, why_side = _side_for_latency(fp, m.candidate, side, why_side, limits)
         wh = _working_hw(fp, side)
         per_val = fp.val_images * eval_s_per_image.get(m.candidate, 0.0) * (wh[0] * wh[1]) / native_px
         n_val = 0
@@ -384,6 +385,30 @@ def _options(
             )
         )
     return options
+
+
+def _side_for_latency(fp: Fingerprint, name: str, side: int, why: str, limits: Limits) -> tuple[int, str]:
+    """``side``, or when ``name`` misses --max-latency there (and --max-side was not given), the largest
+    smaller working resolution measured at which it meets it."""
+    ceiling = limits.max_latency_ms
+    ms = limits.latency_ms.get(latency_key(name, side))
+    if not ceiling or limits.max_side is not None or (ms is not None and ms <= ceiling):
+        return side, why
+    top = side or max(fp.median_hw)
+    met = []
+    for key, v in limits.latency_ms.items():
+        cand, _, s = key.rpartition("@")
+        if cand == name and 0 < int(s) < top and v <= ceiling:
+            met.append((int(s), v))
+    if not met:
+        return side, why
+    s, v = max(met)
+    thin = [w for w in fp.class_width if w]
+    kept = f"; the thinnest class keeps {min(thin) * s / max(fp.long_side_median, 1):.1f} px" if thin else ""
+    return (
+        s,
+        f"longer side {s} px: the largest measured at which the model predicts within --max-latency ({v:.0f} ms){kept}",
+    )
 
 
 def _fast_enough(options: list[dict], limits: Limits) -> list[dict]:
@@ -685,7 +710,7 @@ def measure(
     candidates: list[Candidate] | None = None,
     max_seconds: float = float("inf"),
     wanted: Callable[[Candidate, int, list[Measurement], dict[str, float]], bool] | None = None,
-    latencies: dict[str, float] | None = None,
+    limits: Limits | None = None,
     side_of: Callable[[int], int] | None = None,
 ) -> tuple[list[Measurement], dict[str, float]]:
     """Time a few training steps of each candidate at each crop, one full-size prediction, and the
@@ -694,8 +719,8 @@ def measure(
     Candidates are measured lightest first and crops smallest first. ``wanted(candidate, crop,
     measured so far, eval times so far)`` (see :func:`worth_measuring`) skips the ones that
     cannot change the plan; once ``max_seconds`` have gone by, the remaining ones are left out
-    (the first is always measured). ``latencies`` (ms per :func:`latency_key`, filled in place) are
-    timed at each new working resolution ``side_of(crop)`` of a candidate (:func:`_latency_ms`).
+    (the first is always measured). ``limits.latency_ms`` (filled in place) get each candidate's
+    latency at each new working resolution ``side_of(crop)`` (see :func:`_time_latencies`).
 
     Each step is the one the run trains with (:func:`pixelwise.training.step.build_train_step`
     from ``config``: loss, AdamW, autocast, GradScaler, clipping, EMA, memory layout), on random
@@ -707,7 +732,7 @@ def measure(
 
     candidates = candidates or CANDIDATES
     wanted = wanted or (lambda *_: True)
-    latencies = {} if latencies is None else latencies
+    limits = limits or Limits()
     side_of = side_of or (lambda crop: 0)
     num_classes = data.classes.num_classes
     median_hw = Fingerprint.from_data(data, widths=False).median_hw
@@ -730,9 +755,7 @@ def measure(
         for crop in crops:
             if not time_left() or not wanted(cand, crop, out, evals):
                 continue
-            key = latency_key(cand.name, side_of(crop))
-            if key not in latencies:
-                latencies[key] = _latency_ms(step.model, median_hw, side_of(crop), device, num_classes, config.task)
+            _time_latencies(step.model, cand.name, median_hw, side_of(crop), limits, device, num_classes, config.task)
             out.append(_measure_crop(step, cand, crop, config.task, num_classes, device, gen, seconds_per_config))
         del step
     return out, evals
@@ -799,6 +822,21 @@ def _time_prediction(step, hw: tuple[int, int], device, gen) -> float:
             ts.append(time.perf_counter() - t)
     model.train()
     return 2.0 * min(ts[1:])
+
+
+def _time_latencies(model, name: str, hw, side: int, limits: Limits, device, num_classes: int, task: str) -> None:
+    """Time ``name`` at working resolution ``side`` into ``limits.latency_ms``, unless timed already; when
+    that misses ``limits.max_latency_ms``, also at the smaller side that should meet it (latency taken
+    as proportional to the pixels, less 10%, rounded down to a multiple of 32)."""
+    key = latency_key(name, side)
+    if key in limits.latency_ms:
+        return
+    ms = limits.latency_ms[key] = _latency_ms(model, hw, side, device, num_classes, task)
+    if not limits.max_latency_ms or ms <= limits.max_latency_ms or limits.max_side is not None:
+        return
+    smaller = int(0.9 * (side or max(hw)) * math.sqrt(limits.max_latency_ms / ms)) // 32 * 32
+    if smaller >= 32 and latency_key(name, smaller) not in limits.latency_ms:
+        limits.latency_ms[latency_key(name, smaller)] = _latency_ms(model, hw, smaller, device, num_classes, task)
 
 
 def _latency_ms(model, hw: tuple[int, int], side: int, device, num_classes: int, task: str) -> float:
@@ -900,7 +938,7 @@ def plan_for_budget(config: TrainConfig, data, device, run_clock: float) -> tupl
             candidates,
             max_seconds=0.06 * config.budget,
             wanted=wanted,
-            latencies=limits.latency_ms,
+            limits=limits,
             side_of=side_of,
         )
     elapsed = time.perf_counter() - run_clock
