@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 
+from conftest import TINY_MODEL, make_simple_dataset
 from pixelwise.bundle import Bundle, InputSpec
 from pixelwise.data.transforms import InstanceIds, WorkingResize, resize_image, train_transform, working_size
 from pixelwise.errors import PixelwiseError
@@ -223,3 +225,142 @@ def test_members_with_different_working_resolutions_cannot_be_averaged():
     assert "\n" not in str(caught.value) and "--max-side" in str(caught.value)
     with pytest.raises(PixelwiseError, match="different working resolutions"):
         predict_labels([_blocks()], [ColourMember(30), ColourMember(64)])
+
+
+# --- End to end: train with --max-side, then predict, evaluate and export at the image's size -----------
+
+H, W, MAX_SIDE = 48, 64, 32  # working size 24 x 32
+
+
+@pytest.fixture(scope="module")
+def working_run(tmp_path_factory):
+    """A run trained with max_side 32 on 48 x 64 images: stopped in its second validation, then resumed."""
+    import pixelwise.training.trainer as trainer
+    from pixelwise import train
+
+    root = tmp_path_factory.mktemp("working")
+    data = make_simple_dataset(root / "data", n=8, size=(H, W))
+    common = dict(data=str(data), out=str(root / "run"), epochs=2, batch_size=2, crop_size=16, num_workers=0)
+    common.update(val_fraction=0.25, max_side=MAX_SIDE, progress=False, **TINY_MODEL)
+    real, calls = trainer.run_validation, []
+
+    def interrupt_on_second(*a, **k):
+        calls.append(k.get("max_side"))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    trainer.run_validation = interrupt_on_second
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(**common)
+    finally:
+        trainer.run_validation = real
+    assert calls == [MAX_SIDE, MAX_SIDE]
+    train(out=str(root / "run"), resume=True, progress=False)
+    return root / "run", data
+
+
+def test_the_bundle_records_the_working_resolution_and_resume_keeps_it(working_run):
+    run, _ = working_run
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["input"] == {"max_side": MAX_SIDE} and meta["training"]["config"]["max_side"] == MAX_SIDE
+    assert meta["training"]["epoch"] == 2 or meta["training"]["best_epoch"] in (1, 2)
+
+
+def test_predictions_come_back_at_the_image_size_on_both_backends(working_run):
+    from pixelwise.predict import load_predictor
+
+    run, data = working_run
+    image = np.asarray(Image.open(sorted((data / "images").iterdir())[0]).convert("RGB"))
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        predictor = load_predictor(run, device="cpu", backend=backend)
+        assert predictor.members()[0].max_side == MAX_SIDE
+        full = predictor.predict_full(image)
+        assert full.probs.shape == (3, H, W) and full.stats["working_size"] == [24, 32]
+        results[backend] = predictor.predict(image)
+        assert results[backend].shape == (H, W)
+        assert [m.shape for m in predictor.predict_batch([image, image[:40, :50].copy()])] == [(H, W), (40, 50)]
+        assert predictor.describe()["members"][0]["max_side"] == MAX_SIDE
+    assert (results["torch"] == results["onnxruntime"]).mean() > 0.99
+
+
+def test_validation_in_training_scores_what_evaluate_scores(working_run, tmp_path):
+    import pixelwise
+
+    run, data = working_run
+    val = json.loads((run / "model.json").read_text())["metrics"]["val"]
+    metrics = pixelwise.evaluate(
+        run, data, split="val", out=tmp_path / "eval", device="cpu", backend="torch", progress=False
+    )
+    assert metrics["num_pixels"] == val["num_pixels"] == 2 * H * W  # scored at the masks' own size
+    for mine, theirs in zip(val["per_class"], metrics["per_class"]):
+        assert (mine["gt_pixels"], mine["pred_pixels"], mine["iou"]) == (
+            theirs["gt_pixels"],
+            theirs["pred_pixels"],
+            theirs["iou"],
+        )
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["members"][0]["max_side"] == MAX_SIDE
+
+
+def test_predict_files_writes_masks_at_the_image_size_and_records_max_side(working_run, tmp_path):
+    from pixelwise.predict import load_predictor
+    from pixelwise.predict.batch import predict_files
+
+    run, data = working_run
+    inputs = sorted((data / "images").iterdir())[:2]
+    predict_files(load_predictor(run, device="cpu", backend="torch"), inputs, out=tmp_path / "out", progress=False)
+    for path in inputs:
+        assert Image.open(tmp_path / "out" / "masks" / f"{path.stem}.png").size == (W, H)
+    assert json.loads((tmp_path / "out" / "predict.json").read_text())["max_side"] == MAX_SIDE
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_says_inputs_are_resized_and_checks_the_resize_path(working_run, tmp_path, fmt, capsys):
+    from pixelwise.cli import main
+
+    run, _ = working_run
+    out = tmp_path / f"model.{fmt}"
+    assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"inputs are resized to max side {MAX_SIDE} px first" in printed
+    assert f"1x37x{MAX_SIDE + 9}" in printed  # the parity image checked through the resize path
+    if fmt == "onnx":
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+        assert json.loads(meta["pixelwise.meta"])["input"] == {"max_side": MAX_SIDE}
+
+
+def test_an_ensemble_of_models_at_different_working_resolutions_is_refused(working_run):
+    import copy
+
+    from pixelwise.predict.predictor import Ensemble, load
+
+    run, _ = working_run
+    a, b = load(run, "cpu", "torch"), load(run, "cpu", "torch")
+    b.bundle = copy.copy(b.bundle)
+    b.bundle.input = InputSpec(max_side=0)
+    with pytest.raises(PixelwiseError, match="same --max-side") as caught:
+        Ensemble([a, b], ["a", "b"])
+    assert "\n" not in str(caught.value)
+
+
+def test_an_instance_model_trains_at_the_working_size_and_finds_objects_at_the_image_size(tmp_path):
+    from pixelwise import train
+    from pixelwise.predict import load_predictor
+    from test_instance_training import TRAIN_QUICK, make_instance_folder
+
+    data = make_instance_folder(tmp_path / "data", n=6)
+    options = {**TRAIN_QUICK, "crop_size": 24}
+    result = train(data=str(data), out=str(tmp_path / "run"), task="instance", max_side=32, **options, **TINY_MODEL)
+    assert json.loads((result.run_dir / "model.json").read_text())["input"] == {"max_side": 32}
+    assert np.isfinite(result.history[-1]["train_loss"]) and 0.0 <= result.history[-1]["val_loss"] < float("inf")
+    predictor = load_predictor(result.run_dir, device="cpu", backend="torch")
+    image = np.asarray(Image.open(sorted((data / "images").iterdir())[0]).convert("RGB"))
+    found = predictor.run_objects(image)
+    assert found.labels.shape == (64, 64) and found.prediction.dense.shape == (3, 64, 64)
+    assert found.prediction.stats["working_size"] == [32, 32]
+    assert found.instances.ids.shape == (64, 64)

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.dataset import SegmentationDataset, pad_collate
-from ..data.transforms import eval_transform, train_transform
+from ..data.transforms import WorkingResize, eval_transform, train_transform
 from . import distributed
 from .config import TrainConfig
 from .sampling import SeededDataset, SeededSampler
@@ -47,7 +47,10 @@ def build_loaders(config: TrainConfig, data, ctx: distributed.DistContext) -> Lo
     """Seeded training loader (this process's share of each global batch) and sharded validation loader.
 
     Batches are (images (N, 3, H, W), targets (N, H, W)), or (N, 2, H, W) (labels, instance ids)
-    when ``config.task`` is instance or panoptic.
+    when ``config.task`` is instance or panoptic. With a working resolution (``config.max_side``)
+    training images and targets are resized to it first, and a validation batch is two lists
+    instead: (3, h, w) uint8 images at their working size, targets at the image's own size (see
+    :func:`pixelwise.training.trainer.run_validation`).
     """
     ignore = data.classes.ignore_index
     world, batch_per_process = ctx.world_size, config.batch_size // ctx.world_size
@@ -60,6 +63,7 @@ def build_loaders(config: TrainConfig, data, ctx: distributed.DistContext) -> Lo
         config.vflip,
         config.color_jitter,
         class_crops=config.class_crops,
+        max_side=config.max_side,
     )
     # Instance/panoptic runs read the instance ids too: targets (2, H, W), labels then ids.
     instances = config.task != "semantic"
@@ -76,8 +80,11 @@ def build_loaders(config: TrainConfig, data, ctx: distributed.DistContext) -> Lo
     train = DataLoader(train_ds, batch_size=batch_per_process, sampler=sampler, drop_last=drop_last, **loader_kw)
     val = None
     if data.splits["val"]:
-        val_ds = SegmentationDataset(data.splits["val"], eval_transform(), cache=cache, instances=instances)
+        val_tf = WorkingResize(config.max_side, masks=False) if config.max_side else eval_transform()
+        val_ds = SegmentationDataset(data.splits["val"], val_tf, cache=cache, instances=instances)
         shard = distributed.ShardSampler(len(val_ds), world, ctx.rank)
+        if config.max_side:  # images and masks of different sizes: no padding, see run_validation
+            loader_kw["collate_fn"] = list_collate
         val = DataLoader(val_ds, batch_size=batch_per_process, sampler=shard, **loader_kw)
     # The number of global batches of one process; a rank's padded shard may hold one more.
     n = len(train_ds)
@@ -86,6 +93,11 @@ def build_loaders(config: TrainConfig, data, ctx: distributed.DistContext) -> Lo
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     return Loaders(train, val, sampler, workers, steps_per_epoch)
+
+
+def list_collate(batch: list[tuple]) -> tuple[list, list]:
+    """A batch as (list of images, list of targets), each at its own size."""
+    return [x for x, _ in batch], [y for _, y in batch]
 
 
 def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,9 +23,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from ..bundle import Bundle, Normalization, TrainingSummary, save_bundle
+from ..bundle import Bundle, InputSpec, Normalization, TrainingSummary, save_bundle
 from ..data import open_dataset
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..devices import resolve_device
@@ -33,6 +35,8 @@ from ..errors import PixelwiseError
 from ..fileio import write_json
 from ..metrics import ConfusionMatrix
 from ..models import ModelConfig, build_model, describe
+from ..predict.backends import TorchMember
+from ..predict.engine import resize_outputs
 from . import distributed, rundir
 from .config import TrainConfig, check_task_data
 from .loaders import build_loaders, to_device
@@ -64,12 +68,21 @@ def run_validation(
     amp_dtype,
     channels_last,
     ctx: distributed.DistContext | None = None,
+    max_side: int = 0,
+    normalization: Normalization | None = None,
 ) -> tuple[float, ConfusionMatrix]:
     """Mean loss per image (each batch's loss weighted by its images) and the dataset-level confusion matrix.
 
     Batches hold targets (N, H, W) or, for instance/panoptic models, (N, 2, H, W): the loss takes the
     whole target and all output channels, the matrix scores the first ``num_classes`` channels
     against the labels (channel 0).
+
+    With a working resolution (``max_side``; the loader's batches are then lists, see
+    :func:`~pixelwise.training.loaders.build_loaders`) the network runs as ``pixelwise evaluate`` runs
+    it: the uint8 image at its working size, normalised (``normalization``) by the PyTorch inference
+    member in float32 (no autocast), the class logits resized back (bilinear) to the mask's own size,
+    where they are scored, so the matrix is the one evaluate gives for the same weights. The loss is taken at the working
+    size against the targets resized there (nearest), as in training.
 
     In a process group each process scores its own shard of the split (``ShardSampler``: no
     sample twice) and the matrix and the loss sums are added over all processes, so every
@@ -79,19 +92,41 @@ def run_validation(
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index)
     total, images = 0.0, 0
-    for x, y in loader:
+    if max_side:
+        norm = normalization or Normalization(IMAGENET_MEAN, IMAGENET_STD)
+        member = TorchMember(model, norm.mean, norm.std, device, num_classes, max_side=max_side)
+    for x, y in _validation_batches(loader):
         x, y = to_device(x, y, device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
-        total += float(criterion(logits.float(), y)) * x.shape[0]
+        # The working-resolution path runs in float32, as `pixelwise evaluate` does by default.
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None and not max_side):
+            if max_side:
+                logits = member.logits(x.float().div_(255.0))
+            else:
+                logits = model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+        target = y if not max_side else TF.resize(tv_tensors.Mask(y), list(logits.shape[-2:])).as_subclass(torch.Tensor)
+        total += float(criterion(logits.float(), target)) * x.shape[0]
         images += x.shape[0]
-        cm.update(logits[:, :num_classes].argmax(1), y[:, 0] if y.dim() == 4 else y)
+        scored = resize_outputs(logits[:, :num_classes].float(), tuple(y.shape[-2:]), num_classes)
+        cm.update(scored.argmax(1), y[:, 0] if y.dim() == 4 else y)
     if ctx is not None and ctx.world_size > 1:
         cm.all_reduce()
         total, images = ctx.all_reduce_sum([total, images])
     return total / max(1, images), cm
+
+
+def _validation_batches(loader):
+    """The loader's batches as (images, targets) tensors: padded batches as they are; list batches
+    (working resolution: every image and mask at its own size) split into groups of one image size
+    and one mask size, each stacked."""
+    for x, y in loader:
+        if isinstance(x, torch.Tensor):
+            yield x, y
+            continue
+        groups: dict[tuple, list[int]] = {}
+        for i, (img, target) in enumerate(zip(x, y)):
+            groups.setdefault((tuple(img.shape), tuple(target.shape)), []).append(i)
+        for idx in groups.values():
+            yield torch.stack([x[i] for i in idx]), torch.stack([y[i] for i in idx])
 
 
 def train(
@@ -325,6 +360,7 @@ class Trainer:
             model=self.model_cfg,
             classes=data.classes,
             normalization=Normalization(IMAGENET_MEAN, IMAGENET_STD),
+            input=InputSpec(max_side=c.max_side),
             training=TrainingSummary(
                 config=c.to_dict(),
                 device=str(ctx.device),
@@ -532,6 +568,8 @@ class Trainer:
             step.amp_dtype,
             step.channels_last,
             ctx=self.ctx,
+            max_side=c.max_side,
+            normalization=self.bundle_base.normalization,
         )
         m = cm.compute(classes.names)
         row.update(
