@@ -440,6 +440,11 @@ def test_a_latency_ceiling_can_be_met_by_a_smaller_working_resolution():
         "within --max-latency" in plan.reasons["max_side"] and "thinnest class keeps 2.3 px" in plan.reasons["max_side"]
     )
     assert plan.estimates["working_hw"] == [264, 352]
+    # A working image smaller than the crop the throughput allows: the crop shrinks to hold it whole.
+    lat[latency_key(CANDIDATES[0].name, 96)] = 8.0
+    tiny = plan_on(fp, 1200, Limits(max_latency_ms=10, latency_ms=lat))
+    assert tiny.choices["max_side"] == 96 and tiny.choices["crop_size"] == 96
+    assert tiny.estimates["working_hw"] == [72, 96] and "holds a whole 96x72" in tiny.reasons["crop_size"]
     # A --max-side given is kept as it is: the ceiling then only filters.
     with pytest.raises(PixelwiseError, match="--max-latency 40 ms"):
         make_plan(

@@ -2,16 +2,36 @@
 
 The planner works in three steps:
 
-1. **Fingerprint** the data (from the validation pass that runs anyway): number of images per
-   split, image sizes, classes and their pixel shares, the imbalance ratio.
+1. **Fingerprint** the data (from the validation pass that runs anyway, plus up to 48 training
+   masks read again): number of images per split, image sizes and their longer sides, classes,
+   their pixel shares and the imbalance ratio, and each class's typical structure width in
+   native pixels (:func:`mask_widths`).
 2. **Measure** on this machine, for a few seconds, the training throughput (images/s) of the
-   candidate models at the candidate crop sizes, and the time to predict one validation image
-   at full resolution; only the configurations that can change the plan are measured (see
+   candidate models at the candidate crop sizes, the time to validate one image, and the latency
+   of predicting one image of the median size through the engine ``pixelwise predict`` uses, at
+   the working resolution; only the configurations that can change the plan are measured (see
    :func:`worth_measuring`).
-3. **Choose** the largest model and crop that still get enough optimizer steps in the budget,
-   the number of epochs that fills it, how often to validate, class weights and augmentation
-   strength. Each choice carries its reason; an explicit flag always wins and is listed as
-   overridden.
+3. **Choose** the crop, then the working resolution that goes with it (:func:`working_side`),
+   then the most capable model that still gets enough optimizer steps and views of each image
+   in the budget and predicts within ``--max-latency``; the number of epochs that fills the
+   budget, how often to validate, class weights and augmentation strength. Each choice carries
+   its reason; an explicit flag always wins and is listed as overridden.
+
+What follows from measurements on the data in front of the planner: the crops (up to the median
+image's shorter side at the working size), the working resolution (structure widths, image
+sides, the crop), validation time (at the working size), latency, steps per epoch and views of
+each image (epochs x the share of the working image one crop covers), the class weights (the
+pixel shares). What remains a fixed figure, and its evidence:
+
+- CONTEXT_MIN_STEPS (800): CamVid, 20 minutes on a 2-core CPU: 192 px crops at 960-1060 steps
+  beat 256 px crops at 510-550 steps in every run (BENCHMARKS.md).
+- CONTEXT_MIN_VIEWS (2) and MIN_VIEWS (4): the 10 and 20 epochs of the earlier rules, at the
+  share of a CamVid frame a 192 px crop covers; not measured on other data.
+- MIN_STEPS (1500): a prior ("a few thousand steps from scratch"), not measured.
+- THIN_FLOOR (4 px): an assumption, not measured (see its comment).
+- VALIDATION_SHARE, MAX_VALIDATIONS, the 60-epoch switch to strong scale augmentation and the
+  imbalance ratio 10 for class weights: choices, not measured; the square root on the weights
+  and leaving class-drawn crops off were measured on CamVid only.
 
 The run then trains against the clock: the learning rate follows the elapsed share of the
 training time (warm-up, then cosine decay reaching zero at the end), so the decay always
@@ -370,6 +390,8 @@ def _options(
             dict(
                 name=m.candidate,
                 crop=m.crop_size,
+                # Never larger than a whole working image needs (the throughput measured at the crop is then a bound).
+                train_crop=min(m.crop_size, _round_up(max(wh))) if side else m.crop_size,
                 rate=m.images_per_s,
                 train_s=train_s,
                 per_val=per_val,
@@ -577,16 +599,17 @@ def _usable_options(
 
 
 def _too_slow(fp: Fingerprint, options: list[dict], limits: Limits) -> str:
-    """The one-line error when no option predicts within --max-latency."""
+    """The one-line error when no option predicts within --max-latency: the fastest latency measured."""
     h, w = fp.median_hw
-    timed = [o for o in options if o["latency"] is not None]
+    timed = [(v, key) for key, v in limits.latency_ms.items()]
     if not timed:
         return f"--max-latency {limits.max_latency_ms:g}: no prediction latency could be measured on this machine"
-    o = min(timed, key=lambda o: o["latency"])
-    where = f"max side {o['side']}" if o["side"] else "native size"
+    ms, key = min(timed)
+    name, _, side = key.rpartition("@")
+    where = f"max side {side}" if int(side) else "native size"
     return (
         f"--max-latency {limits.max_latency_ms:g} ms: no candidate predicts a {w}x{h} image that fast on this machine "
-        f"(the fastest measured: {o['name']} at {where}, {o['latency']:.0f} ms); give a larger --max-latency, "
+        f"(the fastest measured: {name} at {where}, {ms:.0f} ms); give a larger --max-latency, "
         "a smaller --max-side, or a faster device"
     )
 
@@ -635,7 +658,7 @@ def _model_choices(
         "encoder": cand.encoder,
         "model_kwargs": dict(cand.model_kwargs),
         "max_side": best["side"],
-        "crop_size": best["crop"],
+        "crop_size": best["train_crop"],
         "batch_size": batch,
         "epochs": epochs,
         # The training loop's wall time: steps plus all validations but the final one, which
@@ -665,7 +688,7 @@ def _model_choices(
 
 def _crop_reason(fp: Fingerprint, best: dict) -> str:
     h, w = best["working_hw"]
-    if best["side"] and max(h, w) <= best["crop"]:
+    if best["side"] and max(h, w) <= best["train_crop"]:
         return f"the rule above; a crop holds a whole {w}x{h} working image (padded with the ignore index)"
     return f"the largest measured crop up to the median image's shorter side ({min(h, w)} px at the working size) that fits the rule above"
 
