@@ -265,6 +265,9 @@ def test_measuring_leaves_the_seeded_initialisation_alone(tmp_path):
     torch.manual_seed(0)
     plan, _ = plan_for_budget(config, data, torch.device("cpu"), time.perf_counter())
     assert plan.measurements  # models were built and trained for measuring ...
+    # ... and timed predicting through the engine, at the working resolution of the plan.
+    assert plan.estimates["latency_ms"] > 0 and latency_key("given", plan.choices["max_side"]) in plan.latencies
+    assert len(plan.fingerprint["class_width"]) == plan.fingerprint["num_classes"]
     assert torch.equal(torch.rand(4), expected)  # ... without drawing from the generator training uses next
 
 

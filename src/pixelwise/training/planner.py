@@ -866,22 +866,13 @@ def _latency_ms(model, hw: tuple[int, int], side: int, device, num_classes: int,
     """Milliseconds to predict one (H, W) = ``hw`` image at working resolution ``side`` through the engine
     ``pixelwise predict`` uses (the PyTorch member, float32: predict's default precision on every
     device); one warm-up run, then the fastest of three."""
-    import inspect
-
-    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, working_size
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from ..instances import EXTRA_CHANNELS
     from ..predict.backends import TorchMember
     from ..predict.engine import predict_labels
 
     image = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
-    kwargs = dict(bf16=False, extra_channels=0 if task == "semantic" else EXTRA_CHANNELS)
-    if "max_side" in inspect.signature(TorchMember).parameters:
-        kwargs["max_side"] = side
-    elif side:  # an engine without working resolutions: time the network on the working size
-        from PIL import Image
-
-        h, w = working_size(hw[0], hw[1], side)
-        image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+    kwargs = dict(bf16=False, extra_channels=0 if task == "semantic" else EXTRA_CHANNELS, max_side=side)
     member = TorchMember(model, IMAGENET_MEAN, IMAGENET_STD, device, num_classes, **kwargs)
     was_training = model.training
     model.eval()
