@@ -284,6 +284,7 @@ def test_predictions_come_back_at_the_image_size_on_both_backends(working_run):
         assert results[backend].shape == (H, W)
         assert [m.shape for m in predictor.predict_batch([image, image[:40, :50].copy()])] == [(H, W), (40, 50)]
         assert predictor.describe()["members"][0]["max_side"] == MAX_SIDE
+        assert f"max_side={MAX_SIDE}" in repr(predictor)
     assert (results["torch"] == results["onnxruntime"]).mean() > 0.99
 
 

@@ -236,9 +236,10 @@ class Segmenter(BaseSegmenter):
         run = f", run={str(self.run_dir)!r}" if self.run_dir else ""
         onnx = f", onnx={str(self.onnx_path)!r}" if self.onnx_path else ""
         active = f" (in use: {self.backends.active})" if self.backends.active else ""
+        side = f", max_side={self.bundle.input.max_side}" if self.bundle.input.max_side else ""
         return (
             f"Segmenter({cfg.arch}/{cfg.encoder}, {_class_summary(self.classes)}, device={self.device}, "
-            f"backend={self.backend}{active}, precision={self.precision}{run}{onnx})"
+            f"backend={self.backend}{active}, precision={self.precision}{side}{run}{onnx})"
         )
 
     def describe_members(self) -> list[dict]:
