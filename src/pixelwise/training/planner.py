@@ -774,7 +774,7 @@ def measure(
         if not any(wanted(cand, crop, out, evals) for crop in crops):
             continue
         step = _candidate_step(cand, num_classes, criterion, config, device)
-        evals[cand.name] = _time_prediction(step, median_hw, device, gen)
+        evals[cand.name] = _time_validation(step, median_hw, side_of(max(crops)), device, gen)
         for crop in crops:
             if not time_left() or not wanted(cand, crop, out, evals):
                 continue
@@ -821,30 +821,36 @@ def _candidate_step(cand: Candidate, num_classes: int, criterion, config: TrainC
     return build_train_step(model, criterion, config, device, channels_last=channels_last)
 
 
-def _time_prediction(step, hw: tuple[int, int], device, gen) -> float:
-    """Seconds a validation takes per full-size image: twice the bare forward pass.
+def _time_validation(step, hw: tuple[int, int], side: int, device, gen) -> float:
+    """Seconds a validation takes per (H, W) = ``hw`` image: twice the bare forward pass, timed at the
+    working size of ``side`` (the largest the plan may choose) and scaled to ``hw`` by the pixels.
 
     A validation also decodes, normalises and scores each image: on CamVid (480x360) it took
-    about twice the bare forward pass, so that is what the plan reserves.
+    about twice the bare forward pass, so that is what the plan reserves. Like the Trainer's
+    validation, it runs under the run's autocast at native size and in float32 at a working size.
     """
     import torch
 
+    from ..data.transforms import working_size
+
+    wh = working_size(hw[0], hw[1], side)
     model = step.model
     model.eval()
+    amp = step.amp_dtype is not None and not side
     with torch.no_grad():
-        x = torch.randn(1, 3, *hw, generator=gen).to(device)
+        x = torch.randn(1, 3, *wh, generator=gen).to(device)
         if step.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         ts = []
         for _ in range(2):
             t = time.perf_counter()
-            with torch.autocast(device.type, dtype=step.amp_dtype, enabled=step.amp_dtype is not None):
+            with torch.autocast(device.type, dtype=step.amp_dtype, enabled=amp):
                 model(x)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             ts.append(time.perf_counter() - t)
     model.train()
-    return 2.0 * min(ts[1:])
+    return 2.0 * min(ts[1:]) * (hw[0] * hw[1]) / max(1, wh[0] * wh[1])
 
 
 def _time_latencies(model, name: str, hw, side: int, limits: Limits, device, num_classes: int, task: str) -> None:
