@@ -327,7 +327,8 @@ def working_side(fp: Fingerprint, crop: int) -> tuple[int, str]:
         return (
             side,
             why
-            + f"until a whole image fits one crop (the thinnest class keeps {thin * side / fp.long_side_median:.1f} px)",
+            + "until a whole image fits one crop "
+            + f"(the thinnest class keeps {thin * side / fp.long_side_median:.1f} px)",
         )
     return side, why + f"as far as the thinnest class allows (below {side} px {kept})"
 
@@ -625,7 +626,8 @@ def _choose(options: list[dict]) -> tuple[dict, str]:
     if not context:
         best = max(options, key=lambda o: (o["steps"], o["crop"]))
         return best, (
-            f"no candidate reaches {CONTEXT_MIN_STEPS} steps and {CONTEXT_MIN_VIEWS:g} views of each image at any crop in "
+            f"no candidate reaches {CONTEXT_MIN_STEPS} steps and {CONTEXT_MIN_VIEWS:g} views of each image "
+            "at any crop in "
             f"this budget, so the one with the most steps ({best['steps']} at {best['rate']:.1f} img/s)"
         )
     crop = max(o["crop"] for o in context)
@@ -638,7 +640,8 @@ def _choose(options: list[dict]) -> tuple[dict, str]:
         best = max(enough, key=lambda o: o["rank"])
         return best, (
             f"{why_crop}; at it, the most capable candidate that still gets >= {MIN_STEPS} steps and "
-            f">= {MIN_VIEWS:g} views ({best['steps']} steps, {int(best['epochs'])} epochs, {best['views']:.1f} views at "
+            f">= {MIN_VIEWS:g} views ({best['steps']} steps, {int(best['epochs'])} epochs, "
+            f"{best['views']:.1f} views at "
             f"{best['rate']:.1f} img/s)"
         )
     best = max((o for o in context if o["crop"] == crop), key=lambda o: o["steps"])
@@ -689,8 +692,13 @@ def _model_choices(
 def _crop_reason(fp: Fingerprint, best: dict) -> str:
     h, w = best["working_hw"]
     if best["side"] and max(h, w) <= best["train_crop"]:
-        return f"the rule above; a crop holds a whole {w}x{h} working image (padded with the ignore index)"
-    return f"the largest measured crop up to the median image's shorter side ({min(h, w)} px at the working size) that fits the rule above"
+        return (
+            f"the rule above; a crop holds a whole {w}x{h} working image (padded with the ignore index where smaller)"
+        )
+    return (
+        f"the largest measured crop up to the median image's shorter side ({min(h, w)} px at the working size) "
+        "that fits the rule above"
+    )
 
 
 def _class_weights_choice(fp: Fingerprint) -> tuple[str | None, str]:
