@@ -110,7 +110,9 @@ class Fingerprint:
             from ..data.decode import read_sample_mask
 
             picks = np.unique(np.linspace(0, len(train) - 1, min(WIDTH_MASKS, len(train))).round().astype(int))
-            measured = structure_widths((read_sample_mask(train[i]) for i in picks), num_classes)
+            # At the image's size, as training reads them (a mask resized with --resize-masks nearest too).
+            masks = (read_sample_mask(train[i], data.report.sizes[train[i].stem]) for i in picks)
+            measured = structure_widths(masks, num_classes)
         return cls.from_counts(len(train), len(data.splits["val"]), sizes, counts, measured)
 
     @classmethod
