@@ -405,3 +405,15 @@ def test_no_pretrained_is_pretrained_none_and_counts_as_given():
     assert parser.parse_args(["train", "DATA", "--no-pretrained"]).pretrained == "none"
     assert parser.parse_args(["train", "DATA", "--pretrained"]).pretrained == "imagenet"
     assert not hasattr(parser.parse_args(["train", "DATA"]), "pretrained")  # the default: not given
+
+
+@pytest.mark.parametrize("text, ms", [("40", 40.0), ("40ms", 40.0), ("0.04s", 40.0), ("12.5 ms", 12.5)])
+def test_max_latency_reads_milliseconds_or_seconds(text, ms):
+    assert _config("D", "--budget", "20m", "--max-latency", text).max_latency == pytest.approx(ms)
+
+
+def test_max_latency_refuses_other_units(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "D", "--budget", "20m", "--max-latency", "40min"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--max-latency" in err and "expected a time like 40ms" in err

@@ -88,6 +88,17 @@ def parse_budget(text: str) -> float:
         raise ValueError(str(e)) from None
 
 
+def parse_milliseconds(text: str) -> float:
+    """A duration in milliseconds from ``40``, ``40ms``, ``0.04s``; ValueError otherwise."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*", str(text).lower())
+    if not m:
+        raise ValueError("expected a time like 40ms, 40 (milliseconds) or 0.04s")
+    value = float(m.group(1))
+    return value * 1000.0 if m.group(2) == "s" else value
+
+
 def option(default=MISSING, *, factory=MISSING, **metadata):
     """A dataclass field whose metadata describes its command-line option (keys in the module docstring)."""
     if factory is not MISSING:
@@ -304,6 +315,7 @@ class TrainConfig:
         group="run",
         min=0.0,
         max=600000.0,
+        parse=parse_milliseconds,
         metavar="MS",
         default_text="0 = any",
         help="with --budget: only models that predict one image of the data's median size in at most MS "
