@@ -16,6 +16,7 @@ from PIL import Image
 from scipy import ndimage
 from torch import nn
 
+from pixelwise.bundle import InputSpec
 from pixelwise.classes import ClassInfo
 from pixelwise.cli import main
 from pixelwise.data.synthetic import DEMO_CLASSES
@@ -71,7 +72,9 @@ class StandIn(BaseSegmenter):
         self.classes.things = (1,)
         self.device = torch.device("cpu")
         self.backend, self.precision = "torch", "fp32"
-        self.bundle = type("B", (), {"model": type("M", (), {"task": task, "num_classes": 2})()})()
+        self.bundle = type(
+            "B", (), {"model": type("M", (), {"task": task, "num_classes": 2})(), "input": InputSpec()}
+        )()
         extra = 0 if task == "semantic" else 3
         self.member = TorchMember(net.eval(), (0, 0, 0), (1, 1, 1), self.device, 2, extra_channels=extra)
 

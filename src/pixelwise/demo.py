@@ -82,7 +82,7 @@ def run_demo(
     ``metrics["panoptic"]`` hold mask AP and PQ.
     """
     # Imported here so that reading DEMO_TRAIN (for `pixelwise demo --help`) imports no torch.
-    from .evaluation import evaluate, object_lines
+    from .evaluation import evaluate, latency_line, object_lines
     from .metrics import format_metrics_table
     from .predict import load, predict_files
     from .training.config import TrainConfig
@@ -106,8 +106,9 @@ def run_demo(
     seg = load(run, device)
     metrics = evaluate(run, data, split="val", predictor=seg, progress=progress)
     print(format_metrics_table(metrics))
-    for line in object_lines(metrics):
-        print(line)
+    for line in [*object_lines(metrics), latency_line(metrics)]:
+        if line:
+            print(line)
     print(f"[4/4] writing predicted {'objects' if objects else 'masks'} and overlays for the held-out images")
     val_images = [data / "images" / f"{s}.png" for s in (data / "splits" / "val.txt").read_text().split()]
     predict_files(seg, val_images, run / "predictions", progress=progress)
