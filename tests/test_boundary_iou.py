@@ -58,17 +58,32 @@ def test_thin_line_is_all_boundary():
 
 
 def test_ignored_pixels_are_left_out_of_both_regions():
-    # The target's column 10 is ignored: its square is 10 x 9 (ring 90 - 56 = 34 pixels, column 11
-    # now on the boundary), the prediction's ring loses its 10 pixels in column 10 (36 -> 26), all
-    # of which lie in the target's ring: 26 / 34.
+    # The target's column 10 is ignored and takes the prediction's label while its boundary is
+    # drawn, so both rings are the full 36-pixel ring of the square; column 10 (10 pixels) is left
+    # out of both: 26 / 26. Without that, the ignored column would move the target's edge to
+    # column 11 and a prediction right on every scored pixel would score 26 / 34.
     pred = _square()
     truth = _square()
     truth[5:25, 10] = IGNORE
     b = _scores(pred, truth)
-    assert int(b.intersection[1]) == 26 and int(b.union[1]) == 34
-    assert b.per_class()[1] == pytest.approx(26 / 34)
+    assert int(b.intersection[1]) == 26 and int(b.union[1]) == 26
     everything_ignored = np.full((8, 8), IGNORE)
     assert _scores(pred[:8, :8], everything_ignored).compute()["mean"] is None
+
+
+def test_an_ignore_band_around_objects_does_not_lower_a_perfect_prediction():
+    # Pascal VOC style: a 2-px ignore band around the square; the prediction is right on every
+    # scored pixel (its edge lies inside the band), so every class scores 1 at any distance that
+    # reaches past the band.
+    truth = _square(side=12, top=9, left=9)
+    truth[(truth == 0) & (_square(side=16, top=7, left=7) == 1)] = IGNORE
+    pred = _square(side=14, top=8, left=8)
+    scored = truth != IGNORE
+    assert (pred[scored] == truth[scored]).all()
+    for d in (2, 3, 4):
+        assert _scores(pred, truth, distance=d).per_class() == [1.0, 1.0]
+    # At d = 1 the square's boundary (its outer 1-px ring, either mask's) lies wholly in the band: not scored.
+    assert _scores(pred, truth, distance=1).per_class() == [1.0, None]
 
 
 def test_pixels_near_the_image_border_are_boundary():
@@ -92,7 +107,8 @@ def test_distance_follows_the_image_diagonal():
 
 
 def _reference(preds, targets, num_classes, ratio):
-    """Boundary IoU class by class with scipy's binary erosion (3x3 square, zero border, d times)."""
+    """Boundary IoU class by class with scipy's binary erosion (3x3 square, zero border, d times); ignored
+    target pixels take the predicted label while the target's boundary is drawn, and are not scored."""
     inter = np.zeros(num_classes, dtype=np.int64)
     union = np.zeros(num_classes, dtype=np.int64)
     for pred, truth in zip(preds, targets):
@@ -100,7 +116,7 @@ def _reference(preds, targets, num_classes, ratio):
         valid = truth != IGNORE
         for c in range(num_classes):
             regions = []
-            for labels in (truth, pred):
+            for labels in (np.where(valid, truth, pred), pred):
                 mask = labels == c
                 eroded = ndimage.binary_erosion(mask, structure=np.ones((3, 3)), border_value=0, iterations=d)
                 regions.append(mask & ~eroded & valid)

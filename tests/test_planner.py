@@ -469,3 +469,11 @@ def test_measuring_latency_tries_the_side_that_should_meet_the_ceiling(monkeypat
     fast = Limits(max_latency_ms=100)
     planner._time_latencies(None, "m", (360, 480), 0, fast, "cpu", 3, "semantic")
     assert set(fast.latency_ms) == {"m@0"}  # met at the working resolution: nothing more measured
+
+
+def test_views_count_only_the_part_of_a_wide_image_a_crop_covers():
+    # A 512 px crop of a 256 x 1024 image covers 256 x 512 pixels: half the image, not all of it.
+    fp = widths_fp(100, [(256, 1024)] * 100, [40.0, 20.0])
+    plan = make_plan(fp, 1200, 20, cpu_table([512]), EVALS, overrides={"max_side": 0, "crop_size": 512})
+    assert plan.choices["crop_size"] == 512
+    assert plan.estimates["views"] == pytest.approx(0.5 * plan.estimates["epochs"], rel=0.1)

@@ -52,6 +52,15 @@ def test_a_bundle_without_input_is_native_size_and_max_side_round_trips():
     assert Bundle.from_dict(json.loads(json.dumps(written)), "model.json").input.max_side == 256
 
 
+def test_a_working_resolution_is_written_as_schema_3_so_older_readers_refuse_it():
+    bundle = Bundle.from_dict(json.loads(FIXTURE.read_text()), "model.json")
+    assert bundle.to_dict()["schema_version"] == 2  # native size: readable by every pixelwise since schema 2
+    bundle.input = InputSpec(max_side=512)
+    written = bundle.to_dict()
+    assert written["schema_version"] == 3
+    assert Bundle.from_dict(written, "model.json").input.max_side == 512
+
+
 @pytest.mark.parametrize(
     "value",
     [

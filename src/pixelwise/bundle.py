@@ -39,7 +39,10 @@ from .models import ModelConfig, SegmentationModel, build_model, model_config_pr
 WEIGHTS = "model.safetensors"
 META = "model.json"
 SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+# A model with a working resolution is written as schema 3: a pixelwise that predates input.max_side
+# refuses it ("upgrade pixelwise") instead of running the network at a scale it never saw.
+WORKING_RESOLUTION_SCHEMA = 3
+READABLE_SCHEMAS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class Bundle:
 
     def to_dict(self) -> dict:
         return {
-            "schema_version": self.schema_version,
+            "schema_version": WORKING_RESOLUTION_SCHEMA if self.input.max_side else self.schema_version,
             "model": self.model.to_dict(),
             "classes": self.classes.to_dict(),
             "normalization": self.normalization.to_dict(),

@@ -252,7 +252,8 @@ BOUNDARY_RATIO = 0.02
 BOUNDARY_AGGREGATION = (
     "Boundary IoU (Cheng et al. 2021) per class: boundary = mask minus its erosion by a (2d+1)x(2d+1) square, "
     "zero outside the image (pixels within d of the image border are boundary); intersections and unions "
-    "summed over the data set; ignore index left out of both regions; mean over classes with a non-empty union"
+    "summed over the data set; ignore index left out of both regions (and given the predicted label when the "
+    "ground-truth boundary is drawn); mean over classes with a non-empty union"
 )
 
 
@@ -293,7 +294,8 @@ class BoundaryIoU:
     pixel of padding, then ``d`` erosions with a 3x3 square), so a mask touching the image border
     has a boundary along it. Boundary IoU of class c = sum over images |Gb & Pb| / sum over images
     |Gb | Pb|, like mIoU from a dataset-level confusion matrix. Pixels whose target is
-    ``ignore_index`` are left out of both regions (they still end the masks they border).
+    ``ignore_index`` are left out of both regions, and for drawing the ground-truth boundary they
+    take the predicted label, so an ignore band neither makes nor ends a ground-truth edge.
 
     ``d`` is ``distance`` pixels when given, else ``ratio`` times each image's diagonal, rounded,
     at least 1 (paper default 0.02).
@@ -336,7 +338,10 @@ class BoundaryIoU:
         _check_range(t[valid], c, f"not the ignore index {self.ignore_index}", "target")
         _check_range(p[valid], c, "", "prediction")
         d = self.distance_for(p.shape[1], p.shape[2])
-        gb = boundary_region(t, d) & valid
+        # Ignored target pixels take the predicted label before the target's boundary is drawn, so an
+        # ignore band (VOC's 5 px around objects) neither makes nor ends a ground-truth edge: a
+        # prediction that is perfect on the scored pixels scores 1.
+        gb = boundary_region(np.where(valid, t, p), d) & valid
         pb = boundary_region(p, d) & valid
         both = gb & pb & (t == p)
         inter = np.bincount(t[both], minlength=c)

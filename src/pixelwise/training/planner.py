@@ -401,7 +401,7 @@ def _options(
                 n_val=n_val,
                 steps=int(train_s * m.images_per_s / batch),
                 epochs=epochs,
-                views=epochs * min(1.0, m.crop_size**2 / max(1, wh[0] * wh[1])),
+                views=epochs * min(m.crop_size, wh[0]) * min(m.crop_size, wh[1]) / max(1, wh[0] * wh[1]),
                 rank=names.index(m.candidate),
                 side=side,
                 why_side=why_side,

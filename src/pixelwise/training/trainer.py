@@ -81,7 +81,9 @@ def run_validation(
     :func:`~pixelwise.training.loaders.build_loaders`) the network runs as ``pixelwise evaluate`` runs
     it: the uint8 image at its working size, normalised (``normalization``) by the PyTorch inference
     member in float32 (no autocast), the class logits resized back (bilinear) to the mask's own size,
-    where they are scored, so the matrix is the one evaluate gives for the same weights. The loss is taken at the working
+    where they are scored, so the matrix is the one evaluate gives for the same weights (as long as the
+    working image is below evaluate's tiling threshold, 2048 x 2048 pixels by default: evaluate tiles larger
+    ones, validation does not). The loss is taken at the working
     size against the targets resized there (nearest), as in training.
 
     In a process group each process scores its own shard of the split (``ShardSampler``: no
