@@ -260,6 +260,7 @@ def test_export_numbers_and_out_checked_before_any_work(trained_run, tmp_path, c
         (["--opset", "99"], "--opset: must be at most 23"),
         (["--tolerance", "-1"], "--tolerance: must be above 0"),
         (["--tolerance", "nan"], "--tolerance: expected a finite number"),
+        (["--tolerance", "5"], "--tolerance: must be at most 1"),
     ):
         with pytest.raises(SystemExit) as e:
             main(["export", str(trained_run), *flags])
@@ -268,6 +269,8 @@ def test_export_numbers_and_out_checked_before_any_work(trained_run, tmp_path, c
         assert words.split(":")[0] in err and "Traceback" not in err
     with pytest.raises(PixelwiseError, match="ONNX opset must be 11 to"):
         export_model(trained_run, "onnx", opset=3)
+    with pytest.raises(PixelwiseError, match="tolerance must be above 0 and at most 1"):
+        export_model(trained_run, "onnx", tolerance=2.0)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     for out, words in (
@@ -285,6 +288,7 @@ def test_export_constants_repeated_for_the_parser_match():
 
     assert (cli_export.OPSET_MIN, cli_export.OPSET_MAX) == (ex.OPSET_MIN, ex.OPSET_MAX)
     assert cli_export.EXPORT_FORMATS == tuple(ex.FORMATS) and cli_export.DEFAULT_TOLERANCE == ex.DEFAULT_TOLERANCE
+    assert cli_export.MAX_TOLERANCE == ex.MAX_TOLERANCE
 
 
 def test_a_failed_onnx_export_prints_one_line_not_the_graph(trained_run, tmp_path, capfd, monkeypatch):

@@ -253,6 +253,9 @@ def test_bad_configs_are_clear_errors():
         (dict(scales=(0.0,)), "scales"),
         (dict(tile_batch=0), "tile batch"),
         (dict(mc_dropout=-1), "mc_dropout"),
+        (dict(mc_dropout=1001), "mc_dropout must be 0 to 1000"),
+        (dict(tile_size=16385), "tile size must be 1 to 16384"),
+        (dict(tile_batch=1025), "tile batch must be 1 to 1024"),
     ]:
         with pytest.raises(PixelwiseError, match=msg):
             InferenceConfig(**kwargs)

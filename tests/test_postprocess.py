@@ -151,6 +151,8 @@ def test_postprocess_runs_the_enabled_steps_in_order():
         PostprocessConfig(min_size=-1)
     with pytest.raises(PixelwiseError, match="CRF backend"):
         PostprocessConfig(crf_backend="gpu")
+    with pytest.raises(PixelwiseError, match="crf_iterations must be 1 to 100"):
+        PostprocessConfig(crf_iterations=101)
 
 
 def test_crf_on_a_single_pixel_is_the_input():

@@ -148,7 +148,8 @@ def test_predictor_with_options_shares_the_model_and_fails_early(trained_run):
 
 def test_inference_flag_choices_and_defaults_match_the_library():
     from pixelwise.cli import inference_flags as flags
-    from pixelwise.postprocess import CRF_BACKENDS
+    from pixelwise.postprocess import CRF_BACKENDS, MAX_CRF_ITERATIONS
+    from pixelwise.predict import engine
     from pixelwise.predict.backends import BACKENDS, PRECISIONS
     from pixelwise.predict.engine import BLENDS, TILE_MODES
 
@@ -160,6 +161,12 @@ def test_inference_flag_choices_and_defaults_match_the_library():
     for name, value in flags.POSTPROCESS_DEFAULTS.items():
         assert getattr(postprocess, name) == value, name
     assert set(flags.INFERENCE_FIELDS) == set(inference.to_dict())
+    assert (flags.MAX_TILE_SIZE, flags.MAX_TILE_BATCH, flags.MAX_MC_DROPOUT) == (
+        engine.MAX_TILE_SIZE,
+        engine.MAX_TILE_BATCH,
+        engine.MAX_MC_DROPOUT,
+    )
+    assert flags.MAX_CRF_ITERATIONS == MAX_CRF_ITERATIONS
     assert set(flags.POSTPROCESS_FIELDS) < set(postprocess.to_dict())
 
 

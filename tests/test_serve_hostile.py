@@ -211,6 +211,15 @@ def test_serve_limits_and_port_are_checked_before_loading(tmp_path, capsys):
         (["--max-upload-mb", "0"], "--max-upload-mb: must be above 0"),
         (["--header-timeout", "nan"], "--header-timeout: expected a finite number"),
         (["--max-queued-mb", "-5"], "--max-queued-mb: must be above 0"),
+        (["--max-queued-mb", "1e9"], "--max-queued-mb: must be at most 64000"),
+        (["--max-upload-mb", "5000"], "--max-upload-mb: must be at most 2000"),
+        (["--max-upload-pixels", "1000000000"], "--max-upload-pixels: must be at most 268435456"),
+        (["--header-timeout", "1e6"], "--header-timeout: must be at most 3600"),
+        (["--body-timeout", "86400"], "--body-timeout: must be at most 3600"),
+        (["--model-threads", "1000"], "--model-threads: must be at most 256"),
+        (["--max-pending", "100000"], "--max-pending: must be at most 4096"),
+        (["--max-connections", "100000"], "--max-connections: must be at most 16384"),
+        (["--max-open-connections", "70000"], "--max-open-connections: must be at most 65535"),
     ):
         with pytest.raises(SystemExit) as e:
             main(["serve", str(tmp_path / "no-such-run"), *flags])
@@ -219,6 +228,26 @@ def test_serve_limits_and_port_are_checked_before_loading(tmp_path, capsys):
         assert words in err and "Traceback" not in err
     with pytest.raises(ValueError, match="port"):
         ServeConfig(port=70000)
+    with pytest.raises(ValueError, match="max_pending must be 1 to 4096"):
+        ServeConfig(max_pending=10**6)
+    with pytest.raises(ValueError, match="body_timeout must be above 0 and at most 3600"):
+        ServeConfig(body_timeout=1e9)
+
+
+def test_serve_limit_maxima_repeated_for_the_parser_match():
+    import pixelwise.cli.serve as cli_serve
+    from pixelwise.serve import app
+
+    flags = {
+        "model_threads": cli_serve.MAX_MODEL_THREADS,
+        "max_upload_bytes": int(cli_serve.MAX_UPLOAD_MB * 1_000_000),
+        "max_upload_pixels": cli_serve.MAX_UPLOAD_PIXELS,
+        "max_pending": cli_serve.MAX_PENDING,
+        "max_queued_bytes": int(cli_serve.MAX_QUEUED_MB * 1_000_000),
+        "max_connections": cli_serve.MAX_CONNECTIONS,
+        "max_open_connections": cli_serve.MAX_OPEN_CONNECTIONS,
+    }
+    assert flags == app.LIMIT_MAXIMA and cli_serve.MAX_TIMEOUT_S == app.MAX_TIMEOUT_S
 
 
 def test_serve_help_warns_about_token_in_ps_and_states_memory(capsys):

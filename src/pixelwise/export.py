@@ -51,6 +51,8 @@ from .predict.predictor import Segmenter
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 DEFAULT_TOLERANCE = 1e-3
+# A parity check that lets logits differ by more than this checks nothing.
+MAX_TOLERANCE = 1.0
 # ONNX opsets the export supports: the graph pads by a computed amount (opset 11 and later), up
 # to the newest opset the PyTorch exporter writes.
 OPSET_MIN = 11
@@ -184,8 +186,10 @@ def _check_options(fmt: str, opset: int, tolerance: float) -> None:
         raise PixelwiseError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if isinstance(opset, bool) or not isinstance(opset, int) or not OPSET_MIN <= opset <= OPSET_MAX:
         raise PixelwiseError(f"ONNX opset must be {OPSET_MIN} to {OPSET_MAX}, got {opset!r}; the default 17 suits most")
-    if not (isinstance(tolerance, (int, float)) and np.isfinite(tolerance) and tolerance > 0):
-        raise PixelwiseError(f"tolerance must be a positive number, got {tolerance!r}")
+    if not (isinstance(tolerance, (int, float)) and np.isfinite(tolerance) and 0 < tolerance <= MAX_TOLERANCE):
+        raise PixelwiseError(
+            f"tolerance must be above 0 and at most {MAX_TOLERANCE:g} (a logit difference), got {tolerance!r}"
+        )
 
 
 def export_model(

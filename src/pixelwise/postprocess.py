@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from .errors import PixelwiseError
 
 CRF_BACKENDS = ("auto", "pydensecrf", "torch")
+# Mean-field updates converge in 5-10; more than this is a typo, not a refinement.
+MAX_CRF_ITERATIONS = 100
 
 
 @dataclass
@@ -58,8 +60,8 @@ class PostprocessConfig:
             raise PixelwiseError("min_size and fill_holes are pixel counts and must be >= 0")
         if self.crf_backend not in CRF_BACKENDS:
             raise PixelwiseError(f"unknown CRF backend {self.crf_backend!r}; choose one of {', '.join(CRF_BACKENDS)}")
-        if self.crf_iterations < 1:
-            raise PixelwiseError("crf_iterations must be at least 1")
+        if not 1 <= self.crf_iterations <= MAX_CRF_ITERATIONS:
+            raise PixelwiseError(f"crf_iterations must be 1 to {MAX_CRF_ITERATIONS}, got {self.crf_iterations}")
 
     @property
     def active(self) -> bool:

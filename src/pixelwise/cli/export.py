@@ -6,10 +6,11 @@ import argparse
 
 from .arguments import real_number, whole_number
 
-# pixelwise.export.FORMATS, DEFAULT_TOLERANCE, OPSET_MIN and OPSET_MAX, repeated so that building
+# pixelwise.export.FORMATS, DEFAULT_TOLERANCE, MAX_TOLERANCE, OPSET_MIN and OPSET_MAX, repeated so that building
 # the parser imports no torch; a test checks they match.
 EXPORT_FORMATS = ("onnx", "torchscript")
 DEFAULT_TOLERANCE = 1e-3
+MAX_TOLERANCE = 1.0
 OPSET_MIN, OPSET_MAX = 11, 23
 
 
@@ -35,9 +36,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tolerance",
-        type=real_number(above=0),
+        type=real_number(above=0, maximum=MAX_TOLERANCE),
         default=DEFAULT_TOLERANCE,
-        help="largest allowed |exported - PyTorch| logit difference (default %(default)s)",
+        help=f"largest allowed |exported - PyTorch| logit difference, at most {MAX_TOLERANCE:g} (default %(default)s)",
     )
     return p
 

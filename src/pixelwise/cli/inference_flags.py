@@ -25,7 +25,8 @@ from .arguments import class_names, positive_int, real_number, run_folder, scale
 
 # Choices and defaults of pixelwise.predict.engine (TILE_MODES, BLENDS, InferenceConfig),
 # pixelwise.predict.backends (BACKENDS, PRECISIONS) and pixelwise.postprocess (CRF_BACKENDS,
-# PostprocessConfig), repeated so that building the parser imports no torch; a test checks they match.
+# PostprocessConfig, MAX_CRF_ITERATIONS) and their upper bounds (MAX_TILE_SIZE, MAX_TILE_BATCH,
+# MAX_MC_DROPOUT), repeated so that building the parser imports no torch; a test checks they match.
 TILE_MODES = ("auto", "always", "never")
 BLENDS = ("gaussian", "linear", "constant")
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -41,6 +42,7 @@ INFERENCE_DEFAULTS = dict(
     scales=(1.0,),
 )
 POSTPROCESS_DEFAULTS = dict(crf_iterations=5)
+MAX_TILE_SIZE, MAX_TILE_BATCH, MAX_MC_DROPOUT, MAX_CRF_ITERATIONS = 16384, 1024, 1000, 100
 # pixelwise.predict.predictor.INSTANCE_METHODS and the GroupingConfig defaults of pixelwise.instances.
 INSTANCE_METHODS = ("auto", "centres", "components", "off")
 GROUPING_DEFAULTS = dict(centre_threshold=0.1, min_area=16)
@@ -115,7 +117,14 @@ def _add_tiling_flags(t, actions: dict) -> None:
         default=d["tile"],
         help="auto: tile images above --tile-above pixels; always; never (default %(default)s)",
     )
-    _add(t, actions, "--tile-size", type=positive_int, default=d["tile_size"], help="tile side (default %(default)s)")
+    _add(
+        t,
+        actions,
+        "--tile-size",
+        type=whole_number(1, MAX_TILE_SIZE),
+        default=d["tile_size"],
+        help=f"tile side, 1 to {MAX_TILE_SIZE} (default %(default)s)",
+    )
     _add(
         t,
         actions,
@@ -129,9 +138,9 @@ def _add_tiling_flags(t, actions: dict) -> None:
         t,
         actions,
         "--tile-batch",
-        type=positive_int,
+        type=whole_number(1, MAX_TILE_BATCH),
         default=d["tile_batch"],
-        help="tiles per forward pass; bounds the memory (default %(default)s)",
+        help=f"tiles per forward pass, 1 to {MAX_TILE_BATCH}; bounds the memory (default %(default)s)",
     )
     _add(
         t,
@@ -160,10 +169,10 @@ def _add_tta_flags(a, actions: dict) -> None:
         a,
         actions,
         "--mc-dropout",
-        type=whole_number(0),
+        type=whole_number(0, MAX_MC_DROPOUT),
         default=0,
         metavar="N",
-        help="N stochastic passes with dropout on; adds a variance map (model needs dropout)",
+        help=f"N stochastic passes with dropout on, at most {MAX_MC_DROPOUT}; adds a variance map (model needs dropout)",
     )
 
 
@@ -176,9 +185,9 @@ def _add_postprocess_flags(q, actions: dict) -> None:
         q,
         actions,
         "--crf-iterations",
-        type=positive_int,
+        type=whole_number(1, MAX_CRF_ITERATIONS),
         default=POSTPROCESS_DEFAULTS["crf_iterations"],
-        help="default %(default)s",
+        help=f"mean-field updates, 1 to {MAX_CRF_ITERATIONS} (default %(default)s)",
     )
     _add(
         q,

@@ -7,9 +7,20 @@ import sys
 from textwrap import fill
 
 from ..errors import PixelwiseError
-from .arguments import positive_int, real_number, whole_number
+from .arguments import real_number, whole_number
 from .config_flags import add_old_spelling
 from .inference_flags import add_inference_flags, inference_options, object_options
+
+# The upper bounds of pixelwise.serve.app (LIMIT_MAXIMA, MAX_TIMEOUT_S) in the flags' units,
+# repeated so that building the parser imports no FastAPI; a test checks they match.
+MAX_MODEL_THREADS = 256
+MAX_UPLOAD_MB = 2000.0
+MAX_UPLOAD_PIXELS = 1 << 28
+MAX_PENDING = 4096
+MAX_QUEUED_MB = 64000.0
+MAX_CONNECTIONS = 16384
+MAX_OPEN_CONNECTIONS = 65535
+MAX_TIMEOUT_S = 3600.0
 
 MEMORY_NOTE = """\
 memory with the default limits (worst case):
@@ -69,9 +80,9 @@ def _add_server_flags(s) -> None:
     )
     threads = s.add_argument(
         "--model-threads",
-        type=positive_int,
+        type=whole_number(1, MAX_MODEL_THREADS),
         default=1,
-        help="threads running the model at once, sharing one loaded copy (default %(default)s)",
+        help=f"threads running the model at once, sharing one loaded copy, 1 to {MAX_MODEL_THREADS} (default %(default)s)",
     )
     add_old_spelling(s, "--workers", threads)
     s.add_argument(
@@ -83,13 +94,13 @@ def _add_server_flags(s) -> None:
     )
     s.add_argument(
         "--max-upload-mb",
-        type=real_number(above=0),
+        type=real_number(above=0, maximum=MAX_UPLOAD_MB),
         default=20.0,
         help="largest image file accepted (default %(default)s MB)",
     )
     pixels = s.add_argument(
         "--max-upload-pixels",
-        type=positive_int,
+        type=whole_number(1, MAX_UPLOAD_PIXELS),
         default=4096 * 4096,
         metavar="PIXELS",
         help="largest width x height accepted, checked before decoding (default %(default)s)",
@@ -101,40 +112,40 @@ def _add_server_flags(s) -> None:
 def _add_queue_flags(s) -> None:
     s.add_argument(
         "--max-pending",
-        type=positive_int,
+        type=whole_number(1, MAX_PENDING),
         default=16,
         help="predictions in flight (running or waiting for the model) before new ones get 503 (default %(default)s)",
     )
     s.add_argument(
         "--max-queued-mb",
-        type=real_number(above=0),
+        type=real_number(above=0, maximum=MAX_QUEUED_MB),
         default=200.0,
         help="MB of uploaded files held by predictions in flight before new ones get 503 (default %(default)s)",
     )
     s.add_argument(
         "--max-connections",
-        type=positive_int,
+        type=whole_number(1, MAX_CONNECTIONS),
         default=64,
         help="requests in progress (being received, waiting or answered; /health not counted) "
         "before new ones get 503 (default %(default)s)",
     )
     s.add_argument(
         "--header-timeout",
-        type=real_number(above=0),
+        type=real_number(above=0, maximum=MAX_TIMEOUT_S),
         default=10.0,
         metavar="SECONDS",
         help="time a client has to send a request's headers (default %(default)s)",
     )
     s.add_argument(
         "--body-timeout",
-        type=real_number(above=0),
+        type=real_number(above=0, maximum=MAX_TIMEOUT_S),
         default=60.0,
         metavar="SECONDS",
         help="time a request's body has to arrive after its headers (default %(default)s)",
     )
     s.add_argument(
         "--max-open-connections",
-        type=positive_int,
+        type=whole_number(1, MAX_OPEN_CONNECTIONS),
         default=1024,
         help="open sockets at most; past that the one waiting longest for a request is closed (default %(default)s)",
     )

@@ -62,6 +62,13 @@ class Member(Protocol):
     def logits(self, x01: torch.Tensor, stochastic: bool = False) -> torch.Tensor: ...
 
 
+# Largest values the inference options accept: far above any use seen, low enough that a typo
+# (an extra zero or two) is refused instead of running for hours or asking for all the memory.
+MAX_TILE_SIZE = 16384
+MAX_TILE_BATCH = 1024
+MAX_MC_DROPOUT = 1000
+
+
 @dataclass
 class InferenceConfig:
     """How to turn an image into probabilities. The defaults are plain whole-image inference.
@@ -96,18 +103,18 @@ class InferenceConfig:
             raise PixelwiseError(f"tile must be one of {', '.join(TILE_MODES)}, got {self.tile!r}")
         if self.blend not in BLENDS:
             raise PixelwiseError(f"unknown blending window {self.blend!r}; choose one of {', '.join(BLENDS)}")
-        if self.tile_size < 1:
-            raise PixelwiseError(f"tile size must be at least 1 pixel, got {self.tile_size}")
+        if not 1 <= self.tile_size <= MAX_TILE_SIZE:
+            raise PixelwiseError(f"tile size must be 1 to {MAX_TILE_SIZE} pixels, got {self.tile_size}")
         if not 0.0 <= self.tile_overlap < 1.0:
             raise PixelwiseError(f"tile overlap must be in [0, 1), got {self.tile_overlap}")
-        if self.tile_batch < 1:
-            raise PixelwiseError(f"tile batch must be at least 1, got {self.tile_batch}")
+        if not 1 <= self.tile_batch <= MAX_TILE_BATCH:
+            raise PixelwiseError(f"tile batch must be 1 to {MAX_TILE_BATCH}, got {self.tile_batch}")
         if self.tile_above < 1:
             raise PixelwiseError(f"tile_above must be at least 1 pixel, got {self.tile_above}")
         if not self.scales or any(not (0.05 <= s <= 8.0) for s in self.scales):
             raise PixelwiseError(f"scales must be between 0.05 and 8, got {self.scales}")
-        if self.mc_dropout < 0:
-            raise PixelwiseError(f"mc_dropout must be >= 0 passes, got {self.mc_dropout}")
+        if not 0 <= self.mc_dropout <= MAX_MC_DROPOUT:
+            raise PixelwiseError(f"mc_dropout must be 0 to {MAX_MC_DROPOUT} passes, got {self.mc_dropout}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -59,6 +59,20 @@ PAGE_SECURITY_HEADERS = {
 }
 
 
+# Upper bounds of ServeConfig's limits: each far above what one machine serves, low enough that a
+# typo (an extra zero or three) is refused instead of leaving memory or time per request unbounded.
+LIMIT_MAXIMA = {
+    "model_threads": 256,
+    "max_upload_bytes": 2_000_000_000,
+    "max_upload_pixels": 1 << 28,  # 16384 x 16384
+    "max_pending": 4096,
+    "max_queued_bytes": 64_000_000_000,
+    "max_connections": 16384,
+    "max_open_connections": 65535,
+}
+MAX_TIMEOUT_S = 3600.0
+
+
 @dataclass
 class ServeConfig:
     """How the server runs. Every limit applies to each request.
@@ -104,23 +118,17 @@ class ServeConfig:
     access_log: bool = False
 
     def __post_init__(self) -> None:
-        for name in (
-            "model_threads",
-            "max_upload_bytes",
-            "max_upload_pixels",
-            "max_pending",
-            "max_queued_bytes",
-            "max_connections",
-            "max_open_connections",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ServeConfig.{name} must be at least 1, got {getattr(self, name)}")
+        for name, most in LIMIT_MAXIMA.items():
+            if not 1 <= getattr(self, name) <= most:
+                raise ValueError(f"ServeConfig.{name} must be 1 to {most}, got {getattr(self, name)}")
         if not 1 <= self.port + 1 <= 65536:
             raise ValueError(f"ServeConfig.port must be 0..65535, got {self.port}")
         for name in ("header_timeout", "body_timeout"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"ServeConfig.{name} must be a positive number of seconds, got {value}")
+            if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+                raise ValueError(
+                    f"ServeConfig.{name} must be above 0 and at most {MAX_TIMEOUT_S:g} seconds, got {value}"
+                )
         if self.token is not None and not self.token.strip():
             raise ValueError("ServeConfig.token must not be empty")
 
