@@ -250,6 +250,22 @@ def test_training_for_objects_on_data_without_ids_is_a_one_line_error(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+def test_a_damaged_instances_folder_does_not_stop_a_semantic_run(tmp_path, capsys):
+    from pixelwise import train
+
+    data = make_instance_folder(tmp_path / "data", n=4)
+    broken = sorted((data / "instances").iterdir())[0]
+    broken.write_bytes(b"not a png")
+    quick = {**TRAIN_QUICK, **TINY_MODEL}
+    result = train(data=str(data), out=str(tmp_path / "semantic"), task="semantic", **quick)
+    meta = json.loads((result.run_dir / "model.json").read_text())
+    assert meta["model"]["task"] == "semantic"
+    assert "object ids: 4 samples have them; not read" in (result.run_dir / "train.log").read_text()
+    with pytest.raises(PixelwiseError, match="object id map cannot be read") as e:
+        train(data=str(data), out=str(tmp_path / "instance"), task="instance", **quick)
+    assert broken.name in str(e.value)
+
+
 @pytest.mark.parametrize(
     "has_instances, things, words",
     [(False, (1,), "DATA has no object ids"), (True, (), "has no thing class"), (True, (1,), None)],

@@ -197,6 +197,17 @@ def test_an_unreadable_id_map_is_named(tmp_path):
         open_dataset(root)
 
 
+def test_object_ids_are_not_read_when_the_run_uses_the_classes_only(tmp_path):
+    root, _ = write_instance_folder(tmp_path / "d")
+    (root / "instances" / "s2.png").write_bytes(b"not a png")
+    (root / "instances" / "s1.png").unlink()
+    ds = open_dataset(root, objects=False)
+    assert not ds.has_instances and all(s.instances is None for ss in ds.splits.values() for s in ss)
+    assert any(n.startswith("object ids: 3 samples have them; not read") for n in ds.notes), ds.notes
+    with pytest.raises(PixelwiseError, match="cannot be read"):
+        open_dataset(root)
+
+
 def test_an_id_map_of_another_size_is_an_error_unless_masks_are_resized(tmp_path):
     root, expected = write_instance_folder(tmp_path / "d")
     Image.fromarray(np.zeros((16, 16), np.uint16)).save(root / "instances" / "s3.png")

@@ -153,6 +153,7 @@ def scan_dataset(
     workers: int | None = None,
     progress: bool = False,
     for_training: bool | None = None,
+    objects: bool = True,
 ) -> ScannedData:
     """Read a data set of any format and check every sample of ``validate_splits``.
 
@@ -161,6 +162,8 @@ def scan_dataset(
     image or mask decoded; ``workers``: reader threads (default from the CPU count).
     ``for_training``: also check what training needs (a train split whose masks show more than
     one class); None = when the data set's own classes are used and train is checked.
+    ``objects`` False: object ids are not read (a semantic run does not use them, so a damaged
+    instances/ folder does not stop it); a note says how many samples had them.
     """
     _check_options(encoding, resize_masks, max_pixels)
     src, line = load_source(root, format)
@@ -174,6 +177,8 @@ def scan_dataset(
     effective = _classes_to_use(src, classes, root)
     spec = _decode_spec(src, effective, encoding, resize_masks, max_pixels)
     sp = _split(root, src, val_fraction, test_fraction, seed)
+    if not objects:
+        notes += _drop_object_ids(sp)
     to_check = _samples_of(sp.splits, validate_splits)
     rule = _things_rule(src, classes)
     result = check_samples(to_check, effective, spec, workers=workers, progress=progress, things=rule)
@@ -183,6 +188,15 @@ def scan_dataset(
         problems += training_problems(root, sp.splits, sp.files, result.report.values, result.classes)
     problems += spread_warnings(sp.splits, validate_splits, result.report.values, result.classes)
     return ScannedData(src, sp.splits, result, problems, notes + sp.notes + src.notes + result.notes)
+
+
+def _drop_object_ids(sp: _Splits) -> list[str]:
+    """Forget the object ids of every sample of ``sp`` (in place); a note when some had them."""
+    had = sum(s.instances is not None for ss in sp.splits.values() for s in ss)
+    if not had:
+        return []
+    sp.splits = {n: [replace(s, instances=None) for s in ss] for n, ss in sp.splits.items()}
+    return [f"object ids: {had} samples have them; not read, since this run uses the classes only"]
 
 
 def _leave_out_bad(
@@ -234,6 +248,7 @@ def open_dataset(
     workers: int | None = None,
     progress: bool = False,
     for_training: bool | None = None,
+    objects: bool = True,
 ) -> FolderDataset:
     """Read, split and validate a data set of any format for training or evaluation.
 
@@ -243,7 +258,7 @@ def open_dataset(
     ``for_training``: also refuse a train split whose masks show one class only (see
     :func:`scan_dataset`). The returned samples carry the resolved decode spec, so
     :func:`pixelwise.data.read_sample` decodes them as validation did. ``max_pixels``: largest
-    image or mask decoded; ``workers``: reader threads.
+    image or mask decoded; ``workers``: reader threads; ``objects`` False: object ids are not read.
     """
     scanned = scan_dataset(
         root,
@@ -260,6 +275,7 @@ def open_dataset(
         workers=workers,
         progress=progress,
         for_training=for_training,
+        objects=objects,
     )
     splits, skipped = _leave_out_bad(root, scanned, skip_bad, format)
     _require_samples(root, splits, validate_splits, skipped)

@@ -298,6 +298,7 @@ class Trainer:
             resize_masks=c.resize_masks,
             skip_bad=c.skip_bad,
             max_pixels=c.max_image_pixels,
+            objects=c.task != "semantic",
         )
         check_task_data(c, self.data)
         if c.budget > 0 and self.kind == rundir.NEW:
