@@ -254,11 +254,9 @@ def open_dataset(
 
     Every error stops it, all listed at once with the files they concern (one line when there is
     one), unless ``skip_bad``: then the samples with problems are left out and listed in
-    ``FolderDataset.skipped`` (problems of the data set as a whole still stop it).
-    ``for_training``: also refuse a train split whose masks show one class only (see
-    :func:`scan_dataset`). The returned samples carry the resolved decode spec, so
-    :func:`pixelwise.data.read_sample` decodes them as validation did. ``max_pixels``: largest
-    image or mask decoded; ``workers``: reader threads; ``objects`` False: object ids are not read.
+    ``FolderDataset.skipped`` (problems of the data set as a whole still stop it). The other
+    options are those of :func:`scan_dataset`. The returned samples carry the resolved decode
+    spec, so :func:`pixelwise.data.read_sample` decodes them as validation did.
     """
     scanned = scan_dataset(
         root,
