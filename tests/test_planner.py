@@ -14,6 +14,8 @@ from pixelwise.training.planner import (
     CONTEXT_MIN_VIEWS,
     MIN_STEPS,
     MIN_VIEWS,
+    SPAN_FACTOR,
+    SUB_FLOOR_SCALE,
     THIN_FLOOR,
     Fingerprint,
     Limits,
@@ -336,10 +338,15 @@ def plan_on(fp, budget=1200, limits=None):
 DEMO_WIDTHS = [173.8, 54.4, 46.3, 33.2, 17.7]
 
 
-def test_demo_like_images_train_at_native_size():
-    plan = plan_on(widths_fp(160, [(256, 256)] * 160, DEMO_WIDTHS))
-    assert plan.choices["max_side"] == 0 and plan.estimates["working_hw"] == [256, 256]
-    assert "already spans" in plan.reasons["max_side"]
+def test_demo_like_images_train_whole():
+    fp = widths_fp(160, [(256, 256)] * 160, DEMO_WIDTHS)
+    plan = plan_on(fp)
+    side, crop = plan.choices["max_side"], plan.choices["crop_size"]
+    assert max(plan.estimates["working_hw"]) <= crop  # a whole scene in every crop
+    assert side == 0 or side == crop
+    # With time for 256 px crops, the images stay at native size, each one crop.
+    native = make_plan(fp, 1200, 20, cpu_table([256]), EVALS)
+    assert native.choices["max_side"] == 0 and "already fits a 256 px crop" in native.reasons["max_side"]
 
 
 def test_the_same_scenes_five_times_larger_train_on_whole_downscaled_images():
@@ -347,7 +354,7 @@ def test_the_same_scenes_five_times_larger_train_on_whole_downscaled_images():
     plan = plan_on(fp)
     side, crop = plan.choices["max_side"], plan.choices["crop_size"]
     assert 128 <= side <= 320 and max(plan.estimates["working_hw"]) <= crop  # a whole image fits one crop
-    assert "whole image fits one crop" in plan.reasons["max_side"]
+    assert f"whole image fits one {crop} px crop" in plan.reasons["max_side"]
     # Validation is timed at the working size: the native estimate scaled by the pixels.
     h, w = plan.estimates["working_hw"]
     per_image = plan.estimates["validation_seconds"] / fp.val_images
@@ -374,18 +381,37 @@ CAMVID_WIDTHS = [82.1, 67.5, 3.2, 179.1, 24.6, 37.3, 9.0, 18.0, 32.7, 7.0, 8.2]
 
 
 @pytest.mark.parametrize("budget", [300, 1200, 7200])
-def test_camvid_like_streets_with_a_thin_class_stay_near_native_size(budget):
+def test_camvid_like_streets_shrink_as_far_as_their_pedestrians_allow(budget):
     fp = widths_fp(367, [(360, 480)] * 367, CAMVID_WIDTHS, val=101)
+    fp.class_names = "sky building pole road pavement tree sign fence car pedestrian bicyclist".split()
     plan = plan_on(fp, budget)
-    side = plan.choices["max_side"]
-    assert side == 0 or side >= 0.75 * 480
-    if plan.choices["crop_size"] < 179.1:  # the crop cannot span the road: the thin pole keeps it native
-        assert f"below {THIN_FLOOR:g} px" in plan.reasons["max_side"]
+    side, crop = plan.choices["max_side"], plan.choices["crop_size"]
+    # The thinnest class at or above the floor (pedestrians, 7 px) keeps THIN_FLOOR px: 480 * 4 / 7 = 274 -> 288.
+    assert side == max(288, crop) and 7.0 * side / 480 >= THIN_FLOOR
+    # Poles are under the floor at native size already: they do not hold native size, but keep half their width.
+    assert 3.2 * side / 480 >= SUB_FLOOR_SCALE * 3.2
+    if side == 288:
+        assert "'pedestrian' structures (7.0 px) would fall under 4 px" in plan.reasons["max_side"]
+        assert "the thinnest class, 'pole', keeps 1.9 px" in plan.reasons["max_side"]
 
 
-def test_membrane_slices_with_thin_structures_stay_native():
-    plan = plan_on(widths_fp(30, [(512, 512)] * 30, [8.6, 47.1], val=6))
-    assert plan.choices["max_side"] == 0
+def test_a_class_under_the_floor_at_native_size_keeps_half_its_width():
+    fp = widths_fp(100, [(512, 512)] * 100, [120.0, 3.0])
+    side = plan_on(fp).choices["max_side"]
+    assert side == 256 and "keep at least 0.5 of their width" in plan_on(fp).reasons["max_side"]
+    # Without it, the wide class alone would let the images shrink to the crop.
+    assert plan_on(widths_fp(100, [(512, 512)] * 100, [120.0, 30.0])).choices["max_side"] < 256
+
+
+def test_membrane_slices_stay_native_while_a_crop_spans_twice_the_cells():
+    fp = widths_fp(30, [(512, 512)] * 30, [47.1, 8.6], val=6)
+    plan = plan_on(fp)
+    assert plan.choices["crop_size"] >= SPAN_FACTOR * 47.1
+    assert plan.choices["max_side"] == 0 and "spans 2 x the widest" in plan.reasons["max_side"]
+    # Cells three times as wide: a crop no longer spans two of them, so the slices shrink, as far as
+    # the membranes allow (512 * 4 / 8.6 = 238 -> 256 px).
+    wider = plan_on(widths_fp(30, [(512, 512)] * 30, [3 * 47.1, 8.6], val=6))
+    assert wider.choices["crop_size"] < SPAN_FACTOR * 3 * 47.1 and wider.choices["max_side"] == 256
 
 
 def test_a_given_max_side_wins_and_sets_the_crops():
@@ -434,15 +460,15 @@ def test_measuring_only_what_can_change_the_plan_holds_under_a_latency_ceiling(c
 
 def test_a_latency_ceiling_can_be_met_by_a_smaller_working_resolution():
     fp = widths_fp(367, [(360, 480)] * 367, CAMVID_WIDTHS, val=101)
-    lat = {latency_key(c.name, 0): 60.0 * 1.5**i for i, c in enumerate(CANDIDATES)}
-    lat[latency_key(CANDIDATES[0].name, 352)] = 35.0
-    lat[latency_key(CANDIDATES[0].name, 224)] = 20.0
+    lat = {latency_key(c.name, s): 60.0 * 1.5**i for i, c in enumerate(CANDIDATES) for s in (0, 288)}
+    lat[latency_key(CANDIDATES[0].name, 256)] = 35.0
+    lat[latency_key(CANDIDATES[0].name, 160)] = 20.0
     plan = plan_on(fp, 1200, Limits(max_latency_ms=40, latency_ms=lat))
-    assert plan.choices["max_side"] == 352 and plan.estimates["latency_ms"] == 35.0
+    assert plan.choices["max_side"] == 256 and plan.estimates["latency_ms"] == 35.0
     assert (
-        "within --max-latency" in plan.reasons["max_side"] and "thinnest class keeps 2.3 px" in plan.reasons["max_side"]
+        "within --max-latency" in plan.reasons["max_side"] and "thinnest class keeps 1.7 px" in plan.reasons["max_side"]
     )
-    assert plan.estimates["working_hw"] == [264, 352]
+    assert plan.estimates["working_hw"] == [192, 256]
     # A working image smaller than the crop the throughput allows: the crop shrinks to hold it whole.
     lat[latency_key(CANDIDATES[0].name, 96)] = 8.0
     tiny = plan_on(fp, 1200, Limits(max_latency_ms=10, latency_ms=lat))
