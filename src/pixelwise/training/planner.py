@@ -358,7 +358,7 @@ def working_side(fp: Fingerprint, crop: int) -> tuple[int, str]:
         why = f"longer side {side} px: images are shrunk towards a {crop} px crop, but " + _side_limit(
             fp, kept, below, floor_side, below_side
         )
-    return side, why + _thinnest_at(fp, side)
+    return side, why + _thinnest_at(fp, min(widths), side)
 
 
 def _side_limit(fp: Fingerprint, kept, below, floor_side: int, below_side: int) -> str:
@@ -377,8 +377,8 @@ def _name(fp: Fingerprint, k: int) -> str:
     return f"'{fp.class_names[k]}'" if k < len(fp.class_names) else f"class {k}"
 
 
-def _thinnest_at(fp: Fingerprint, side: int) -> str:
-    w, k = min((w, k) for k, w in enumerate(fp.class_width) if w)
+def _thinnest_at(fp: Fingerprint, thinnest: tuple[float, int], side: int) -> str:
+    w, k = thinnest
     return f" (the thinnest class, {_name(fp, k)}, keeps {w * side / fp.long_side_median:.1f} px of {w:.1f})"
 
 
