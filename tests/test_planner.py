@@ -180,6 +180,28 @@ def test_budget_run_end_to_end(tmp_path):
     assert len(again.history) == len(history)
 
 
+def test_a_semantic_plan_measures_and_chooses_segformer_and_an_object_plan_u_nets(tmp_path):
+    import time
+
+    import torch
+
+    from conftest import make_simple_dataset
+    from pixelwise.data import open_dataset
+    from pixelwise.training.config import TrainConfig
+    from pixelwise.training.planner import OBJECT_CANDIDATES, candidates_for, plan_for_budget
+
+    data = open_dataset(str(make_simple_dataset(tmp_path / "data", n=12, size=(48, 48))))
+    config = TrainConfig(data=str(tmp_path / "data"), budget=60, device="cpu", pretrained="none")
+    plan, planned = plan_for_budget(config, data, torch.device("cpu"), time.perf_counter())
+    assert (planned.arch, planned.encoder, planned.model_kwargs) == ("segformer", "mit_b0", {})
+    assert {m["candidate"] for m in plan.measurements} == {"segformer-mit_b0"}
+    assert plan.estimates["latency_ms"] > 0 and set(plan.latencies) == {"segformer-mit_b0@0"}
+    assert candidates_for("semantic") == CANDIDATES
+    assert [c.encoder for c in CANDIDATES] == ["mit_b0", "mit_b1", "mit_b2"]
+    assert candidates_for("instance") == candidates_for("panoptic") == OBJECT_CANDIDATES
+    assert {c.arch for c in OBJECT_CANDIDATES} == {"unet"}
+
+
 def test_short_of_steps_the_largest_crop_with_enough_epochs_wins():
     # 367 training images, 20 minutes: no option reaches MIN_STEPS, several reach CONTEXT_MIN_VIEWS.
     fp = fingerprint(n=367, val=101)
@@ -432,7 +454,8 @@ def latencies(fastest=30.0, side=0):
 def test_a_latency_ceiling_drops_the_slower_candidates():
     fp = fingerprint(n=367, val=101)
     free = make_plan(fp, 86400, 10, measurements(), EVALS, limits=Limits(latency_ms=latencies()))
-    assert free.choices["encoder"] == CANDIDATES[-1].encoder and free.estimates["latency_ms"] == 101.2
+    slowest = 30.0 * 1.5 ** (len(CANDIDATES) - 1)
+    assert free.choices["encoder"] == CANDIDATES[-1].encoder and free.estimates["latency_ms"] == slowest
     capped = make_plan(fp, 86400, 10, measurements(), EVALS, limits=Limits(max_latency_ms=50, latency_ms=latencies()))
     assert capped.choices["encoder"] == CANDIDATES[1].encoder and capped.estimates["latency_ms"] == 45.0
     assert capped.latencies == latencies()
@@ -442,7 +465,7 @@ def test_a_latency_ceiling_drops_the_slower_candidates():
 
 def test_no_candidate_fast_enough_is_one_line_naming_the_fastest():
     fp = fingerprint(n=367, val=101)
-    with pytest.raises(PixelwiseError, match="fastest measured: unet-resnet10t-light at native size, 30 ms") as e:
+    with pytest.raises(PixelwiseError, match="fastest measured: segformer-mit_b0 at native size, 30 ms") as e:
         make_plan(fp, 1200, 10, measurements(), EVALS, limits=Limits(max_latency_ms=10, latency_ms=latencies()))
     assert "\n" not in str(e.value) and "--max-latency" in str(e.value)
 
@@ -481,20 +504,50 @@ def test_a_latency_ceiling_can_be_met_by_a_smaller_working_resolution():
         )
 
 
-def test_measuring_latency_tries_the_side_that_should_meet_the_ceiling(monkeypatch):
+def test_measuring_latency_tries_the_side_that_should_meet_the_ceiling():
     from pixelwise.training import planner
 
-    def fake(model, hw, side, device, num_classes, task):  # 60 ms at 480x360, proportional to the pixels
-        h, w = hw if not side else (round(hw[0] * side / max(hw)), side)
+    def time_at(side):  # 60 ms at 480x360, proportional to the pixels
+        h, w = (360, 480) if not side else (round(360 * side / 480), side)
         return 60.0 * h * w / (360 * 480)
 
-    monkeypatch.setattr(planner, "_latency_ms", fake)
     limits = Limits(max_latency_ms=40)
-    planner._time_latencies(None, "m", (360, 480), 0, limits, "cpu", 3, "semantic")
+    planner._time_latencies(time_at, "m", (360, 480), 0, limits)
     assert set(limits.latency_ms) == {"m@0", "m@352"} and limits.latency_ms["m@352"] <= 40
     fast = Limits(max_latency_ms=100)
-    planner._time_latencies(None, "m", (360, 480), 0, fast, "cpu", 3, "semantic")
+    planner._time_latencies(time_at, "m", (360, 480), 0, fast)
     assert set(fast.latency_ms) == {"m@0"}  # met at the working resolution: nothing more measured
+
+
+def test_latency_is_measured_through_the_engine_predict_picks_and_leaves_the_model_as_it_was(monkeypatch):
+    import torch
+
+    from pixelwise.models import ModelConfig, build_model
+    from pixelwise.predict import backends
+    from pixelwise.training.planner import LatencyProbe
+
+    model = build_model(ModelConfig("unet", "resnet18", 3, kwargs={"decoder_channels": [16, 8, 8, 8, 8]}), None)
+    model = model.to(memory_format=torch.channels_last).train()
+    ran = []
+    real = backends.OnnxMember.logits
+    monkeypatch.setattr(backends.OnnxMember, "logits", lambda self, x, **kw: ran.append(self.max_side) or real(self, x))
+    probe = LatencyProbe(model, (60, 80), torch.device("cpu"), 3, "semantic", channels_last=True)
+    assert probe(0) > 0 and probe(32) > 0
+    # ONNX Runtime on the CPU, as `pixelwise predict` runs a model there; one export for every side.
+    assert probe.engine == "onnxruntime" and ran == [0] * 4 + [32] * 4
+    graph = probe.graph
+    probe(48)
+    assert probe.graph is graph
+    # The model trains on afterwards as it was: training mode, channels-last weights.
+    assert model.training and model.net.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+    # A model that cannot be exported is timed through PyTorch, as predict falls back.
+    def refuse(*a, **k):
+        raise PixelwiseError("cannot export")
+
+    monkeypatch.setattr(backends, "graph_bytes", refuse)
+    torch_probe = LatencyProbe(model, (60, 80), torch.device("cpu"), 3, "semantic")
+    assert torch_probe(0) > 0 and torch_probe.engine == "torch" and model.training
 
 
 def test_views_count_only_the_part_of_a_wide_image_a_crop_covers():

@@ -213,7 +213,13 @@ def exportable(model: nn.Module, bundle: Bundle) -> ExportableModel:
 
 def onnx_bytes(model: nn.Module, bundle: Bundle, opset: int = 17) -> bytes:
     """The model as an in-memory ONNX graph with dynamic batch, height and width."""
-    wrapped = exportable(model, bundle)
+    cfg = bundle.model
+    return graph_bytes(exportable(model, bundle), f"{cfg.arch}/{cfg.encoder}", opset)
+
+
+def graph_bytes(wrapped: ExportableModel, name: str, opset: int = 17) -> bytes:
+    """``wrapped`` as an in-memory ONNX graph with dynamic batch, height and width; ``name`` (arch/encoder)
+    goes into the one-line error when it cannot be exported."""
     buf = io.BytesIO()
     sample = torch.rand(1, 3, 67, 93)
     with warnings.catch_warnings(), torch.no_grad(), _quiet_stderr():
@@ -233,9 +239,8 @@ def onnx_bytes(model: nn.Module, bundle: Bundle, opset: int = 17) -> bytes:
                 },
             )
         except Exception as e:
-            cfg = bundle.model
             raise PixelwiseError(
-                f"cannot export {cfg.arch}/{cfg.encoder} to ONNX ({short_message(e, 150, with_type=True)}); "
+                f"cannot export {name} to ONNX ({short_message(e, 150, with_type=True)}); "
                 "use --backend torch or --format torchscript"
             ) from None
     return buf.getvalue()

@@ -205,12 +205,32 @@ class Candidate:
     batch_size: int = 8
 
 
+# Semantic runs: SegFormer (the all-MLP head on the Mix Transformer encoders), lightest first. In equal
+# time it beat the lightest U-Net below where both were measured: CamVid, 20 minutes on a 2-core CPU,
+# three seeds, SegFormer-B0 at 912 steps against U-Net/resnet10t-light at 1213 (same crop and working
+# size, BENCHMARKS.md), and tied on ISBI membranes in 5 minutes, whose thin structures a head that
+# predicts at a quarter of the resolution could have lost. The heavier encoders come after it on the
+# same prior as before: more capacity once the steps suffice (not measured).
 CANDIDATES: list[Candidate] = [
+    Candidate("segformer-mit_b0", "segformer", "mit_b0"),
+    Candidate("segformer-mit_b1", "segformer", "mit_b1"),
+    Candidate("segformer-mit_b2", "segformer", "mit_b2"),
+]
+# Instance and panoptic runs (class logits plus a centre heatmap and offsets at full resolution):
+# U-Nets, as before; SegFormer was not measured on objects.
+OBJECT_CANDIDATES: list[Candidate] = [
     Candidate("unet-resnet10t-light", "unet", "tu-resnet10t", {"decoder_channels": [128, 64, 32, 16, 8]}),
     Candidate("unet-resnet18-light", "unet", "resnet18", {"decoder_channels": [128, 64, 32, 16, 8]}),
     Candidate("unet-resnet18", "unet", "resnet18"),
     Candidate("unet-resnet34", "unet", "resnet34"),
 ]
+
+
+def candidates_for(task: str) -> list[Candidate]:
+    """The models the planner may choose for ``task``, lightest first."""
+    return CANDIDATES if task == "semantic" else OBJECT_CANDIDATES
+
+
 CROP_SIZES = (128, 192, 256, 320, 384, 512)
 
 # How much training the plan asks for is counted in two units that follow from the data and the
@@ -832,10 +852,11 @@ def measure(
             continue
         step = _candidate_step(cand, num_classes, criterion, config, device)
         evals[cand.name] = _time_validation(step, median_hw, side_of(max(crops)), device, gen)
+        probe = LatencyProbe(step.model, median_hw, device, num_classes, config.task, step.channels_last)
         for crop in crops:
             if not time_left() or not wanted(cand, crop, out, evals):
                 continue
-            _time_latencies(step.model, cand.name, median_hw, side_of(crop), limits, device, num_classes, config.task)
+            _time_latencies(probe, cand.name, median_hw, side_of(crop), limits)
             out.append(_measure_crop(step, cand, crop, config.task, num_classes, device, gen, seconds_per_config))
         del step
     return out, evals
@@ -910,44 +931,82 @@ def _time_validation(step, hw: tuple[int, int], side: int, device, gen) -> float
     return 2.0 * min(ts[1:]) * (hw[0] * hw[1]) / max(1, wh[0] * wh[1])
 
 
-def _time_latencies(model, name: str, hw, side: int, limits: Limits, device, num_classes: int, task: str) -> None:
-    """Time ``name`` at working resolution ``side`` into ``limits.latency_ms``, unless timed already; when
-    that misses ``limits.max_latency_ms``, also at the smaller side that should meet it (latency taken
-    as proportional to the pixels, less 10%, rounded down to a multiple of 32)."""
+def _time_latencies(time_at: Callable[[int], float], name: str, hw, side: int, limits: Limits) -> None:
+    """Time ``name`` at working resolution ``side`` (``time_at(side)``: ms per image of (H, W) = ``hw``) into
+    ``limits.latency_ms``, unless timed already; when that misses ``limits.max_latency_ms``, also at the
+    smaller side that should meet it (latency taken as proportional to the pixels, less 10%, rounded
+    down to a multiple of 32)."""
     key = latency_key(name, side)
     if key in limits.latency_ms:
         return
-    ms = limits.latency_ms[key] = _latency_ms(model, hw, side, device, num_classes, task)
+    ms = limits.latency_ms[key] = time_at(side)
     if not limits.max_latency_ms or ms <= limits.max_latency_ms or limits.max_side is not None:
         return
     smaller = int(0.9 * (side or max(hw)) * math.sqrt(limits.max_latency_ms / ms)) // 32 * 32
     if smaller >= 32 and latency_key(name, smaller) not in limits.latency_ms:
-        limits.latency_ms[latency_key(name, smaller)] = _latency_ms(model, hw, smaller, device, num_classes, task)
+        limits.latency_ms[latency_key(name, smaller)] = time_at(smaller)
 
 
-def _latency_ms(model, hw: tuple[int, int], side: int, device, num_classes: int, task: str) -> float:
-    """Milliseconds to predict one (H, W) = ``hw`` image at working resolution ``side`` through the engine
-    ``pixelwise predict`` uses (the PyTorch member, float32: predict's default precision on every
-    device); one warm-up run, then the fastest of three."""
-    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from ..instances import EXTRA_CHANNELS
-    from ..predict.backends import TorchMember
-    from ..predict.engine import predict_labels
+class LatencyProbe:
+    """Milliseconds to predict one (H, W) = ``hw`` image at a working resolution through the engine
+    ``pixelwise predict`` picks on ``device`` (``--backend auto``, float32): ONNX Runtime on the CPU,
+    from the model exported in memory as predict exports a run that has no model.onnx (PyTorch when
+    that export fails, as predict falls back), PyTorch on a GPU. The export is made once, on the
+    first call. Each call: one warm-up run, then the fastest of three.
 
-    image = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
-    kwargs = dict(bf16=False, extra_channels=0 if task == "semantic" else EXTRA_CHANNELS, max_side=side)
-    member = TorchMember(model, IMAGENET_MEAN, IMAGENET_STD, device, num_classes, **kwargs)
-    was_training = model.training
-    model.eval()
-    times = []
-    try:
-        for _ in range(4):
-            t = time.perf_counter()
-            predict_labels([image], [member], device=device)
-            times.append(time.perf_counter() - t)
-    finally:
-        model.train(was_training)
-    return 1000.0 * min(times[1:])
+    ``channels_last``: the memory layout the model trains in; it is restored after the export,
+    which needs the contiguous one, and so is the model's training mode after each call.
+    """
+
+    def __init__(self, model, hw: tuple[int, int], device, num_classes: int, task: str, channels_last: bool = False):
+        from ..instances import EXTRA_CHANNELS
+
+        self.model, self.hw, self.device, self.num_classes = model, hw, device, num_classes
+        self.extra = 0 if task == "semantic" else EXTRA_CHANNELS
+        self.channels_last = channels_last
+        self.graph: bytes | None = None
+        self.session = None
+        self.engine = "onnxruntime" if device.type == "cpu" else "torch"
+
+    def __call__(self, side: int) -> float:
+        from ..predict.engine import predict_labels
+
+        image = np.random.default_rng(0).integers(0, 256, (*self.hw, 3), dtype=np.uint8)
+        was_training = self.model.training
+        times = []
+        try:
+            member = self._member(side)
+            for _ in range(4):
+                t = time.perf_counter()
+                predict_labels([image], [member], device=self.device)
+                times.append(time.perf_counter() - t)
+        finally:
+            self.model.train(was_training)
+        return 1000.0 * min(times[1:])
+
+    def _member(self, side: int):
+        """The inference member at working resolution ``side``, the model in evaluation mode."""
+        import torch
+
+        from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+        from ..predict.backends import ExportableModel, OnnxMember, TorchMember, graph_bytes, onnx_session
+
+        self.model.eval()
+        if self.engine == "onnxruntime" and self.session is None:
+            layout = torch.channels_last if self.channels_last else torch.contiguous_format
+            try:
+                plain = self.model.to(memory_format=torch.contiguous_format)
+                self.graph = graph_bytes(ExportableModel(plain, IMAGENET_MEAN, IMAGENET_STD).eval(), "the candidate")
+                self.session = onnx_session(self.graph, self.device)
+            except PixelwiseError:
+                self.engine = "torch"
+            finally:
+                self.model.to(memory_format=layout).eval()
+        if self.engine == "onnxruntime":
+            kw = dict(source=self.graph, extra_channels=self.extra, max_side=side)
+            return OnnxMember(self.session, self.num_classes, **kw)
+        kw = dict(bf16=False, extra_channels=self.extra, max_side=side)
+        return TorchMember(self.model, IMAGENET_MEAN, IMAGENET_STD, self.device, self.num_classes, **kw)
 
 
 def _images_per_s(step, x, y, device, seconds_per_config: float) -> float:
@@ -980,7 +1039,8 @@ def plan_for_budget(config: TrainConfig, data, device, run_clock: float) -> tupl
     import torch
 
     fp = Fingerprint.from_data(data)
-    candidates, crops = CANDIDATES, usable_crops(fp, config.max_side if "max_side" in config.keep else 0)
+    candidates = candidates_for(config.task)
+    crops = usable_crops(fp, config.max_side if "max_side" in config.keep else 0)
     if "crop_size" in config.keep:
         crops = [config.crop_size]
     if config.budget < 300:  # short budgets: no time to measure big models
