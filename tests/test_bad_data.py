@@ -210,3 +210,25 @@ def test_an_annotation_claiming_a_huge_image_is_refused_before_it_is_drawn(tmp_p
         open_dataset(root, "labelme", val_fraction=0)
     msg = _one_line(e)
     assert "a.json" in msg and "200000 x 200000" in msg and "above the limit" in msg
+
+
+@pytest.mark.parametrize(
+    "points",
+    [["00", "0:"], [":"], [[1, 1], "55"], [[1, True], [5, 5]], [[1, 1], [5, None]], [[1, 1, 1], [5, 5]], "0,0,5,5"],
+)
+def test_labelme_points_that_are_not_number_pairs_make_the_file_unusable_not_a_traceback(tmp_path, points):
+    from pixelwise.data.formats.labelme import read_labelme
+
+    root = tmp_path / "lm"
+    root.mkdir()
+    for stem in ("good", "bad"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / f"{stem}.png")
+    good = {"label": "thing", "points": [[1, 1], [5, 5]], "shape_type": "rectangle"}
+    bad = {"label": "thing", "points": points, "shape_type": "polygon" if len(points) != 2 else "rectangle"}
+    for stem, shape in (("good", good), ("bad", bad)):
+        doc = {"shapes": [shape], "imagePath": f"{stem}.png", "imageHeight": 8, "imageWidth": 8}
+        (root / f"{stem}.json").write_text(json.dumps(doc))
+    src = read_labelme(root)
+    problem = next(p for p in src.problems if "bad" in p.stems)
+    assert any("bad.json" in f and "malformed points" in f for f in problem.items)
+    assert "good" not in problem.stems

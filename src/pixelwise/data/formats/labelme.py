@@ -12,6 +12,7 @@ labels of the shapes that carry a group_id.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -98,10 +99,25 @@ def _shape_list(d: dict) -> list:
     return shapes if isinstance(shapes, list) else []
 
 
+def _points(value) -> list[tuple[float, float]]:
+    """LabelMe ``points``: a list of [x, y] pairs of finite numbers; ValueError for anything else
+    (strings, whose characters would otherwise pass for coordinates, booleans, NaN)."""
+    if not isinstance(value, list):
+        raise ValueError("points is not a list")
+    pairs = []
+    for p in value:
+        if not isinstance(p, list | tuple) or len(p) != 2:
+            raise ValueError("a point is not an [x, y] pair")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in p):
+            raise ValueError("a coordinate is not a finite number")
+        pairs.append((p[0], p[1]))
+    return pairs
+
+
 def _shape(s: dict, cls: int) -> Shape | None:
     """One LabelMe shape of class ``cls``; None for a shape without area (line, point)."""
     kind = s.get("shape_type") or "polygon"
-    pts = s.get("points") or []
+    pts = _points(s.get("points") or [])
     if kind == "polygon":
         return Shape(cls, "polygon", (tuple(v for p in pts for v in p),))
     if kind in ("rectangle", "circle"):
