@@ -341,6 +341,36 @@ def test_a_model_json_describing_a_huge_network_is_refused_before_memory_is_allo
     assert devices == ["meta"]
 
 
+def test_a_huge_mix_transformer_is_measured_on_the_meta_device_too(tmp_path, monkeypatch):
+    """Mix Transformer encoders read their drop-path schedule while they are built, which a
+    shapes-only tensor cannot give; the check keeps such schedules real and still measures the network."""
+    import torch
+
+    import pixelwise.bundle as bundle_module
+
+    devices = []
+    real = bundle_module.build_model
+
+    def build(config, *args, **kwargs):
+        devices.append(torch.get_default_device().type)
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(bundle_module, "build_model", build)
+    # SegFormer on mit_b5 (82 million parameters) described next to the fixture's 10 MB of weights
+    run = _hostile_run(tmp_path, lambda m: m["model"].update(arch="segformer", encoder="mit_b5", kwargs={}))
+    with pytest.raises(PixelwiseError, match="model.json") as info:
+        load_bundle(run)
+    assert "describes a network of 313 MiB" in str(info.value) and "\n" not in str(info.value)
+    assert devices == ["meta"]
+
+
+def test_a_mix_transformer_bundle_that_fits_its_weights_loads(tmp_path):
+    meta = json.loads(FIXTURE.read_text())
+    meta["model"].update(arch="segformer", encoder="mit_b0", kwargs={})
+    model, _ = load_bundle(_bundle_dir(tmp_path, meta))
+    assert sum(p.numel() for p in model.parameters()) > 3_000_000
+
+
 @pytest.mark.parametrize(
     "text, words",
     [

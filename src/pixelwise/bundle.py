@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from .classes import ClassInfo
 from .errors import PixelwiseError, short_message
@@ -397,11 +398,28 @@ SIZE_SLACK = 1.5
 SIZE_SLACK_BYTES = 16 * 2**20
 
 
+class _RealSchedules(TorchFunctionMode):
+    """Inside a ``meta`` build, ``linspace`` / ``logspace`` of at most ``SCHEDULE_STEPS`` values run
+    on the CPU: encoders read such schedules while they are built (Mix Transformer's and timm's
+    drop-path rates call ``.item()`` / ``.tolist()`` on them), which a shapes-only tensor cannot give."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.linspace, torch.logspace) and kwargs.get("device") is None:
+            steps = args[2] if len(args) > 2 else kwargs.get("steps")
+            if isinstance(steps, int) and 0 <= steps <= SCHEDULE_STEPS:
+                kwargs = {**kwargs, "device": "cpu"}
+        return func(*args, **kwargs)
+
+
+SCHEDULE_STEPS = 4096
+
+
 def _refuse_oversized(weights: Path, config: ModelConfig) -> None:
     """Refuse a ``model.json`` describing a network far larger than its weights file, before any
     memory is allocated: the network is first built on PyTorch's ``meta`` device (shapes only)."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _RealSchedules():
             net = build_model(ModelConfig.from_dict(config.to_dict()))
     except PixelwiseError:
         raise
