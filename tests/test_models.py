@@ -116,6 +116,7 @@ ALLOWED_SAMPLES = {
     ),
     ("segformer", "mit_b0"): dict(encoder_depth=4, decoder_segmentation_channels=48),
     ("segformer", "tu-resnet10t"): dict(encoder_depth=3, decoder_segmentation_channels=40),
+    ("bisenetv2", "two-path"): dict(head_channels=48),
     ("unet", "tu-resnet18"): dict(
         norm_layer="groupnorm",
         act_layer="silu",

@@ -4,7 +4,8 @@
 ``unetplusplus``, ``fpn``, ``deeplabv3plus``, ``segformer`` (the SegFormer all-MLP head; its own
 Mix Transformer encoders are ``mit_b0`` ... ``mit_b5``) and ``deeplabv3`` with any encoder it
 accepts (``resnet18``, ``mobilenet_v2``, ``efficientnet-b0``, ``mit_b0``, ``tu-<any timm model>``, ...);
-torchvision provides ``fcn`` (ResNet-50) and ``lraspp`` (MobileNetV3-Large).
+torchvision provides ``fcn`` (ResNet-50) and ``lraspp`` (MobileNetV3-Large); ``bisenetv2`` is
+BiSeNet V2's two-path network (:mod:`pixelwise.bisenet`), which no library ships.
 
 :class:`SegmentationModel` pads the input to the network's stride, runs the network, and crops
 the logits back, so the output has exactly the input's height and width.
@@ -144,6 +145,13 @@ def _torchvision(kind: str):
     return build
 
 
+def _bisenetv2(cfg: ModelConfig, encoder_weights: str | None) -> tuple[nn.Module, int]:
+    from .bisenet import HEAD_CHANNELS, STRIDE, BiSeNetV2
+
+    head = cfg.kwargs.get("head_channels", HEAD_CHANNELS)
+    return BiSeNetV2(cfg.in_channels, cfg.out_channels, head_channels=head, dropout=cfg.dropout), STRIDE
+
+
 # name -> factory(ModelConfig, encoder_weights) -> (network, stride the input must be a multiple of)
 MODELS = {
     "unet": _smp("Unet"),
@@ -154,10 +162,13 @@ MODELS = {
     "deeplabv3": _smp("DeepLabV3"),
     "fcn": _torchvision("fcn"),
     "lraspp": _torchvision("lraspp"),
+    "bisenetv2": _bisenetv2,
 }
 
 
 TORCHVISION_BACKBONES = {"fcn": "resnet50", "lraspp": "mobilenet_v3_large"}
+# Architectures whose backbone is part of them: the encoder name is replaced by this one.
+FIXED_BACKBONES = {**TORCHVISION_BACKBONES, "bisenetv2": "two-path"}
 
 
 # What a model description may say. Everything in ModelConfig.kwargs goes to the library's
@@ -238,6 +249,7 @@ ALLOWED_KWARGS: dict[str, dict[str, Rule]] = {
     "deeplabv3": {"encoder_depth": _whole(1, 5), **_DEEPLAB},
     "fcn": {},
     "lraspp": {},
+    "bisenetv2": {"head_channels": _whole(1, MAX_CHANNELS)},
 }
 # Extra keywords of timm encoders (``tu-...``), passed on to timm.create_model: layer types by
 # name and drop rates. Not: checkpoint_path, pretrained, pretrained_cfg(_overlay), features_only, ...
@@ -276,7 +288,7 @@ _ENCODER_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]{0,99}(\.[a-z0-9_]{1,60})?")
 def allowed_kwargs(arch: str, encoder: str) -> dict[str, Rule]:
     """The keyword arguments ``kwargs`` may hold for ``arch`` with ``encoder``, with their rules."""
     allowed = dict(ALLOWED_KWARGS.get(arch, {}))
-    if arch not in TORCHVISION_BACKBONES and encoder.startswith("tu-"):
+    if arch not in FIXED_BACKBONES and encoder.startswith("tu-"):
         allowed.update(TIMM_ENCODER_KWARGS)
     return allowed
 
@@ -320,7 +332,7 @@ def model_config_problem(config: ModelConfig) -> tuple[str, str] | None:
     for name, ok, words in checks:
         if not ok:
             return name, words
-    if c.arch not in TORCHVISION_BACKBONES:  # those have a fixed backbone: the name is replaced
+    if c.arch not in FIXED_BACKBONES:  # the name is replaced for those
         problem = encoder_problem(c.encoder)
         if problem:
             return "encoder", problem
@@ -333,7 +345,7 @@ def _kwargs_problem(arch: str, encoder: str, kwargs: dict) -> tuple[str, str] | 
         if key not in allowed:
             options = ", ".join(sorted(allowed)) or "none"
             shown = key if key.isidentifier() and len(key) <= 60 else _short_repr(key)
-            with_encoder = "" if arch in TORCHVISION_BACKBONES else f" with encoder {encoder}"  # a known name
+            with_encoder = "" if arch in FIXED_BACKBONES else f" with encoder {encoder}"  # a known name
             return (
                 f"kwargs.{shown}",
                 f"is not an option of {arch}{with_encoder} (allowed: {options}); "
@@ -420,8 +432,8 @@ def build_model(config: ModelConfig, pretrained: str | None = None) -> Segmentat
     The model gets ``pretrained_source`` (str or None) and ``pretrained_note`` (one line for the
     user, or None).
     """
-    if isinstance(config.arch, str) and config.arch in TORCHVISION_BACKBONES:  # fixed: record the real one
-        config.encoder = TORCHVISION_BACKBONES[config.arch]
+    if isinstance(config.arch, str) and config.arch in FIXED_BACKBONES:  # record the real one
+        config.encoder = FIXED_BACKBONES[config.arch]
     check_model_config(config)
     note = None
     if pretrained is None or pretrained in ("", "none"):
@@ -458,6 +470,8 @@ class ImagenetWeights:
 def imagenet_weights(config: ModelConfig) -> ImagenetWeights | None:
     """Where the ImageNet weights of ``config``'s encoder live, and whether the local cache holds
     them (no network used); None when the encoder has none."""
+    if config.arch == "bisenetv2":  # trained from scratch, as in its paper
+        return None
     if config.arch in TORCHVISION_BACKBONES:
         from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
 

@@ -41,7 +41,7 @@ from ..errors import PixelwiseError
 # Names of the registries pixelwise.models.MODELS, pixelwise.losses.LOSSES and
 # pixelwise.data.formats.FORMATS, repeated here so that building the command-line parser imports
 # neither torch nor the data readers; a test checks that they match the registries.
-ARCH_NAMES = ("unet", "unetplusplus", "fpn", "deeplabv3plus", "segformer", "deeplabv3", "fcn", "lraspp")
+ARCH_NAMES = ("unet", "unetplusplus", "fpn", "deeplabv3plus", "segformer", "deeplabv3", "fcn", "lraspp", "bisenetv2")
 LOSS_NAMES = ("ce", "dice", "focal", "ce+dice", "focal+dice", "ohem", "ohem+dice", "lovasz", "ce+lovasz")
 FORMAT_NAMES = ("auto", "folder", "voc", "cityscapes", "camvid", "camvid-color", "ade20k", "coco", "labelme")
 SCHEDULES = ("cosine", "poly", "constant")
