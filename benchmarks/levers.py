@@ -20,6 +20,9 @@ Commands (a quiet machine, nothing else running; each lever costs seeds x (budge
     # architectures the planner may not pick by itself: about 3 h 10 min
     python benchmarks/levers.py --budget 20m --seeds 0,1,2 --common-args "--no-amp" \\
         --levers "base=;fpn=--arch fpn;segformer=--arch segformer" --out /tmp/levers20arch
+    # BiSeNet V2 (built in, from scratch) on its own: about 21 min a seed
+    python benchmarks/levers.py --budget 20m --seeds 0 --common-args "--no-amp" \\
+        --levers "bisenet=--arch bisenetv2" --out /tmp/levers20bise
 """
 
 from __future__ import annotations

@@ -202,6 +202,31 @@ def test_a_semantic_plan_measures_and_chooses_segformer_and_an_object_plan_u_net
     assert {c.arch for c in OBJECT_CANDIDATES} == {"unet"}
 
 
+def test_a_given_architecture_with_its_own_backbone_is_planned_under_that_backbone(tmp_path):
+    import time
+
+    import torch
+
+    from conftest import make_simple_dataset
+    from pixelwise.data import open_dataset
+    from pixelwise.training.config import TrainConfig
+    from pixelwise.training.planner import plan_for_budget
+
+    data = open_dataset(str(make_simple_dataset(tmp_path / "data", n=12, size=(48, 48))))
+    config = TrainConfig(
+        data=str(tmp_path / "data"),
+        budget=60,
+        device="cpu",
+        pretrained="none",
+        arch="bisenetv2",
+        model_kwargs={"head_channels": 16},
+        keep=["arch", "model_kwargs"],
+    )
+    plan, planned = plan_for_budget(config, data, torch.device("cpu"), time.perf_counter())
+    assert (planned.arch, planned.encoder) == ("bisenetv2", "two-path")  # not the default resnet18
+    assert plan.choices["encoder"] == "two-path" and {m["candidate"] for m in plan.measurements} == {"given"}
+
+
 def test_short_of_steps_the_largest_crop_with_enough_epochs_wins():
     # 367 training images, 20 minutes: no option reaches MIN_STEPS, several reach CONTEXT_MIN_VIEWS.
     fp = fingerprint(n=367, val=101)

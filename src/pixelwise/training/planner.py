@@ -1048,7 +1048,10 @@ def plan_for_budget(config: TrainConfig, data, device, run_clock: float) -> tupl
         candidates = candidates[:1]
         crops = crops[-2:] if "crop_size" not in config.keep else crops
     if any(k in config.keep for k in ("arch", "encoder", "model_kwargs")):
-        candidates = [Candidate("given", config.arch, config.encoder, dict(config.model_kwargs), config.batch_size)]
+        from ..models import FIXED_BACKBONES
+
+        encoder = FIXED_BACKBONES.get(config.arch, config.encoder)  # fcn, lraspp, bisenetv2: their own
+        candidates = [Candidate("given", config.arch, encoder, dict(config.model_kwargs), config.batch_size)]
     per_config = min(2.0, max(0.3, 0.03 * config.budget / max(1, len(candidates) * len(crops))))
     overrides = {k: getattr(config, k) for k in config.keep if hasattr(config, k)}
     overrides.pop("max_latency", None)
