@@ -320,7 +320,17 @@ def test_a_damaged_model_json_is_one_line_from_predict(tmp_path, capsys, case):
     assert not (tmp_path / "out" / "masks").exists()
 
 
-def test_a_model_json_describing_a_huge_network_is_refused_before_memory_is_allocated(tmp_path, monkeypatch):
+# A description far larger than its weights, and the size it must be reported at. mit_b5: Mix
+# Transformer encoders read their drop-path schedule while they are built, which a shapes-only
+# tensor cannot give; the check keeps such schedules real and still measures the network.
+HUGE_MODELS = {
+    "800 million parameters": ({"encoder": "resnext101_32x48d"}, "3190 MiB"),
+    "SegFormer on mit_b5": ({"arch": "segformer", "encoder": "mit_b5"}, "313 MiB"),
+}
+
+
+@pytest.mark.parametrize("case", list(HUGE_MODELS))
+def test_a_model_json_describing_a_huge_network_is_refused_before_memory_is_allocated(tmp_path, monkeypatch, case):
     import torch
 
     import pixelwise.bundle as bundle_module
@@ -333,34 +343,11 @@ def test_a_model_json_describing_a_huge_network_is_refused_before_memory_is_allo
         return real(config, *args, **kwargs)
 
     monkeypatch.setattr(bundle_module, "build_model", build)
-    # 800 million parameters (3.3 GB) described next to the fixture's 10 MB of weights
-    run = _hostile_run(tmp_path, lambda m: m["model"].update(encoder="resnext101_32x48d", kwargs={}))
+    change, size = HUGE_MODELS[case]
+    run = _hostile_run(tmp_path, lambda m: m["model"].update(**change, kwargs={}))  # next to 10 MB of weights
     with pytest.raises(PixelwiseError, match="model.json") as info:
         load_bundle(run)
-    assert "describes a network of 3190 MiB" in str(info.value) and "\n" not in str(info.value)
-    assert devices == ["meta"]
-
-
-def test_a_huge_mix_transformer_is_measured_on_the_meta_device_too(tmp_path, monkeypatch):
-    """Mix Transformer encoders read their drop-path schedule while they are built, which a
-    shapes-only tensor cannot give; the check keeps such schedules real and still measures the network."""
-    import torch
-
-    import pixelwise.bundle as bundle_module
-
-    devices = []
-    real = bundle_module.build_model
-
-    def build(config, *args, **kwargs):
-        devices.append(torch.get_default_device().type)
-        return real(config, *args, **kwargs)
-
-    monkeypatch.setattr(bundle_module, "build_model", build)
-    # SegFormer on mit_b5 (82 million parameters) described next to the fixture's 10 MB of weights
-    run = _hostile_run(tmp_path, lambda m: m["model"].update(arch="segformer", encoder="mit_b5", kwargs={}))
-    with pytest.raises(PixelwiseError, match="model.json") as info:
-        load_bundle(run)
-    assert "describes a network of 313 MiB" in str(info.value) and "\n" not in str(info.value)
+    assert f"describes a network of {size}" in str(info.value) and "\n" not in str(info.value)
     assert devices == ["meta"]
 
 
