@@ -398,6 +398,11 @@ SIZE_SLACK = 1.5
 SIZE_SLACK_BYTES = 16 * 2**20
 
 
+# The longest linspace/logspace a shapes-only build computes for real (drop-path schedules: one
+# value per block).
+SCHEDULE_STEPS = 4096
+
+
 class _RealSchedules(TorchFunctionMode):
     """Inside a ``meta`` build, ``linspace`` / ``logspace`` of at most ``SCHEDULE_STEPS`` values run
     on the CPU: encoders read such schedules while they are built (Mix Transformer's and timm's
@@ -410,9 +415,6 @@ class _RealSchedules(TorchFunctionMode):
             if isinstance(steps, int) and 0 <= steps <= SCHEDULE_STEPS:
                 kwargs = {**kwargs, "device": "cpu"}
         return func(*args, **kwargs)
-
-
-SCHEDULE_STEPS = 4096
 
 
 def _refuse_oversized(weights: Path, config: ModelConfig) -> None:
