@@ -502,9 +502,10 @@ class Trainer:
             self.out_of_time = True
         return {
             "epoch": epoch + 1,
-            "train_loss": round(loss_sum / max(1, seen), 6),
+            # An epoch the clock ended before its first step trained nothing: no loss, no speed.
+            "train_loss": round(loss_sum / seen, 6) if seen else None,
             "lr": self.lr,
-            "images_per_s": round(seen / train_seconds, 2) if train_seconds > 0 else None,
+            "images_per_s": round(seen / train_seconds, 2) if seen and train_seconds > 0 else None,
             "train_seconds": round(train_seconds, 3),
         }
 
@@ -616,10 +617,16 @@ class Trainer:
             if "val_loss" in row
             else ""
         )
+        trained = (
+            f"loss {row['train_loss']:.4f}  " if row["train_loss"] is not None else "no training step (out of time)  "
+        )
+        speed = f"{row['images_per_s']} img/s  " if row["images_per_s"] is not None else ""
         return (
-            f"epoch {epoch + 1}/{self.config.epochs}  loss {row['train_loss']:.4f}  "
+            f"epoch {epoch + 1}/{self.config.epochs}  "
+            + trained
             + validated
-            + f"{row['images_per_s']} img/s  {row['seconds']:.1f}s"
+            + speed
+            + f"{row['seconds']:.1f}s"
             + ("  *best*" if improved and self.loaders.val else "")
         )
 
